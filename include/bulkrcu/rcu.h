@@ -1,0 +1,188 @@
+/* bulkrcu/rcu.h: the C API (C11 and C++).
+ *
+ * Read-copy update for user space: readers run without locks or registration; writers publish
+ * a new version, then free the old one after a grace period, either by waiting for it
+ * (bulkrcu_synchronize) or by queueing a callback (bulkrcu_call).
+ *
+ * Every entry point states four things: may it block, may it allocate, is it
+ * async-signal-safe, and may it be called inside a read-side critical section ("a reader").
+ *
+ * Memory ordering:
+ *  - A grace period begins after the call that starts it (bulkrcu_synchronize,
+ *    bulkrcu_synchronize_expedited, bulkrcu_start_poll, the cookie of bulkrcu_get_state, or a
+ *    bulkrcu_call) and ends only after every read-side critical section that began before that
+ *    point has ended. Everything a writer did before the call happens-before the end of the
+ *    grace period, and every memory access made inside such a critical section happens-before
+ *    the return of bulkrcu_synchronize, a true result of bulkrcu_poll_state, and the start of
+ *    the callback.
+ *  - A critical section that begins after a grace period began may see either version of
+ *    data updated before it; it never sees memory freed at the end of that grace period.
+ *  - Publish with rcu_assign_pointer (a release store) and read with rcu_dereference (an
+ *    acquire load), both in <bulkrcu/kernel.h>, or with C11/C++ atomics of the same orders.
+ *  - bulkrcu_barrier returns after every callback queued before it has returned; the
+ *    callbacks' effects happen-before the return.
+ *  - bulkrcu_read_lock and bulkrcu_read_unlock emit no fence and no atomic read-modify-write
+ *    on machines with membarrier(2) (the grace period pays with membarrier instead); without
+ *    membarrier, each outermost lock and unlock adds one full fence.
+ */
+#ifndef BULKRCU_RCU_H
+#define BULKRCU_RCU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A callback head, embedded in the object to be reclaimed. Owned by bulkrcu from
+ * bulkrcu_call until `func` is invoked. */
+struct bulkrcu_head {
+  struct bulkrcu_head *next;
+  void (*func)(struct bulkrcu_head *);
+};
+
+/* Enters a read-side critical section. Sections nest; any thread may call it with no prior
+ * call, including threads bulkrcu never saw and signal handlers.
+ * Blocks: no. Allocates: only on a thread's first use, which claims a reader slot from a
+ * process-wide pool (a compare-and-swap; a new 4 KiB chunk is mapped with mmap(2) when every
+ * slot is taken) and sets a pthread key so thread exit releases the slot.
+ * Async-signal-safe: yes (also on first use: the slot claim is lock-free).
+ * Inside a reader: yes (nests). */
+void bulkrcu_read_lock(void);
+
+/* Leaves a read-side critical section. Calling it without a matching lock aborts with a
+ * message (in every build: the check costs nothing on the outermost unlock).
+ * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: it ends one. */
+void bulkrcu_read_unlock(void);
+
+/* True when the calling thread is inside a read-side critical section.
+ * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
+bool bulkrcu_read_lock_held(void);
+
+/* Waits for a grace period: returns after every read-side critical section that began before
+ * the call has ended. Concurrent callers share grace periods.
+ * Blocks: yes. Allocates: no. Async-signal-safe: no.
+ * Inside a reader: forbidden; aborts at once with a message (it would wait for itself). */
+void bulkrcu_synchronize(void);
+
+/* bulkrcu_synchronize that ends as fast as the readers allow: it spins and yields instead of
+ * sleeping, and makes a grace period already running stop sleeping too.
+ * Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts). */
+void bulkrcu_synchronize_expedited(void);
+
+/* Returns a cookie for the current state: bulkrcu_poll_state(cookie) becomes true once a full
+ * grace period has elapsed after this call. Starts nothing.
+ * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
+unsigned long bulkrcu_get_state(void);
+
+/* As bulkrcu_get_state, and makes sure a grace period that satisfies the cookie starts soon
+ * (the runtime thread runs it).
+ * Blocks: no. Allocates: no. Async-signal-safe: yes (at most one futex wake).
+ * Inside a reader: yes (the grace period then waits for the reader to end, as it must). */
+unsigned long bulkrcu_start_poll(void);
+
+/* True once a full grace period has elapsed since `cookie` was taken.
+ * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
+bool bulkrcu_poll_state(unsigned long cookie);
+
+/* Returns at once if the cookie's grace period has elapsed, else waits for it.
+ * Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts). */
+void bulkrcu_cond_synchronize(unsigned long cookie);
+
+/* Queues `head` so that func(head) runs on the runtime thread after a grace period.
+ * Callbacks queued on one CPU run in the order they were queued.
+ * Blocks: no. Allocates: no. Takes no contended lock: an rseq push onto this CPU's list (or a
+ * try-lock of it), else a lock-free push onto a shared overflow list. Async-signal-safe: yes.
+ * Inside a reader: yes. */
+void bulkrcu_call(struct bulkrcu_head *head, void (*func)(struct bulkrcu_head *));
+
+/* Waits until every callback queued (from any thread) before the call has returned.
+ * Blocks: yes. Allocates: no. Async-signal-safe: no.
+ * Inside a reader: forbidden (aborts). Inside a callback: forbidden (aborts: it would wait
+ * for itself). */
+void bulkrcu_barrier(void);
+
+/* ---- private: the inline reader fast path. Layout and names may change in any release. --- */
+struct bulkrcu__reader {
+  unsigned long ctr; /* 0 or phase bit: quiescent; else grace-period phase | nesting count */
+};
+#define BULKRCU__NEST_MASK ((1UL << (sizeof(unsigned long) * 4)) - 1)
+
+#if defined(__SANITIZE_THREAD__)
+#define BULKRCU__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BULKRCU__TSAN 1
+#endif
+#endif
+
+/* ThreadSanitizer cannot see membarrier(2): under it the reader uses orders it understands. */
+#ifdef BULKRCU__TSAN
+#define BULKRCU__MO_LOCK __ATOMIC_SEQ_CST
+#define BULKRCU__MO_UNLOCK __ATOMIC_SEQ_CST
+#else
+#define BULKRCU__MO_LOCK __ATOMIC_RELAXED   /* ordered by fence A (see below) */
+#define BULKRCU__MO_UNLOCK __ATOMIC_RELAXED /* ordered by fence B */
+#endif
+
+/* initial-exec TLS: one pointer, reached with one %fs-relative load (no __tls_get_addr). */
+extern __thread struct bulkrcu__reader *bulkrcu__tls_reader __attribute__((tls_model("initial-exec")));
+extern unsigned long bulkrcu__gp_ctr; /* phase | 1; written by the grace-period engine */
+extern int bulkrcu__reader_fence;     /* 1 when membarrier(2) is unavailable */
+struct bulkrcu__reader *bulkrcu__reader_register(void);
+void bulkrcu__unlock_unbalanced(void) __attribute__((noreturn, cold));
+
+/* About 7 instructions on the outermost lock, 4 when nested. */
+static inline __attribute__((always_inline)) void bulkrcu__read_lock_inline(void) {
+  struct bulkrcu__reader *r = bulkrcu__tls_reader;
+  if (__builtin_expect(r == NULL, 0)) r = bulkrcu__reader_register();
+  unsigned long tmp = __atomic_load_n(&r->ctr, __ATOMIC_RELAXED);
+  if (__builtin_expect(!(tmp & BULKRCU__NEST_MASK), 1)) {
+    __atomic_store_n(&r->ctr, __atomic_load_n(&bulkrcu__gp_ctr, __ATOMIC_RELAXED), BULKRCU__MO_LOCK);
+    /* Fence A: orders the store above before the section's loads. A compiler barrier; the
+     * grace period's membarrier (M1, M2 in src/gp/gp.cpp) supplies the CPU fence. */
+    if (__builtin_expect(bulkrcu__reader_fence, 0))
+      __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    else
+      __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  } else {
+    __atomic_store_n(&r->ctr, tmp + 1, __ATOMIC_RELAXED);
+  }
+}
+
+static inline __attribute__((always_inline)) void bulkrcu__read_unlock_inline(void) {
+  struct bulkrcu__reader *r = bulkrcu__tls_reader;
+  if (__builtin_expect(r == NULL, 0)) bulkrcu__unlock_unbalanced();
+  unsigned long tmp = __atomic_load_n(&r->ctr, __ATOMIC_RELAXED);
+  if (__builtin_expect((tmp & BULKRCU__NEST_MASK) == 1, 1)) {
+    /* Fence B: orders the section's loads before the store that ends it; pairs with M1/M2. */
+    if (__builtin_expect(bulkrcu__reader_fence, 0))
+      __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    else
+      __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&r->ctr, tmp - 1, BULKRCU__MO_UNLOCK);
+  } else {
+    if (__builtin_expect(!(tmp & BULKRCU__NEST_MASK), 0)) bulkrcu__unlock_unbalanced();
+    __atomic_store_n(&r->ctr, tmp - 1, __ATOMIC_RELAXED);
+  }
+}
+
+static inline __attribute__((always_inline)) bool bulkrcu__read_lock_held_inline(void) {
+  struct bulkrcu__reader *r = bulkrcu__tls_reader;
+  return r != NULL && (__atomic_load_n(&r->ctr, __ATOMIC_RELAXED) & BULKRCU__NEST_MASK) != 0;
+}
+
+/* The function-like macros inline the fast path; `(bulkrcu_read_lock)()` and the function's
+ * address still reach the exported function. Define BULKRCU_NO_INLINE to call it always. */
+#ifndef BULKRCU_NO_INLINE
+#define bulkrcu_read_lock() bulkrcu__read_lock_inline()
+#define bulkrcu_read_unlock() bulkrcu__read_unlock_inline()
+#define bulkrcu_read_lock_held() bulkrcu__read_lock_held_inline()
+#endif
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* BULKRCU_RCU_H */

@@ -1,0 +1,121 @@
+// bulkrcu/rcu.hpp: the C++ API, shaped like C++26 std::rcu (P2545R4) in namespace bulkrcu.
+//
+//   struct Config : bulkrcu::rcu_obj_base<Config> { ... };
+//   std::atomic<Config*> current;
+//   { std::scoped_lock lock(bulkrcu::rcu_default_domain());   // reader
+//     use(current.load(std::memory_order_acquire)); }
+//   Config* old = current.exchange(fresh, std::memory_order_acq_rel);  // writer
+//   old->retire();                                                       // deleted after a GP
+//
+// Memory ordering: as in <bulkrcu/rcu.h>. A deleter scheduled by retire() or rcu_retire() runs
+// after every read-side critical section that began before the call has ended; the accesses
+// of those sections happen-before the deleter. rcu_barrier() returns after every deleter
+// scheduled before it has returned, and rcu_synchronize() after a full grace period.
+#ifndef BULKRCU_RCU_HPP
+#define BULKRCU_RCU_HPP
+
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#include "bulkrcu/rcu.h"
+
+namespace bulkrcu {
+
+// The default (and only) RCU domain. Meets the Lockable requirements, so std::scoped_lock and
+// std::unique_lock work with it.
+class rcu_domain {
+ public:
+  rcu_domain(const rcu_domain&) = delete;
+  rcu_domain& operator=(const rcu_domain&) = delete;
+
+  // Enters a read-side critical section (nests). Blocks: no. Allocates: on a thread's first
+  // use only, see bulkrcu_read_lock. Async-signal-safe: yes. Inside a reader: yes.
+  void lock() noexcept { bulkrcu__read_lock_inline(); }
+  // Same as lock(); always succeeds.
+  bool try_lock() noexcept {
+    lock();
+    return true;
+  }
+  // Leaves a read-side critical section. Blocks: no. Allocates: no. Async-signal-safe: yes.
+  void unlock() noexcept { bulkrcu__read_unlock_inline(); }
+
+ private:
+  constexpr rcu_domain() noexcept = default;
+  friend rcu_domain& rcu_default_domain() noexcept;
+};
+
+// Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes.
+inline rcu_domain& rcu_default_domain() noexcept {
+  static constinit rcu_domain domain;  // constant-initialized: no guard, no destructor
+  return domain;
+}
+
+// Waits for a grace period. Blocks: yes. Allocates: no. Async-signal-safe: no.
+// Inside a reader: forbidden (aborts with a message).
+inline void rcu_synchronize(rcu_domain& = rcu_default_domain()) noexcept { bulkrcu_synchronize(); }
+
+// Waits until every deleter scheduled before the call (retire, rcu_retire, bulkrcu_call) has
+// run. Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts).
+inline void rcu_barrier(rcu_domain& = rcu_default_domain()) noexcept { bulkrcu_barrier(); }
+
+// Base of a class T whose objects are retired through RCU. Holds a callback head and the
+// deleter inside the object, so retire() never allocates.
+template <class T, class D = std::default_delete<T>>
+class rcu_obj_base {
+ public:
+  // Schedules d(static_cast<T*>(this)) after a grace period. Blocks: no. Allocates: no.
+  // Async-signal-safe: yes if D's move constructor is. Inside a reader: yes.
+  void retire(D d = D(), rcu_domain& = rcu_default_domain()) noexcept {
+    deleter_ = std::move(d);
+    node_.owner = this;
+    bulkrcu_call(&node_.head, &rcu_obj_base::invoke);
+  }
+
+ protected:
+  rcu_obj_base() = default;
+  rcu_obj_base(const rcu_obj_base&) noexcept {}
+  rcu_obj_base(rcu_obj_base&&) noexcept {}
+  rcu_obj_base& operator=(const rcu_obj_base&) noexcept { return *this; }
+  rcu_obj_base& operator=(rcu_obj_base&&) noexcept { return *this; }
+  ~rcu_obj_base() = default;
+
+ private:
+  struct Node {
+    bulkrcu_head head;  // first member: the callback gets &head and recovers the Node
+    rcu_obj_base* owner;
+  };
+  static void invoke(bulkrcu_head* h) {
+    rcu_obj_base* self = reinterpret_cast<Node*>(h)->owner;
+    D d = std::move(self->deleter_);
+    d(static_cast<T*>(self));
+  }
+  Node node_{};
+  [[no_unique_address]] D deleter_{};
+};
+
+// Schedules d(p) after a grace period, for a T that does not derive from rcu_obj_base.
+// Blocks: no. Allocates: one small node per call (operator new; throws std::bad_alloc).
+// Async-signal-safe: no. Inside a reader: yes.
+template <class T, class D = std::default_delete<T>>
+void rcu_retire(T* p, D d = D(), rcu_domain& = rcu_default_domain()) {
+  struct Node {
+    bulkrcu_head head;
+    T* ptr;
+    [[no_unique_address]] D deleter;
+    static void invoke(bulkrcu_head* h) {
+      Node* n = reinterpret_cast<Node*>(h);
+      D del = std::move(n->deleter);
+      T* obj = n->ptr;
+      delete n;
+      del(obj);
+    }
+  };
+  Node* n = new Node{bulkrcu_head{}, p, std::move(d)};
+  bulkrcu_call(&n->head, &Node::invoke);
+}
+
+}  // namespace bulkrcu
+
+#endif  // BULKRCU_RCU_HPP

@@ -1,0 +1,46 @@
+/* bulkrcu/stats.h: counters for monitoring and tests (C11 and C++).
+ *
+ * Memory ordering: every counter is read with a relaxed load; a snapshot is not atomic as a
+ * whole (two counters may come from slightly different moments). Counters only grow, except
+ * the "pending", "registered" and gauge fields.
+ */
+#ifndef BULKRCU_STATS_H
+#define BULKRCU_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct bulkrcu_stats {
+  /* grace-period engine */
+  uint64_t grace_periods;           /* grace periods completed */
+  uint64_t expedited_grace_periods; /* of which expedited */
+  uint64_t synchronize_calls;       /* bulkrcu_synchronize + _expedited calls */
+  uint64_t stall_warnings;          /* stall warnings printed */
+  uint64_t reader_slots;            /* reader slots mapped */
+  uint64_t readers_registered;      /* reader slots owned by live threads (gauge) */
+  /* callbacks (bulkrcu_call) */
+  uint64_t callbacks_queued;   /* counted when the runtime thread sweeps them */
+  uint64_t callbacks_invoked;
+  uint64_t callbacks_pending;  /* swept, not yet invoked (gauge) */
+  uint64_t callbacks_overflow; /* queued on the shared overflow list (slot busy) */
+  /* configuration */
+  uint64_t percpu_rseq;   /* 1: per-CPU data via rseq; 0: sched_getcpu + try-lock fallback */
+  uint64_t reader_fences; /* 1: readers run full fences (no membarrier) */
+  uint64_t nr_cpu_slots;  /* possible CPUs */
+};
+
+/* Copies min(size, sizeof(struct bulkrcu_stats)) bytes of a fresh snapshot into *out; pass
+ * sizeof(*out) so that a program built against an older header keeps working.
+ * Blocks: no. Allocates: no. Async-signal-safe: no (walks shared lists with relaxed loads; it
+ * takes no lock, but is not meant for handlers). Inside a reader: yes. */
+void bulkrcu_get_stats(struct bulkrcu_stats *out, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BULKRCU_STATS_H */

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The test command (README): installs what is missing, checks formatting, then builds and runs
+# every test in three builds (Release, AddressSanitizer+UBSan, ThreadSanitizer), the Release
+# tests again without rseq and without membarrier, and an install + consumer check.
+# Usage: scripts/test.sh [release|asan|tsan|fallback|format|install ...]  (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(format release fallback install asan tsan)
+jobs=$(nproc)
+
+configure_build() {  # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+}
+
+run_ctest() {  # dir, extra ctest args...
+  local dir=$1; shift
+  ctest --test-dir "$dir" -j "$jobs" --output-on-failure --timeout 600 "$@"
+}
+
+for step in "${steps[@]}"; do
+  echo "==== test step: $step ====" >&2
+  case "$step" in
+    format)
+      files=$(git ls-files '*.c' '*.cpp' '*.h' '*.hpp')
+      clang-format --dry-run --Werror $files
+      ;;
+    release)
+      configure_build build-ci-release -DCMAKE_BUILD_TYPE=Release -DBULKRCU_BUILD_BENCH=ON
+      run_ctest build-ci-release
+      ;;
+    fallback)
+      [ -d build-ci-release ] || configure_build build-ci-release -DCMAKE_BUILD_TYPE=Release
+      echo "-- without rseq (GLIBC_TUNABLES=glibc.pthread.rseq=0)" >&2
+      GLIBC_TUNABLES=glibc.pthread.rseq=0 BULKRCU_EXPECT_NO_RSEQ=1 run_ctest build-ci-release
+      echo "-- without membarrier (BULKRCU_NO_MEMBARRIER=1)" >&2
+      BULKRCU_NO_MEMBARRIER=1 BULKRCU_EXPECT_NO_MEMBARRIER=1 run_ctest build-ci-release
+      ;;
+    install)
+      configure_build build-ci-release -DCMAKE_BUILD_TYPE=Release
+      prefix=$(mktemp -d)
+      cmake --install build-ci-release --prefix "$prefix" >/dev/null
+      bash tests/install/check.sh "$prefix"
+      rm -rf "$prefix"
+      ;;
+    asan)
+      CC=clang-14 CXX=clang++-14 configure_build build-ci-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DBULKRCU_SANITIZE=address -DBULKRCU_BUILD_BENCH=OFF
+      ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 run_ctest build-ci-asan
+      ;;
+    tsan)
+      configure_build build-ci-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBULKRCU_SANITIZE=thread \
+        -DBULKRCU_BUILD_BENCH=OFF
+      TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_ctest build-ci-tsan
+      ;;
+    *) echo "unknown step: $step" >&2; exit 2 ;;
+  esac
+done
+echo "==== all test steps passed: ${steps[*]} ====" >&2

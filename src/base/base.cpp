@@ -1,0 +1,192 @@
+#include "base/base.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+extern "C" {
+int bulkrcu__reader_fence = 1;  // declared in include/bulkrcu/rcu.h
+}
+
+namespace bulkrcu::detail {
+
+namespace {
+
+// Parses the kernel's CPU list format ("0-3,8-11") and returns highest index + 1.
+int parse_cpu_list(const char* s) {
+  int highest = -1;
+  while (*s) {
+    char* end = nullptr;
+    long a = strtol(s, &end, 10);
+    if (end == s) break;
+    long b = a;
+    s = end;
+    if (*s == '-') {
+      ++s;
+      b = strtol(s, &end, 10);
+      if (end == s) break;
+      s = end;
+    }
+    if (b > highest) highest = static_cast<int>(b);
+    while (*s == ',' || *s == '\n' || *s == ' ') ++s;
+  }
+  return highest + 1;
+}
+
+int read_possible_cpus() {
+  int n = 0;
+  int fd = open("/sys/devices/system/cpu/possible", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[256];
+    ssize_t r = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (r > 0) {
+      buf[r] = '\0';
+      n = parse_cpu_list(buf);
+    }
+  }
+  long conf = sysconf(_SC_NPROCESSORS_CONF);
+  if (conf > n) n = static_cast<int>(conf);
+  return n < 1 ? 1 : n;
+}
+
+std::uint64_t env_seconds_ns(const char* name, std::uint64_t def_s) {
+  const char* v = getenv(name);
+  if (!v || !*v) return def_s * 1000000000ull;
+  char* end = nullptr;
+  double d = strtod(v, &end);
+  if (end == v || d <= 0) {
+    log_warning("bulkrcu: ignoring %s=%s (expected a positive number of seconds)\n", name, v);
+    return def_s * 1000000000ull;
+  }
+  return static_cast<std::uint64_t>(d * 1e9);
+}
+
+bool env_flag(const char* name) {
+  const char* v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+Config load_config() {
+  Config c{};
+  c.stall_timeout_ns = env_seconds_ns("BULKRCU_STALL_TIMEOUT", 21);
+  c.no_rseq = env_flag("BULKRCU_NO_RSEQ");
+  c.no_membarrier = env_flag("BULKRCU_NO_MEMBARRIER");
+  return c;
+}
+
+std::atomic<std::uint64_t> g_stall_override{0};
+bool g_has_membarrier = false;  // set once, by the load-time constructor below
+std::atomic<std::uint32_t> g_doorbell{0};
+
+// Priority 100: before any other bulkrcu constructor.
+__attribute__((constructor(100))) void base_init() {
+  if (config().no_membarrier) return;
+  long mask = subtle::membarrier(MEMBARRIER_CMD_QUERY, 0, 0);
+  if (mask < 0 || !(mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED)) return;
+  if (subtle::membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) return;
+  g_has_membarrier = true;
+  // Order: heavy_fence() switches to membarrier before any light fence is dropped.
+  __atomic_store_n(&bulkrcu__reader_fence, 0, __ATOMIC_SEQ_CST);
+}
+
+}  // namespace
+
+bool membarrier_ready() noexcept { return g_has_membarrier; }
+
+void heavy_fence() noexcept {
+  if (g_has_membarrier && subtle::membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+    fatal("membarrier(PRIVATE_EXPEDITED) failed after a successful registration");
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+std::atomic<std::uint32_t>* doorbell_word() noexcept { return &g_doorbell; }
+
+void doorbell_ring() noexcept {
+  if (g_doorbell.exchange(0, std::memory_order_relaxed) == 1) subtle::futex_wake(&g_doorbell, 1);
+}
+
+int possible_cpus() noexcept {
+  static const int n = read_possible_cpus();
+  return n;
+}
+
+std::uint64_t now_ns() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+void sleep_ns(std::uint64_t ns) noexcept {
+  timespec ts{static_cast<time_t>(ns / 1000000000ull), static_cast<long>(ns % 1000000000ull)};
+  nanosleep(&ts, nullptr);
+}
+
+int this_tid() noexcept { return static_cast<int>(syscall(SYS_gettid)); }
+
+void fatal(const char* msg) noexcept {
+  static const char prefix[] = "bulkrcu: ";
+  ssize_t ignored = write(2, prefix, sizeof prefix - 1);
+  ignored = write(2, msg, strlen(msg));
+  ignored = write(2, "\n", 1);
+  (void)ignored;
+  abort();
+}
+
+void log_warning(const char* fmt, ...) noexcept {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if (n >= static_cast<int>(sizeof buf)) n = sizeof buf - 1;
+  ssize_t ignored = write(2, buf, static_cast<size_t>(n));
+  (void)ignored;
+}
+
+const Config& config() noexcept {
+  static const Config c = load_config();
+  return c;
+}
+
+void set_stall_timeout_ns(std::uint64_t ns) noexcept { g_stall_override.store(ns, std::memory_order_relaxed); }
+
+std::uint64_t stall_timeout_ns() noexcept {
+  std::uint64_t o = g_stall_override.load(std::memory_order_relaxed);
+  return o ? o : config().stall_timeout_ns;
+}
+
+namespace subtle {
+
+long membarrier(int cmd, unsigned flags, int cpu_id) noexcept {
+  return syscall(__NR_membarrier, cmd, flags, cpu_id);
+}
+
+long futex_wait(std::atomic<std::uint32_t>* addr, std::uint32_t expected, std::uint64_t timeout_ns) noexcept {
+  timespec ts{};
+  timespec* tsp = nullptr;
+  if (timeout_ns) {
+    ts.tv_sec = static_cast<time_t>(timeout_ns / 1000000000ull);
+    ts.tv_nsec = static_cast<long>(timeout_ns % 1000000000ull);
+    tsp = &ts;
+  }
+  return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(addr), FUTEX_WAIT_PRIVATE, expected, tsp,
+                 nullptr, 0);
+}
+
+long futex_wake(std::atomic<std::uint32_t>* addr, int count) noexcept {
+  return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(addr), FUTEX_WAKE_PRIVATE, count, nullptr,
+                 nullptr, 0);
+}
+
+}  // namespace subtle
+}  // namespace bulkrcu::detail

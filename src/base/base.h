@@ -1,0 +1,114 @@
+// bulkrcu/src/base/base.h: the bottom layer's umbrella header.
+//
+// Owns compiler hints, the cache-line size, the possible-CPU count, thin wrappers over the
+// membarrier and futex system calls, clocks and the environment configuration. Includes no
+// other layer.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+
+#define BULKRCU_LIKELY(x) __builtin_expect(!!(x), 1)
+#define BULKRCU_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define BULKRCU_NOINLINE __attribute__((noinline))
+#define BULKRCU_ALWAYS_INLINE inline __attribute__((always_inline))
+#define BULKRCU_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
+
+#if defined(__SANITIZE_THREAD__)
+#define BULKRCU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BULKRCU_TSAN 1
+#endif
+#endif
+#ifndef BULKRCU_TSAN
+#define BULKRCU_TSAN 0
+#endif
+
+extern "C" int bulkrcu__reader_fence;  // 1 until membarrier registration succeeds
+
+namespace bulkrcu::detail {
+
+inline constexpr std::size_t kCacheLine = 64;
+
+// Compiler-only barrier: orders the compiler, emits no instruction.
+BULKRCU_ALWAYS_INLINE void compiler_barrier() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+
+BULKRCU_ALWAYS_INLINE void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  compiler_barrier();
+#endif
+}
+
+// Number of possible CPUs (/sys/devices/system/cpu/possible), not the online count: CPUs may
+// come online later and every per-CPU array is sized once. Never less than 1.
+int possible_cpus() noexcept;
+
+// Monotonic clock in nanoseconds.
+std::uint64_t now_ns() noexcept;
+
+// Sleeps for `ns` nanoseconds (restarts on EINTR is not attempted: callers loop anyway).
+void sleep_ns(std::uint64_t ns) noexcept;
+
+// The calling thread's kernel thread id.
+int this_tid() noexcept;
+
+// Aborts the process after printing "bulkrcu: <message>" to stderr. Async-signal-safe: uses
+// write(2) and abort(3) only; `msg` is printed as is (no formatting).
+[[noreturn]] void fatal(const char* msg) noexcept;
+
+// Formats into a stack buffer and writes to stderr with a single write(2).
+void log_warning(const char* fmt, ...) noexcept __attribute__((format(printf, 1, 2)));
+
+// --- environment configuration (read once, on first use) ---------------------------------
+struct Config {
+  std::uint64_t stall_timeout_ns;  // BULKRCU_STALL_TIMEOUT (seconds, default 21)
+  bool no_rseq;                    // BULKRCU_NO_RSEQ=1 forces the try-lock fallback
+  bool no_membarrier;              // BULKRCU_NO_MEMBARRIER=1 forces fenced readers
+};
+const Config& config() noexcept;
+// Test hook: replaces the stall timeout at run time.
+void set_stall_timeout_ns(std::uint64_t ns) noexcept;
+std::uint64_t stall_timeout_ns() noexcept;
+
+// --- asymmetric fences ----------------------------------------------------------------------
+// heavy_fence(): a full barrier on every CPU running a thread of this process
+// (membarrier(PRIVATE_EXPEDITED) once registered at load time, else a plain full fence).
+// light_fence(): its partner on hot paths; a compiler barrier when membarrier is registered,
+// else a full fence. Readers use the same flag inline (bulkrcu__reader_fence in rcu.h).
+bool membarrier_ready() noexcept;
+void heavy_fence() noexcept;
+BULKRCU_ALWAYS_INLINE void light_fence() noexcept {
+  if (BULKRCU_UNLIKELY(__atomic_load_n(&::bulkrcu__reader_fence, __ATOMIC_RELAXED)))
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  else
+    compiler_barrier();
+}
+
+// --- the runtime thread's doorbell ---------------------------------------------------------
+// The runtime thread sets `sleeping` to 1, runs heavy_fence(), rechecks every source of work,
+// then futex-waits on `sleeping`. A producer publishes its work, then ring_if_idle(): a light
+// fence and one load; only when the runtime thread sleeps does it pay a futex wake. The
+// asymmetric Dekker pair (light_fence here, heavy_fence there) guarantees that either the
+// recheck sees the work or the producer sees sleeping == 1.
+std::atomic<std::uint32_t>* doorbell_word() noexcept;
+void doorbell_ring() noexcept;  // async-signal-safe: an exchange and at most one futex wake
+BULKRCU_ALWAYS_INLINE void doorbell_ring_if_idle() noexcept {
+  light_fence();
+  if (BULKRCU_UNLIKELY(doorbell_word()->load(std::memory_order_relaxed) != 0)) doorbell_ring();
+}
+
+namespace subtle {
+// Thin system-call wrappers. Callers: the percpu and gp layers (heavy side of asymmetric
+// fences) and the runtime's sleeping threads. Each returns the raw syscall result.
+long membarrier(int cmd, unsigned flags, int cpu_id) noexcept;
+long futex_wait(std::atomic<std::uint32_t>* addr, std::uint32_t expected,
+                std::uint64_t timeout_ns /* 0 = forever */) noexcept;
+long futex_wake(std::atomic<std::uint32_t>* addr, int count) noexcept;
+}  // namespace subtle
+
+}  // namespace bulkrcu::detail

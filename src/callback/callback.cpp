@@ -1,0 +1,174 @@
+#include "callback/callback.h"
+
+#include <stddef.h>
+
+#include <deque>
+
+namespace bulkrcu::detail::cb {
+namespace {
+
+// One per possible CPU. head: owner side pushes (rseq, or under lock in kLock mode); the
+// runtime thread detaches it under lock + fence_remote (see percpu.h's protocol).
+struct alignas(kCacheLine) CbSlot {
+  SlotLock lock;
+  bulkrcu_head* head = nullptr;
+};
+
+std::atomic<CbSlot*> g_slots{nullptr};
+BULKRCU_ALWAYS_INLINE CbSlot* slots() { return get_slots(g_slots); }
+__attribute__((constructor)) void cb_init() { (void)slots(); }
+
+// Shared overflow list: lock-free push (CAS), detached whole by exchange, so no ABA.
+std::atomic<bulkrcu_head*> g_overflow{nullptr};
+std::atomic<std::uint64_t> g_nr_overflow{0};
+
+// Runtime-thread-private state.
+struct Segment {
+  unsigned long cookie;
+  std::uint64_t sweep;
+  bulkrcu_head* first;  // FIFO, linked through next
+  std::uint64_t n;
+};
+std::deque<Segment> g_segments;
+std::uint64_t g_sweeps = 0;
+std::uint64_t g_invoked_through = 0;
+std::atomic<std::uint64_t> g_nr_queued{0}, g_nr_invoked{0}, g_nr_pending{0};
+
+thread_local bool t_in_callback = false;
+
+void push_overflow(bulkrcu_head* head) {
+  bulkrcu_head* old = g_overflow.load(std::memory_order_relaxed);
+  do {
+    head->next = old;
+  } while (!g_overflow.compare_exchange_weak(old, head, std::memory_order_release, std::memory_order_relaxed));
+  g_nr_overflow.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Reverses a LIFO chain; returns the new first node, *last = new last node.
+bulkrcu_head* reverse(bulkrcu_head* h, bulkrcu_head** last, std::uint64_t* n) {
+  bulkrcu_head* prev = nullptr;
+  *last = h;
+  while (h) {
+    bulkrcu_head* next = h->next;
+    h->next = prev;
+    prev = h;
+    h = next;
+    ++*n;
+  }
+  return prev;
+}
+
+}  // namespace
+
+void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept {
+  head->func = func;
+  CbSlot* base = slots();
+  bool done = false;
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq)) {
+    done = subtle::rseq_push<offsetof(CbSlot, head), offsetof(bulkrcu_head, next)>(base, sizeof(CbSlot), head);
+  } else
+#endif
+  {
+    CbSlot& s = base[current_cpu()];
+    if (s.lock.try_lock()) {
+      head->next = s.head;
+      s.head = head;
+      s.lock.unlock();
+      done = true;
+    }
+  }
+  if (BULKRCU_UNLIKELY(!done)) push_overflow(head);
+  doorbell_ring_if_idle();
+}
+
+bool has_unswept() noexcept {
+  if (g_overflow.load(std::memory_order_relaxed)) return true;
+  CbSlot* base = slots();
+  for (int i = 0; i < nr_slots(); ++i)
+    if (__atomic_load_n(&base[i].head, __ATOMIC_RELAXED)) return true;
+  return false;
+}
+
+std::uint64_t sweep() noexcept {
+  CbSlot* base = slots();
+  const int n = nr_slots();
+  bulkrcu_head* taken[256];
+  bulkrcu_head** lists = n <= 256 ? taken : new bulkrcu_head*[n];
+  // R1 on every slot, one R2 for all CPUs, then take and R3 (percpu.h's protocol).
+  for (int i = 0; i < n; ++i) base[i].lock.lock();
+  subtle::fence_remote_all();
+  for (int i = 0; i < n; ++i) {
+    lists[i] = base[i].head;
+    base[i].head = nullptr;
+#if BULKRCU_TSAN
+    if (lists[i]) __tsan_acquire(lists[i]);
+#endif
+  }
+  for (int i = 0; i < n; ++i) base[i].lock.unlock();
+  bulkrcu_head* over = g_overflow.exchange(nullptr, std::memory_order_acquire);
+
+  // Concatenate each CPU's chain in queueing order, then the overflow chain.
+  bulkrcu_head* first = nullptr;
+  bulkrcu_head* tail = nullptr;
+  std::uint64_t count = 0;
+  auto append = [&](bulkrcu_head* lifo) {
+    if (!lifo) return;
+    bulkrcu_head* last;
+    bulkrcu_head* fifo = reverse(lifo, &last, &count);
+    if (tail) tail->next = fifo; else first = fifo;
+    tail = last;
+  };
+  for (int i = 0; i < n; ++i) append(lists[i]);
+  append(over);
+  if (lists != taken) delete[] lists;
+
+  const std::uint64_t id = ++g_sweeps;
+  if (first) {
+    // The cookie is taken after the detach: every callback in the segment was queued before it.
+    g_segments.push_back(Segment{gp::get_state(), id, first, count});
+    g_nr_queued.fetch_add(count, std::memory_order_relaxed);
+    g_nr_pending.fetch_add(count, std::memory_order_relaxed);
+  } else if (g_segments.empty()) {
+    g_invoked_through = id;
+  }
+  return id;
+}
+
+bool oldest_pending(unsigned long* cookie) noexcept {
+  if (g_segments.empty()) return false;
+  *cookie = g_segments.front().cookie;
+  return true;
+}
+
+std::uint64_t invoke_ready() noexcept {
+  while (!g_segments.empty() && gp::poll_state(g_segments.front().cookie)) {
+    Segment seg = g_segments.front();
+    g_segments.pop_front();
+    t_in_callback = true;
+    for (bulkrcu_head* h = seg.first; h;) {
+      bulkrcu_head* next = h->next;  // read before func: func may free or requeue h
+      h->func(h);
+      h = next;
+    }
+    t_in_callback = false;
+    g_nr_invoked.fetch_add(seg.n, std::memory_order_relaxed);
+    g_nr_pending.fetch_sub(seg.n, std::memory_order_relaxed);
+    g_invoked_through = seg.sweep;
+  }
+  if (g_segments.empty()) g_invoked_through = g_sweeps;
+  return g_invoked_through;
+}
+
+bool in_callback() noexcept { return t_in_callback; }
+
+Stats stats() noexcept {
+  Stats s{};
+  s.queued = g_nr_queued.load(std::memory_order_relaxed);
+  s.invoked = g_nr_invoked.load(std::memory_order_relaxed);
+  s.overflow = g_nr_overflow.load(std::memory_order_relaxed);
+  s.pending = g_nr_pending.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace bulkrcu::detail::cb

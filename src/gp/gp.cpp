@@ -1,0 +1,404 @@
+// bulkrcu/src/gp/gp.cpp: reader slots, the grace-period sequence, synchronize.
+//
+// Reader/writer protocol (the liburcu "memb" scheme with lazy, lock-free registration).
+//
+//   reader (outermost lock):  ctr = gp_ctr;  A: compiler barrier
+//   reader (outermost unlock): B: compiler barrier;  ctr = phase (nesting 0)
+//
+//   grace period (under gp_mutex):
+//     seq++ (odd)
+//     M1: membarrier(PRIVATE_EXPEDITED)    -- matches A and B on every running thread
+//     if no reader shows nesting > 0: done (skip to M2)
+//     W1: wait until no reader is active with a phase other than gp_ctr's
+//     F1: full fence;  gp_ctr ^= PHASE;  F2: full fence
+//     W2: wait until no reader is active with a phase other than gp_ctr's (the old one)
+//     M2: membarrier(PRIVATE_EXPEDITED)    -- matches B: every section we waited for has ended
+//     seq++ (even)
+//
+// What M1 prevents: a writer unpublishes P, then a reader whose ctr store still sits in its
+// store buffer loads P; without a CPU fence the scan could miss the reader and the writer free
+// P. membarrier runs a full barrier on every CPU running one of our threads: either the
+// reader's ctr store came before that barrier (the scan sees it) or its loads of P came after
+// it (they see the unpublish). A thread that is not running has no store buffer to drain.
+//
+// Why two phases (W1, W2): a reader may load gp_ctr, stall, and store it only after a scan;
+// its store carries a phase from before the flip. W1 waits for such readers left over from the
+// previous grace period, W2 for those of this one. A reader that loaded the new phase after the
+// flip began after M1 and need not be waited for.
+//
+// Without membarrier (kernel without it, BULKRCU_NO_MEMBARRIER=1) readers run fences A and B
+// as full fences (bulkrcu__reader_fence = 1) and M1/M2 are full fences.
+#include "gp/gp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <climits>
+
+#include "bulkrcu/rcu.h"
+
+// ---- the reader fast path's shared state (declared in include/bulkrcu/rcu.h) -------------
+extern "C" {
+__thread bulkrcu__reader* bulkrcu__tls_reader __attribute__((tls_model("initial-exec"))) = nullptr;
+unsigned long bulkrcu__gp_ctr = 1;  // phase 0, nesting 1: what an outermost lock stores
+}
+
+namespace bulkrcu::detail::gp {
+namespace {
+
+constexpr unsigned long kNestMask = BULKRCU__NEST_MASK;
+constexpr unsigned long kPhase = kNestMask + 1;
+
+// ---- reader slots ------------------------------------------------------------------------
+// A slot is owned by one thread from its first read_lock until it exits (owner == 1), then
+// free (owner == 0) for any thread to claim. Slots are never unmapped, so a grace period may
+// read any slot at any time without synchronizing with claims and releases.
+// Invariant: owner == 0  =>  (pub.ctr & kNestMask) == 0.
+struct alignas(kCacheLine) ReaderSlot {
+  bulkrcu__reader pub;                 // owner: this slot's thread; read by grace periods
+  std::atomic<std::uint32_t> owner{0};  // CAS 0->1 by a claiming thread; release-store 0 at exit
+  int tid = 0;                          // written by the owner before it is published in TLS
+  unsigned long stall_warned_seq = 0;   // written under gp_mutex only
+};
+static_assert(offsetof(ReaderSlot, pub) == 0);
+
+#ifdef BULKRCU_TESTING
+constexpr int kSlotsPerChunk = 2;  // tests reach chunk growth with a handful of threads
+#else
+constexpr int kSlotsPerChunk = 63;  // 4 KiB with the header line
+#endif
+
+struct alignas(kCacheLine) Chunk {
+  Chunk* next = nullptr;  // immutable once published
+  ReaderSlot slots[kSlotsPerChunk];
+};
+
+std::atomic<Chunk*> g_chunks{nullptr};  // push-only list (CAS), newest first
+std::atomic<std::uint64_t> g_nr_chunks{0};
+pthread_key_t g_key;
+std::atomic<int> g_key_state{0};  // 0: none, 1: being created, 2: ready
+
+template <class F>
+void for_each_slot(F&& f) {
+  for (Chunk* c = g_chunks.load(std::memory_order_acquire); c; c = c->next)
+    for (ReaderSlot& s : c->slots) f(s);
+}
+
+BULKRCU_ALWAYS_INLINE unsigned long load_ctr(const ReaderSlot& s) {
+  // Relaxed: ordered by M1/M2 (membarrier) or, without it, by the readers' full fences and
+  // F1/F2. Under TSan the reader stores are seq_cst, so acquire gives TSan the edge.
+  return __atomic_load_n(&s.pub.ctr, BULKRCU_TSAN ? __ATOMIC_ACQUIRE : __ATOMIC_RELAXED);
+}
+
+void on_thread_exit(void* p);
+
+void ensure_key() {
+  if (BULKRCU_LIKELY(g_key_state.load(std::memory_order_acquire) == 2)) return;
+  int expected = 0;
+  if (g_key_state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+    if (pthread_key_create(&g_key, on_thread_exit) != 0) fatal("pthread_key_create failed for reader slots");
+    g_key_state.store(2, std::memory_order_release);
+    return;
+  }
+  while (g_key_state.load(std::memory_order_acquire) != 2) sched_yield();
+}
+
+ReaderSlot* claim_slot() {
+  for (Chunk* c = g_chunks.load(std::memory_order_acquire); c; c = c->next) {
+    for (ReaderSlot& s : c->slots) {
+      std::uint32_t expected = 0;
+      if (s.owner.load(std::memory_order_relaxed) == 0 &&
+          s.owner.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed))
+        return &s;
+    }
+  }
+  // Every slot is taken: map a new chunk (mmap is async-signal-safe, malloc is not).
+  void* mem = mmap(nullptr, sizeof(Chunk), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) fatal("cannot map a chunk of reader slots (mmap failed)");
+  Chunk* c = new (mem) Chunk();
+  c->slots[0].owner.store(1, std::memory_order_relaxed);
+  Chunk* head = g_chunks.load(std::memory_order_relaxed);
+  do {
+    c->next = head;
+  } while (!g_chunks.compare_exchange_weak(head, c, std::memory_order_release, std::memory_order_relaxed));
+  g_nr_chunks.fetch_add(1, std::memory_order_relaxed);
+  return &c->slots[0];
+}
+
+void release_slot(ReaderSlot* s) {
+  s->owner.store(0, std::memory_order_release);
+}
+
+// pthread key destructor: runs at thread exit, before the thread's TLS is freed.
+void on_thread_exit(void* p) {
+  auto* s = static_cast<ReaderSlot*>(p);
+  unsigned long ctr = load_ctr(*s);
+  if (ctr & kNestMask) {
+    log_warning(
+        "bulkrcu: thread %d exited inside a read-side critical section (depth %lu); "
+        "ending the section so that grace periods can complete\n",
+        s->tid, ctr & kNestMask);
+  }
+  // Fence B's role: the thread's reads are over before the slot reads as quiescent.
+  __atomic_store_n(&s->pub.ctr, 0UL, __ATOMIC_SEQ_CST);
+  bulkrcu__tls_reader = nullptr;
+  release_slot(s);
+}
+
+// ---- the grace-period engine -------------------------------------------------------------
+struct Engine {
+  alignas(kCacheLine) std::atomic<unsigned long> seq{0};
+  alignas(kCacheLine) std::atomic<unsigned long> requested{0};
+  alignas(kCacheLine) std::atomic<std::uint32_t> expedite{0};  // expedited callers waiting
+  pthread_mutex_t gp_mutex = PTHREAD_MUTEX_INITIALIZER;          // serializes grace periods
+  std::atomic<std::uint64_t> nr_gp{0}, nr_exp_gp{0}, nr_sync{0}, nr_stall{0};
+};
+Engine g;
+
+void fork_prepare() { before_fork(); }
+void fork_parent() { after_fork_parent(); }
+void fork_child() { after_fork_child(); }
+
+__attribute__((constructor(101))) void gp_init() {
+  ensure_key();
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+// M1 / M2: a full barrier on every CPU running a thread of this process.
+void master_fence() { heavy_fence(); }
+
+bool ulong_ge(unsigned long a, unsigned long b) { return static_cast<long>(a - b) >= 0; }
+
+void read_comm(int tid, char* buf, size_t len) {
+  snprintf(buf, len, "?");
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/comm", tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t r = read(fd, buf, len - 1);
+  close(fd);
+  if (r <= 0) return;
+  buf[r] = '\0';
+  if (char* nl = strchr(buf, '\n')) *nl = '\0';
+}
+
+void report_stalls(unsigned long gpc, unsigned long seq, std::uint64_t waited_ns) {
+  for_each_slot([&](ReaderSlot& s) {
+    unsigned long ctr = load_ctr(s);
+    if (!(ctr & kNestMask) || !((ctr ^ gpc) & kPhase) || s.stall_warned_seq == seq) return;
+    s.stall_warned_seq = seq;
+    char comm[32];
+    read_comm(s.tid, comm, sizeof comm);
+    log_warning(
+        "bulkrcu: grace-period stall: thread %d (%s) has been inside one read-side critical "
+        "section for at least %.1f s; the grace period keeps waiting\n",
+        s.tid, comm, static_cast<double>(waited_ns) / 1e9);
+    g.nr_stall.fetch_add(1, std::memory_order_relaxed);
+  });
+}
+
+bool any_blocking(unsigned long gpc) {
+  bool found = false;
+  for_each_slot([&](const ReaderSlot& s) {
+    unsigned long ctr = load_ctr(s);
+    if ((ctr & kNestMask) && ((ctr ^ gpc) & kPhase)) found = true;
+  });
+  return found;
+}
+
+bool any_active() {
+  bool found = false;
+  for_each_slot([&](const ReaderSlot& s) {
+    if (load_ctr(s) & kNestMask) found = true;
+  });
+  return found;
+}
+
+// W1 / W2. Spins briefly (readers usually leave within microseconds), then sleeps with an
+// exponential backoff capped at 1 ms, or yields when expedited.
+void wait_for_readers(bool expedited, std::uint64_t gp_start_ns) {
+  const unsigned long gpc = __atomic_load_n(&bulkrcu__gp_ctr, __ATOMIC_RELAXED);
+  std::uint64_t backoff = 2000;
+  for (unsigned iter = 0;; ++iter) {
+    if (!any_blocking(gpc)) return;
+    bool fast = expedited || g.expedite.load(std::memory_order_relaxed) != 0;
+    if (iter < 64) {
+      for (int i = 0; i < 32; ++i) cpu_relax();
+      continue;
+    }
+    std::uint64_t waited = now_ns() - gp_start_ns;
+    if (waited >= stall_timeout_ns()) report_stalls(gpc, g.seq.load(std::memory_order_relaxed), waited);
+    if (fast) {
+      sched_yield();
+    } else {
+      sleep_ns(backoff);
+      if (backoff < 1000000) backoff *= 2;
+    }
+  }
+}
+
+void run_grace_period(bool expedited) {
+  const std::uint64_t start = now_ns();
+  unsigned long s = g.seq.load(std::memory_order_relaxed);
+  g.seq.store(s + 1, std::memory_order_relaxed);  // odd: in progress (no one acts on odd)
+  master_fence();                                 // M1
+  if (any_active()) {
+    wait_for_readers(expedited, start);  // W1
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // F1
+    __atomic_store_n(&bulkrcu__gp_ctr, __atomic_load_n(&bulkrcu__gp_ctr, __ATOMIC_RELAXED) ^ kPhase,
+                     __ATOMIC_RELAXED);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // F2
+    wait_for_readers(expedited, start);  // W2
+  }
+  master_fence();                                   // M2
+  g.seq.store(s + 2, std::memory_order_release);    // pairs with poll_state's acquire
+  g.nr_gp.fetch_add(1, std::memory_order_relaxed);
+  if (expedited) g.nr_exp_gp.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+// ---- cookies -----------------------------------------------------------------------------
+unsigned long get_state() noexcept {
+  // Orders the caller's earlier updates before the sequence read (the kernel's smp_mb() in
+  // get_state_synchronize_rcu); needed when M1 is a plain fence.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return (g.seq.load(std::memory_order_relaxed) + 3) & ~1UL;
+}
+
+bool poll_state(unsigned long cookie) noexcept {
+  return ulong_ge(g.seq.load(std::memory_order_acquire), cookie);
+}
+
+unsigned long current_seq() noexcept { return g.seq.load(std::memory_order_acquire); }
+
+void wait_for_cookie(unsigned long cookie, bool expedited) noexcept {
+  if (poll_state(cookie)) return;
+  if (expedited) g.expedite.fetch_add(1, std::memory_order_relaxed);
+  pthread_mutex_lock(&g.gp_mutex);
+  while (!poll_state(cookie)) run_grace_period(expedited);
+  pthread_mutex_unlock(&g.gp_mutex);
+  if (expedited) g.expedite.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void request(unsigned long cookie) noexcept {
+  unsigned long cur = g.requested.load(std::memory_order_relaxed);
+  while (!ulong_ge(cur, cookie) &&
+         !g.requested.compare_exchange_weak(cur, cookie, std::memory_order_relaxed)) {
+  }
+  doorbell_ring_if_idle();
+}
+
+unsigned long requested_cookie() noexcept { return g.requested.load(std::memory_order_relaxed); }
+
+// ---- readers -----------------------------------------------------------------------------
+unsigned long reader_nesting() noexcept {
+  bulkrcu__reader* r = bulkrcu__tls_reader;
+  return r ? (__atomic_load_n(&r->ctr, __ATOMIC_RELAXED) & kNestMask) : 0;
+}
+
+void assert_not_in_reader(const char* what) noexcept {
+  if (BULKRCU_UNLIKELY(reader_nesting() != 0)) {
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "%s called inside a read-side critical section: it would wait for the section that "
+             "called it (call it after bulkrcu_read_unlock)",
+             what);
+    fatal(msg);
+  }
+}
+
+// ---- fork --------------------------------------------------------------------------------
+void before_fork() noexcept { pthread_mutex_lock(&g.gp_mutex); }
+void after_fork_parent() noexcept { pthread_mutex_unlock(&g.gp_mutex); }
+void after_fork_child() noexcept {
+  pthread_mutex_init(&g.gp_mutex, nullptr);
+  // Only the forking thread exists in the child: every other slot's owner is gone, and a
+  // section it held open would stall every grace period.
+  bulkrcu__reader* mine = bulkrcu__tls_reader;
+  for_each_slot([&](ReaderSlot& s) {
+    if (&s.pub == mine) return;
+    __atomic_store_n(&s.pub.ctr, 0UL, __ATOMIC_RELAXED);
+    s.owner.store(0, std::memory_order_relaxed);
+  });
+  g.expedite.store(0, std::memory_order_relaxed);
+}
+
+Stats stats() noexcept {
+  Stats st{};
+  st.grace_periods = g.nr_gp.load(std::memory_order_relaxed);
+  st.expedited_grace_periods = g.nr_exp_gp.load(std::memory_order_relaxed);
+  st.synchronize_calls = g.nr_sync.load(std::memory_order_relaxed);
+  st.stall_warnings = g.nr_stall.load(std::memory_order_relaxed);
+  st.reader_slots = g_nr_chunks.load(std::memory_order_relaxed) * kSlotsPerChunk;
+  for_each_slot([&](const ReaderSlot& s) {
+    if (s.owner.load(std::memory_order_relaxed)) ++st.readers_registered;
+  });
+  return st;
+}
+
+void count_synchronize() noexcept { g.nr_sync.fetch_add(1, std::memory_order_relaxed); }
+
+bulkrcu__reader* register_reader() noexcept {
+  ensure_key();
+  ReaderSlot* s = claim_slot();
+  s->tid = this_tid();
+  __atomic_store_n(&s->pub.ctr, 0UL, __ATOMIC_RELAXED);
+  // A signal handler may have registered this thread while we claimed: keep its slot.
+  bulkrcu__reader* expected = nullptr;
+  if (!__atomic_compare_exchange_n(&bulkrcu__tls_reader, &expected, &s->pub, false, __ATOMIC_RELAXED,
+                                   __ATOMIC_RELAXED)) {
+    release_slot(s);
+    return expected;
+  }
+  // glibc stores keys below PTHREAD_KEY_2NDLEVEL_SIZE (32) in the thread descriptor: no
+  // allocation, nothing a signal handler can interrupt badly.
+  pthread_setspecific(g_key, s);
+  return &s->pub;
+}
+
+}  // namespace bulkrcu::detail::gp
+
+// ---- C entry points owned by this layer ----------------------------------------------------
+using namespace bulkrcu::detail;
+
+extern "C" {
+
+bulkrcu__reader* bulkrcu__reader_register(void) { return gp::register_reader(); }
+
+void bulkrcu__unlock_unbalanced(void) {
+  fatal("bulkrcu_read_unlock() called without a matching bulkrcu_read_lock()");
+}
+
+void(bulkrcu_read_lock)(void) { bulkrcu__read_lock_inline(); }
+void(bulkrcu_read_unlock)(void) { bulkrcu__read_unlock_inline(); }
+bool(bulkrcu_read_lock_held)(void) { return bulkrcu__read_lock_held_inline(); }
+
+void bulkrcu_synchronize(void) {
+  gp::assert_not_in_reader("bulkrcu_synchronize()");
+  gp::count_synchronize();
+  gp::wait_for_cookie(gp::get_state(), false);
+}
+
+void bulkrcu_synchronize_expedited(void) {
+  gp::assert_not_in_reader("bulkrcu_synchronize_expedited()");
+  gp::count_synchronize();
+  gp::wait_for_cookie(gp::get_state(), true);
+}
+
+unsigned long bulkrcu_get_state(void) { return gp::get_state(); }
+
+bool bulkrcu_poll_state(unsigned long cookie) { return gp::poll_state(cookie); }
+
+void bulkrcu_cond_synchronize(unsigned long cookie) {
+  gp::assert_not_in_reader("bulkrcu_cond_synchronize()");
+  gp::wait_for_cookie(cookie, false);
+}
+
+}  // extern "C"

@@ -1,0 +1,61 @@
+// bulkrcu/src/gp/gp.h: the grace-period engine (layer gp; includes base/ and percpu/).
+//
+// Readers: registration-free per-thread counters (the inline fast path is in
+// include/bulkrcu/rcu.h). A thread's first read_lock claims a ReaderSlot from a process-wide,
+// never-freed pool with one compare-and-swap; thread exit releases it through a pthread key.
+//
+// Grace periods: a sequence number `seq` (even: idle, odd: a grace period is running) with the
+// kernel's cookie rules: get_state() = (seq + 3) & ~1, the value seq reaches once a full grace
+// period has elapsed after the call; poll_state(c) = seq >= c (wrap-safe).
+#pragma once
+
+#include <cstdint>
+
+#include "base/base.h"
+#include "bulkrcu/rcu.h"
+#include "percpu/percpu.h"
+
+namespace bulkrcu::detail::gp {
+
+// --- cookies -------------------------------------------------------------------------------
+unsigned long get_state() noexcept;
+bool poll_state(unsigned long cookie) noexcept;
+// The current sequence value (for statistics and tests).
+unsigned long current_seq() noexcept;
+
+// Runs grace periods on the calling thread until `cookie` has elapsed. Callers that overlap
+// share grace periods. `expedited`: spin and yield instead of sleeping.
+void wait_for_cookie(unsigned long cookie, bool expedited) noexcept;
+
+// Asks the runtime thread for a grace period that satisfies `cookie` (lock-free; at most one
+// futex wake through the base layer's doorbell). The runtime thread reads requested_cookie().
+void request(unsigned long cookie) noexcept;
+unsigned long requested_cookie() noexcept;
+
+// --- readers -------------------------------------------------------------------------------
+// Nesting depth of the calling thread's read-side critical section (0 outside).
+unsigned long reader_nesting() noexcept;
+// Aborts with "<what> called inside a read-side critical section..." when nesting > 0.
+void assert_not_in_reader(const char* what) noexcept;
+
+// Registers the calling thread's reader slot (the slow path of the first read_lock).
+bulkrcu__reader* register_reader() noexcept;
+void count_synchronize() noexcept;
+
+// --- fork ----------------------------------------------------------------------------------
+void before_fork() noexcept;
+void after_fork_parent() noexcept;
+void after_fork_child() noexcept;
+
+// --- statistics ----------------------------------------------------------------------------
+struct Stats {
+  std::uint64_t grace_periods;
+  std::uint64_t expedited_grace_periods;
+  std::uint64_t synchronize_calls;
+  std::uint64_t readers_registered;  // reader slots in use now
+  std::uint64_t reader_slots;        // reader slots mapped
+  std::uint64_t stall_warnings;
+};
+Stats stats() noexcept;
+
+}  // namespace bulkrcu::detail::gp

@@ -1,0 +1,195 @@
+#include "runtime/runtime.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "bulkrcu/rcu.h"
+#include "bulkrcu/stats.h"
+#include "callback/callback.h"
+#include "gp/gp.h"
+#include "percpu/percpu.h"
+
+namespace bulkrcu::detail::runtime {
+namespace {
+
+// started: 0 none, 1 starting, 2 running. Reset to 0 in a fork child.
+std::atomic<int> g_started{0};
+// Held by the runtime thread while it works (not while it sleeps); taken by fork's prepare
+// handler so that a child never inherits half-updated runtime state.
+pthread_mutex_t g_driver_mutex = PTHREAD_MUTEX_INITIALIZER;
+thread_local bool t_is_runtime = false;
+
+// Barrier bookkeeping. sweeps_started: incremented (seq_cst) before each sweep detaches;
+// invoked_through: every segment of sweeps <= it has been invoked; progress: futex word bumped
+// whenever invoked_through advances; barrier_target: the highest sweep a barrier waits for.
+std::atomic<std::uint64_t> g_sweeps_started{0};
+std::atomic<std::uint64_t> g_invoked_through{0};
+std::atomic<std::uint64_t> g_barrier_target{0};
+std::atomic<std::uint32_t> g_progress{0};
+std::atomic<std::uint32_t> g_barrier_waiters{0};
+
+bool work_pending() {
+  unsigned long c;
+  if (cb::has_unswept() || cb::oldest_pending(&c)) return true;
+  if (!gp::poll_state(gp::requested_cookie())) return true;
+  return g_invoked_through.load(std::memory_order_relaxed) < g_barrier_target.load(std::memory_order_relaxed);
+}
+
+void publish_progress(std::uint64_t through) {
+  if (through == g_invoked_through.load(std::memory_order_relaxed)) return;
+  g_invoked_through.store(through, std::memory_order_release);
+  g_progress.fetch_add(1, std::memory_order_release);
+  if (g_barrier_waiters.load(std::memory_order_seq_cst)) subtle::futex_wake(&g_progress, INT32_MAX);
+}
+
+void one_pass() {
+  if (cb::has_unswept() ||
+      g_sweeps_started.load(std::memory_order_relaxed) < g_barrier_target.load(std::memory_order_acquire)) {
+    g_sweeps_started.fetch_add(1, std::memory_order_seq_cst);
+    cb::sweep();
+  }
+  unsigned long cookie;
+  if (cb::oldest_pending(&cookie) && !gp::poll_state(cookie)) gp::wait_for_cookie(cookie, false);
+  unsigned long req = gp::requested_cookie();
+  if (!gp::poll_state(req)) gp::wait_for_cookie(req, false);
+  publish_progress(cb::invoke_ready());
+}
+
+void* runtime_main(void*) {
+  t_is_runtime = true;
+  pthread_setname_np(pthread_self(), "bulkrcu-rt");
+  std::atomic<std::uint32_t>* wake = doorbell_word();
+  for (;;) {
+    pthread_mutex_lock(&g_driver_mutex);
+    one_pass();
+    pthread_mutex_unlock(&g_driver_mutex);
+    if (work_pending()) continue;
+    // Doorbell (asymmetric Dekker): announce sleep, heavy fence, recheck, sleep.
+    wake->store(1, std::memory_order_relaxed);
+    heavy_fence();
+    if (work_pending()) {
+      wake->store(0, std::memory_order_relaxed);
+      continue;
+    }
+    subtle::futex_wait(wake, 1, 0);
+    wake->store(0, std::memory_order_relaxed);
+  }
+  return nullptr;
+}
+
+void start_thread() {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 1 << 20);
+  // The runtime thread takes no process signals: they belong to the application's threads.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t tid;
+  int rc = pthread_create(&tid, &attr, runtime_main, nullptr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) fatal("cannot start the runtime thread (pthread_create failed)");
+}
+
+// Fork handlers. gp/ registers its own (it may be linked without this layer) from a
+// constructor of higher priority, so they run in the lock order driver_mutex -> gp_mutex:
+// prepare handlers run in reverse registration order, parent and child ones in order.
+void prepare_fork() {
+  if (!t_is_runtime) pthread_mutex_lock(&g_driver_mutex);
+}
+void parent_fork() {
+  if (!t_is_runtime) pthread_mutex_unlock(&g_driver_mutex);
+}
+void child_fork() {
+  pthread_mutex_init(&g_driver_mutex, nullptr);
+  doorbell_word()->store(0, std::memory_order_relaxed);
+  g_barrier_waiters.store(0, std::memory_order_relaxed);
+  g_started.store(0, std::memory_order_relaxed);
+  t_is_runtime = false;
+}
+
+__attribute__((constructor(102))) void runtime_init() {
+  pthread_atfork(prepare_fork, parent_fork, child_fork);
+  ensure_started();
+}
+
+}  // namespace
+
+void ensure_started() noexcept {
+  if (BULKRCU_LIKELY(g_started.load(std::memory_order_acquire) == 2)) return;
+  int expected = 0;
+  if (g_started.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+    start_thread();
+    g_started.store(2, std::memory_order_release);
+  }
+  // A racing caller returns at once: its work is on the lists; the thread will find it.
+}
+
+bool on_runtime_thread() noexcept { return t_is_runtime; }
+
+void callback_barrier() noexcept {
+  gp::assert_not_in_reader("bulkrcu_barrier()");
+  if (cb::in_callback())
+    fatal("bulkrcu_barrier() called from inside an RCU callback: it would wait for itself");
+  ensure_started();
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // our earlier pushes before the read
+  const std::uint64_t target = g_sweeps_started.load(std::memory_order_seq_cst) + 1;
+  std::uint64_t cur = g_barrier_target.load(std::memory_order_relaxed);
+  while (cur < target && !g_barrier_target.compare_exchange_weak(cur, target, std::memory_order_release)) {
+  }
+  g_barrier_waiters.fetch_add(1, std::memory_order_seq_cst);
+  doorbell_ring();
+  for (;;) {
+    std::uint32_t p = g_progress.load(std::memory_order_acquire);
+    if (g_invoked_through.load(std::memory_order_acquire) >= target) break;
+    subtle::futex_wait(&g_progress, p, 0);
+  }
+  g_barrier_waiters.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace bulkrcu::detail::runtime
+
+using namespace bulkrcu::detail;
+
+extern "C" {
+
+void bulkrcu_call(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*)) {
+  runtime::ensure_started();
+  cb::call(head, func);
+}
+
+void bulkrcu_barrier(void) { runtime::callback_barrier(); }
+
+unsigned long bulkrcu_start_poll(void) {
+  runtime::ensure_started();
+  unsigned long cookie = gp::get_state();
+  gp::request(cookie);
+  return cookie;
+}
+
+void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
+  struct bulkrcu_stats s;
+  memset(&s, 0, sizeof s);
+  gp::Stats g = gp::stats();
+  s.grace_periods = g.grace_periods;
+  s.expedited_grace_periods = g.expedited_grace_periods;
+  s.synchronize_calls = g.synchronize_calls;
+  s.stall_warnings = g.stall_warnings;
+  s.reader_slots = g.reader_slots;
+  s.readers_registered = g.readers_registered;
+  cb::Stats c = cb::stats();
+  s.callbacks_queued = c.queued;
+  s.callbacks_invoked = c.invoked;
+  s.callbacks_pending = c.pending;
+  s.callbacks_overflow = c.overflow;
+  s.percpu_rseq = mode() == PercpuMode::kRseq;
+  s.reader_fences = __atomic_load_n(&bulkrcu__reader_fence, __ATOMIC_RELAXED) != 0;
+  s.nr_cpu_slots = static_cast<std::uint64_t>(nr_slots());
+  memcpy(out, &s, size < sizeof s ? size : sizeof s);
+}
+
+}  // extern "C"
