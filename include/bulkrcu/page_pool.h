@@ -27,18 +27,18 @@ size_t bulkrcu_page_size(void);
  * Returns NULL with errno = ENOMEM only when the OS refuses memory.
  * Blocks: may wait for the zone lock. Allocates: may mmap(2) a 2 MiB chunk.
  * Async-signal-safe: no. Inside a reader: yes. */
-void *bulkrcu_alloc_page(void);
+void* bulkrcu_alloc_page(void);
 
 /* A page from this CPU's list only: never locks, never makes a system call, never blocks.
  * Returns NULL when the list is empty (and asks the runtime thread to refill it).
  * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
-void *bulkrcu_alloc_page_lockless(void);
+void* bulkrcu_alloc_page_lockless(void);
 
 /* Returns a page obtained from this pool to this CPU's list (above `high`, `batch` pages go
  * back to the zone under its lock). NULL is a no-op. In debug mode (BULKRCU_POOL_DEBUG=1), a
  * double free, a foreign pointer or a misaligned pointer aborts with a message.
  * Blocks: may wait for the zone lock. Allocates: no. Async-signal-safe: no. Inside a reader: yes. */
-void bulkrcu_free_page(void *page);
+void bulkrcu_free_page(void* page);
 
 /* Moves every CPU's list back to the zone. Blocks: yes (zone lock, remote fences).
  * Allocates: no. Async-signal-safe: no. Inside a reader: yes. */

@@ -38,8 +38,8 @@ extern "C" {
 /* A callback head, embedded in the object to be reclaimed. Owned by bulkrcu from
  * bulkrcu_call until `func` is invoked. */
 struct bulkrcu_head {
-  struct bulkrcu_head *next;
-  void (*func)(struct bulkrcu_head *);
+  struct bulkrcu_head* next;
+  void (*func)(struct bulkrcu_head*);
 };
 
 /* Enters a read-side critical section. Sections nest; any thread may call it with no prior
@@ -95,7 +95,7 @@ void bulkrcu_cond_synchronize(unsigned long cookie);
  * Blocks: no. Allocates: no. Takes no contended lock: an rseq push onto this CPU's list (or a
  * try-lock of it), else a lock-free push onto a shared overflow list. Async-signal-safe: yes.
  * Inside a reader: yes. */
-void bulkrcu_call(struct bulkrcu_head *head, void (*func)(struct bulkrcu_head *));
+void bulkrcu_call(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*));
 
 /* Waits until every callback queued (from any thread) before the call has returned.
  * Blocks: yes. Allocates: no. Async-signal-safe: no.
@@ -127,15 +127,15 @@ struct bulkrcu__reader {
 #endif
 
 /* initial-exec TLS: one pointer, reached with one %fs-relative load (no __tls_get_addr). */
-extern __thread struct bulkrcu__reader *bulkrcu__tls_reader __attribute__((tls_model("initial-exec")));
+extern __thread struct bulkrcu__reader* bulkrcu__tls_reader __attribute__((tls_model("initial-exec")));
 extern unsigned long bulkrcu__gp_ctr; /* phase | 1; written by the grace-period engine */
 extern int bulkrcu__reader_fence;     /* 1 when membarrier(2) is unavailable */
-struct bulkrcu__reader *bulkrcu__reader_register(void);
+struct bulkrcu__reader* bulkrcu__reader_register(void);
 void bulkrcu__unlock_unbalanced(void) __attribute__((noreturn, cold));
 
 /* About 7 instructions on the outermost lock, 4 when nested. */
 static inline __attribute__((always_inline)) void bulkrcu__read_lock_inline(void) {
-  struct bulkrcu__reader *r = bulkrcu__tls_reader;
+  struct bulkrcu__reader* r = bulkrcu__tls_reader;
   if (__builtin_expect(r == NULL, 0)) r = bulkrcu__reader_register();
   unsigned long tmp = __atomic_load_n(&r->ctr, __ATOMIC_RELAXED);
   if (__builtin_expect(!(tmp & BULKRCU__NEST_MASK), 1)) {
@@ -152,7 +152,7 @@ static inline __attribute__((always_inline)) void bulkrcu__read_lock_inline(void
 }
 
 static inline __attribute__((always_inline)) void bulkrcu__read_unlock_inline(void) {
-  struct bulkrcu__reader *r = bulkrcu__tls_reader;
+  struct bulkrcu__reader* r = bulkrcu__tls_reader;
   if (__builtin_expect(r == NULL, 0)) bulkrcu__unlock_unbalanced();
   unsigned long tmp = __atomic_load_n(&r->ctr, __ATOMIC_RELAXED);
   if (__builtin_expect((tmp & BULKRCU__NEST_MASK) == 1, 1)) {
@@ -169,7 +169,7 @@ static inline __attribute__((always_inline)) void bulkrcu__read_unlock_inline(vo
 }
 
 static inline __attribute__((always_inline)) bool bulkrcu__read_lock_held_inline(void) {
-  struct bulkrcu__reader *r = bulkrcu__tls_reader;
+  struct bulkrcu__reader* r = bulkrcu__tls_reader;
   return r != NULL && (__atomic_load_n(&r->ctr, __ATOMIC_RELAXED) & BULKRCU__NEST_MASK) != 0;
 }
 

@@ -23,7 +23,7 @@ struct bulkrcu_stats {
   uint64_t reader_slots;            /* reader slots mapped */
   uint64_t readers_registered;      /* reader slots owned by live threads (gauge) */
   /* callbacks (bulkrcu_call) */
-  uint64_t callbacks_queued;   /* counted when the runtime thread sweeps them */
+  uint64_t callbacks_queued; /* counted when the runtime thread sweeps them */
   uint64_t callbacks_invoked;
   uint64_t callbacks_pending;  /* swept, not yet invoked (gauge) */
   uint64_t callbacks_overflow; /* queued on the shared overflow list (slot busy) */
@@ -37,7 +37,7 @@ struct bulkrcu_stats {
  * sizeof(*out) so that a program built against an older header keeps working.
  * Blocks: no. Allocates: no. Async-signal-safe: no (walks shared lists with relaxed loads; it
  * takes no lock, but is not meant for handlers). Inside a reader: yes. */
-void bulkrcu_get_stats(struct bulkrcu_stats *out, size_t size);
+void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size);
 
 #ifdef __cplusplus
 }

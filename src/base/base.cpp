@@ -158,7 +158,9 @@ const Config& config() noexcept {
   return c;
 }
 
-void set_stall_timeout_ns(std::uint64_t ns) noexcept { g_stall_override.store(ns, std::memory_order_relaxed); }
+void set_stall_timeout_ns(std::uint64_t ns) noexcept {
+  g_stall_override.store(ns, std::memory_order_relaxed);
+}
 
 std::uint64_t stall_timeout_ns() noexcept {
   std::uint64_t o = g_stall_override.load(std::memory_order_relaxed);

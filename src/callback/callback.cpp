@@ -40,7 +40,8 @@ void push_overflow(bulkrcu_head* head) {
   bulkrcu_head* old = g_overflow.load(std::memory_order_relaxed);
   do {
     head->next = old;
-  } while (!g_overflow.compare_exchange_weak(old, head, std::memory_order_release, std::memory_order_relaxed));
+  } while (
+      !g_overflow.compare_exchange_weak(old, head, std::memory_order_release, std::memory_order_relaxed));
   g_nr_overflow.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -66,7 +67,8 @@ void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept {
   bool done = false;
 #if BULKRCU_HAVE_RSEQ_ASM
   if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq)) {
-    done = subtle::rseq_push<offsetof(CbSlot, head), offsetof(bulkrcu_head, next)>(base, sizeof(CbSlot), head);
+    done =
+        subtle::rseq_push<offsetof(CbSlot, head), offsetof(bulkrcu_head, next)>(base, sizeof(CbSlot), head);
   } else
 #endif
   {
@@ -116,7 +118,10 @@ std::uint64_t sweep() noexcept {
     if (!lifo) return;
     bulkrcu_head* last;
     bulkrcu_head* fifo = reverse(lifo, &last, &count);
-    if (tail) tail->next = fifo; else first = fifo;
+    if (tail)
+      tail->next = fifo;
+    else
+      first = fifo;
     tail = last;
   };
   for (int i = 0; i < n; ++i) append(lists[i]);

@@ -38,10 +38,10 @@ bool in_callback() noexcept;
 // callbacks still run); nothing else to reset.
 
 struct Stats {
-  std::uint64_t queued;     // counted when swept
+  std::uint64_t queued;  // counted when swept
   std::uint64_t invoked;
-  std::uint64_t overflow;   // pushes that took the shared overflow list
-  std::uint64_t pending;    // swept, not yet invoked
+  std::uint64_t overflow;  // pushes that took the shared overflow list
+  std::uint64_t pending;   // swept, not yet invoked
 };
 Stats stats() noexcept;
 

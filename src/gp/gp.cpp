@@ -61,7 +61,7 @@ constexpr unsigned long kPhase = kNestMask + 1;
 // read any slot at any time without synchronizing with claims and releases.
 // Invariant: owner == 0  =>  (pub.ctr & kNestMask) == 0.
 struct alignas(kCacheLine) ReaderSlot {
-  bulkrcu__reader pub;                 // owner: this slot's thread; read by grace periods
+  bulkrcu__reader pub;                  // owner: this slot's thread; read by grace periods
   std::atomic<std::uint32_t> owner{0};  // CAS 0->1 by a claiming thread; release-store 0 at exit
   int tid = 0;                          // written by the owner before it is published in TLS
   unsigned long stall_warned_seq = 0;   // written under gp_mutex only
@@ -131,9 +131,7 @@ ReaderSlot* claim_slot() {
   return &c->slots[0];
 }
 
-void release_slot(ReaderSlot* s) {
-  s->owner.store(0, std::memory_order_release);
-}
+void release_slot(ReaderSlot* s) { s->owner.store(0, std::memory_order_release); }
 
 // pthread key destructor: runs at thread exit, before the thread's TLS is freed.
 void on_thread_exit(void* p) {
@@ -156,7 +154,7 @@ struct Engine {
   alignas(kCacheLine) std::atomic<unsigned long> seq{0};
   alignas(kCacheLine) std::atomic<unsigned long> requested{0};
   alignas(kCacheLine) std::atomic<std::uint32_t> expedite{0};  // expedited callers waiting
-  pthread_mutex_t gp_mutex = PTHREAD_MUTEX_INITIALIZER;          // serializes grace periods
+  pthread_mutex_t gp_mutex = PTHREAD_MUTEX_INITIALIZER;        // serializes grace periods
   std::atomic<std::uint64_t> nr_gp{0}, nr_exp_gp{0}, nr_sync{0}, nr_stall{0};
 };
 Engine g;
@@ -249,15 +247,15 @@ void run_grace_period(bool expedited) {
   g.seq.store(s + 1, std::memory_order_relaxed);  // odd: in progress (no one acts on odd)
   master_fence();                                 // M1
   if (any_active()) {
-    wait_for_readers(expedited, start);  // W1
+    wait_for_readers(expedited, start);                   // W1
     std::atomic_thread_fence(std::memory_order_seq_cst);  // F1
     __atomic_store_n(&bulkrcu__gp_ctr, __atomic_load_n(&bulkrcu__gp_ctr, __ATOMIC_RELAXED) ^ kPhase,
                      __ATOMIC_RELAXED);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // F2
-    wait_for_readers(expedited, start);  // W2
+    wait_for_readers(expedited, start);                   // W2
   }
-  master_fence();                                   // M2
-  g.seq.store(s + 2, std::memory_order_release);    // pairs with poll_state's acquire
+  master_fence();                                 // M2
+  g.seq.store(s + 2, std::memory_order_release);  // pairs with poll_state's acquire
   g.nr_gp.fetch_add(1, std::memory_order_relaxed);
   if (expedited) g.nr_exp_gp.fetch_add(1, std::memory_order_relaxed);
 }

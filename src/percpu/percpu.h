@@ -107,7 +107,8 @@ BULKRCU_ALWAYS_INLINE T* get_slots(std::atomic<T*>& cell) noexcept {
   T* s = cell.load(std::memory_order_acquire);
   if (BULKRCU_LIKELY(s != nullptr)) return s;
   T* fresh = make_slots<T>();
-  if (cell.compare_exchange_strong(s, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) return fresh;
+  if (cell.compare_exchange_strong(s, fresh, std::memory_order_acq_rel, std::memory_order_acquire))
+    return fresh;
   free_slots(fresh, sizeof(T));
   return s;
 }

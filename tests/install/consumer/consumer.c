@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 static int value = 1;
-static int *shared = &value;
+static int* shared = &value;
 
 int main(void) {
   rcu_read_lock();
