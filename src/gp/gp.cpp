@@ -35,6 +35,7 @@
 #include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -135,6 +136,12 @@ void release_slot(ReaderSlot* s) { s->owner.store(0, std::memory_order_release);
 
 // pthread key destructor: runs at thread exit, before the thread's TLS is freed.
 void on_thread_exit(void* p) {
+  // A signal handler that ran a reader after the slot is released would register a new slot
+  // that nothing releases any more (key destructors may have finished): the dying thread takes
+  // no more signals (thread-directed ones are lost with it, process-directed ones go elsewhere).
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
   auto* s = static_cast<ReaderSlot*>(p);
   unsigned long ctr = load_ctr(*s);
   if (ctr & kNestMask) {
