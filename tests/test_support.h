@@ -1,0 +1,69 @@
+// bulkrcu/tests/test_support.h: helpers shared by the GoogleTest programs (tests only).
+//
+// No helper here measures time: waits are "until a condition holds", and a test that never
+// reaches its condition is caught by ctest's per-test timeout.
+#pragma once
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+#include "bulkrcu/rcu.h"
+#include "bulkrcu/stats.h"
+#include "gp/gp.h"
+
+namespace bulkrcu_test {
+
+inline bulkrcu_stats stats() {
+  bulkrcu_stats s;
+  memset(&s, 0xff, sizeof s);  // every field must be written by the library
+  bulkrcu_get_stats(&s, sizeof s);
+  return s;
+}
+
+inline void nap_us(long us) {
+  timespec ts{us / 1000000, (us % 1000000) * 1000};
+  nanosleep(&ts, nullptr);
+}
+
+// Waits (yielding, then sleeping 50 us a round) until pred() is true.
+template <class Pred>
+void wait_until(Pred pred) {
+  for (unsigned i = 0; !pred(); ++i) {
+    if (i < 100)
+      sched_yield();
+    else
+      nap_us(50);
+  }
+}
+
+// True while some thread runs a grace period (the sequence number is odd).
+inline bool gp_in_progress() { return (bulkrcu::detail::gp::current_seq() & 1) != 0; }
+
+// Gives a buggy grace period a window in which to finish too early. Correctness never depends
+// on its length: a correct engine cannot finish while the reader is held, whatever the window.
+inline void give_window() { nap_us(20000); }
+
+inline bool env_set(const char* name) {
+  const char* v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+// Installs `handler` for `sig` with SA_RESTART (and SA_SIGINFO off).
+inline void install_handler(int sig, void (*handler)(int)) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = handler;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(sig, &sa, nullptr);
+}
+
+}  // namespace bulkrcu_test
