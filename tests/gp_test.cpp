@@ -1,14 +1,283 @@
+// Grace periods: synchronize against pre-existing readers, cookies (get_state, poll_state,
+// start_poll, cond_synchronize), expedited grace periods, sharing among concurrent callers,
+// the stall warning.
+#include "gp/gp.h"
+
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/base.h"
+#include "bulkrcu/kernel.h"
 #include "bulkrcu/rcu.h"
+#include "bulkrcu/stats.h"
+#include "test_support.h"
 
-TEST(Gp, Smoke) {
-  bulkrcu_read_lock();
-  EXPECT_TRUE(bulkrcu_read_lock_held());
-  bulkrcu_read_unlock();
-  EXPECT_FALSE(bulkrcu_read_lock_held());
-  unsigned long c = bulkrcu_get_state();
-  EXPECT_FALSE(bulkrcu_poll_state(c));
-  bulkrcu_synchronize();
-  EXPECT_TRUE(bulkrcu_poll_state(c));
+using namespace bulkrcu_test;
+
+namespace {
+
+// A reader thread that enters a section (nested twice, the inner one already left) and holds
+// it until released; it records whether the waiter had finished while it still held the section.
+class HeldReader {
+ public:
+  explicit HeldReader(std::atomic<bool>* waiter_done) : waiter_done_(waiter_done) {
+    t_ = std::thread([this] {
+      bulkrcu_read_lock();
+      bulkrcu_read_lock();
+      bulkrcu_read_unlock();  // still inside the outer section
+      in_ = true;
+      wait_until([this] { return release_.load(); });
+      saw_done_ = waiter_done_->load();
+      bulkrcu_read_unlock();
+    });
+    wait_until([this] { return in_.load(); });
+  }
+  // Releases the reader; returns whether the waiter had finished while the section was held.
+  bool release_and_join() {
+    release_ = true;
+    t_.join();
+    return saw_done_;
+  }
+
+ private:
+  std::atomic<bool>* waiter_done_;
+  std::atomic<bool> in_{false}, release_{false};
+  bool saw_done_ = true;
+  std::thread t_;
+};
+
+// Runs `wait` on a thread while a reader holds a section that began before; the wait must not
+// finish before the reader leaves.
+template <class Wait>
+void expect_waits_for_reader(Wait wait) {
+  std::atomic<bool> done{false};
+  HeldReader reader(&done);
+  std::thread waiter([&] {
+    wait();
+    done = true;
+  });
+  wait_until([] { return gp_in_progress(); });
+  give_window();
+  EXPECT_FALSE(done.load());
+  EXPECT_FALSE(reader.release_and_join()) << "the wait ended while a pre-existing reader was inside";
+  waiter.join();
+  EXPECT_TRUE(done.load());
 }
+
+TEST(Gp, SynchronizeWaitsForPreExistingReader) {
+  const bulkrcu_stats before = stats();
+  expect_waits_for_reader([] { bulkrcu_synchronize(); });
+  const bulkrcu_stats after = stats();
+  EXPECT_GE(after.grace_periods, before.grace_periods + 1);
+  EXPECT_EQ(after.synchronize_calls, before.synchronize_calls + 1);
+}
+
+TEST(Gp, SynchronizeExpeditedWaitsForPreExistingReader) {
+  const bulkrcu_stats before = stats();
+  expect_waits_for_reader([] { bulkrcu_synchronize_expedited(); });
+  const bulkrcu_stats after = stats();
+  EXPECT_GE(after.expedited_grace_periods, before.expedited_grace_periods + 1);
+  EXPECT_EQ(after.synchronize_calls, before.synchronize_calls + 1);
+}
+
+TEST(Gp, CondSynchronizeWaitsForPreExistingReader) {
+  unsigned long cookie = 0;
+  std::atomic<bool> done{false};
+  HeldReader reader(&done);
+  cookie = bulkrcu_get_state();  // after the reader began
+  std::thread waiter([&] {
+    bulkrcu_cond_synchronize(cookie);
+    done = true;
+  });
+  wait_until([] { return gp_in_progress(); });
+  give_window();
+  EXPECT_FALSE(bulkrcu_poll_state(cookie));
+  EXPECT_FALSE(reader.release_and_join());
+  waiter.join();
+  EXPECT_TRUE(bulkrcu_poll_state(cookie));
+}
+
+TEST(Gp, SynchronizeWithoutReadersReturns) {
+  for (int i = 0; i < 100; ++i) bulkrcu_synchronize();
+  for (int i = 0; i < 100; ++i) bulkrcu_synchronize_expedited();
+  bulkrcu_read_lock();
+  bulkrcu_read_unlock();
+  bulkrcu_synchronize();  // the caller's own finished section does not block it
+}
+
+TEST(Gp, CookieNotSatisfiedBeforeGracePeriodSatisfiedAfter) {
+  bulkrcu_read_lock();  // no grace period that starts after the cookie can end before unlock
+  const unsigned long cookie = bulkrcu_get_state();
+  EXPECT_FALSE(bulkrcu_poll_state(cookie));
+  const unsigned long cookie2 = bulkrcu_get_state();
+  EXPECT_GE(static_cast<long>(cookie2 - cookie), 0) << "cookies never go backwards";
+  EXPECT_FALSE(bulkrcu_poll_state(cookie));
+  bulkrcu_read_unlock();
+  bulkrcu_synchronize();
+  EXPECT_TRUE(bulkrcu_poll_state(cookie));
+  EXPECT_TRUE(bulkrcu_poll_state(cookie2));
+  // Stays satisfied.
+  bulkrcu_synchronize();
+  EXPECT_TRUE(bulkrcu_poll_state(cookie));
+}
+
+TEST(Gp, KernelSpellings) {
+  rcu_read_lock();
+  EXPECT_TRUE(rcu_read_lock_held());
+  unsigned long c = get_state_synchronize_rcu();
+  EXPECT_FALSE(poll_state_synchronize_rcu(c));
+  rcu_read_unlock();
+  synchronize_rcu();
+  EXPECT_TRUE(poll_state_synchronize_rcu(c));
+  c = start_poll_synchronize_rcu();
+  cond_synchronize_rcu(c);
+  EXPECT_TRUE(poll_state_synchronize_rcu(c));
+  synchronize_rcu_expedited();
+}
+
+TEST(Gp, CondSynchronizeOnElapsedCookieRunsNoGracePeriod) {
+  const unsigned long cookie = bulkrcu_get_state();
+  bulkrcu_synchronize();
+  ASSERT_TRUE(bulkrcu_poll_state(cookie));
+  const uint64_t gps = stats().grace_periods;
+  for (int i = 0; i < 10; ++i) bulkrcu_cond_synchronize(cookie);
+  EXPECT_EQ(stats().grace_periods, gps);
+}
+
+TEST(Gp, CondSynchronizeOnFreshCookieWaits) {
+  const unsigned long cookie = bulkrcu_get_state();
+  bulkrcu_cond_synchronize(cookie);
+  EXPECT_TRUE(bulkrcu_poll_state(cookie));
+}
+
+// start_poll alone makes a grace period happen: nobody calls synchronize.
+TEST(Gp, StartPollProgressesWithoutSynchronize) {
+  std::atomic<bool> dummy{false};
+  const bulkrcu_stats before = stats();
+  unsigned long cookie;
+  {
+    HeldReader reader(&dummy);
+    cookie = bulkrcu_start_poll();
+    wait_until([] { return gp_in_progress(); });  // the runtime thread started one
+    give_window();
+    EXPECT_FALSE(bulkrcu_poll_state(cookie)) << "cookie satisfied while a pre-existing reader is inside";
+    reader.release_and_join();
+  }
+  wait_until([&] { return bulkrcu_poll_state(cookie); });
+  const bulkrcu_stats after = stats();
+  EXPECT_EQ(after.synchronize_calls, before.synchronize_calls);
+  EXPECT_GE(after.grace_periods, before.grace_periods + 1);
+}
+
+TEST(Gp, StartPollInsideReader) {
+  bulkrcu_read_lock();
+  const unsigned long cookie = bulkrcu_start_poll();
+  EXPECT_FALSE(bulkrcu_poll_state(cookie));  // the grace period waits for this very reader
+  bulkrcu_read_unlock();
+  wait_until([&] { return bulkrcu_poll_state(cookie); });
+  // Many outstanding start_poll requests are all satisfied.
+  std::vector<unsigned long> cookies;
+  for (int i = 0; i < 50; ++i) cookies.push_back(bulkrcu_start_poll());
+  for (unsigned long c : cookies) wait_until([&] { return bulkrcu_poll_state(c); });
+}
+
+// 64 callers that enter synchronize while one grace period is held up by a reader share the
+// grace periods that follow.
+TEST(Gp, ConcurrentSynchronizeCallersShareGracePeriods) {
+  constexpr int kCallers = 64;
+  std::atomic<bool> dummy{false};
+  const bulkrcu_stats before = stats();
+  std::vector<std::thread> callers;
+  {
+    HeldReader reader(&dummy);
+    std::atomic<bool> go{false};
+    for (int i = 0; i < kCallers; ++i)
+      callers.emplace_back([&] {
+        wait_until([&] { return go.load(); });
+        bulkrcu_synchronize();
+      });
+    go = true;
+    wait_until([&] { return stats().synchronize_calls >= before.synchronize_calls + kCallers; });
+    reader.release_and_join();
+  }
+  for (auto& t : callers) t.join();
+  const bulkrcu_stats after = stats();
+  EXPECT_EQ(after.synchronize_calls, before.synchronize_calls + kCallers);
+  const uint64_t used = after.grace_periods - before.grace_periods;
+  EXPECT_GE(used, 1u);
+  printf("64 concurrent synchronize callers: %llu grace periods\n", static_cast<unsigned long long>(used));
+  EXPECT_LE(used, 8u) << "64 concurrent synchronize callers used " << used << " grace periods";
+}
+
+// ---- stall warning ----------------------------------------------------------------------------
+
+// In a child process (fork), with stderr on a pipe: a reader named "rcu-staller" holds its
+// section past a 50 ms stall timeout while a synchronize waits. Exactly one warning, naming
+// the thread by tid and name; the grace period keeps waiting, then completes.
+TEST(GpStall, OneWarningNamingTheThread) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    dup2(fds[1], 2);
+    alarm(120);  // deadlock guard only
+    bulkrcu::detail::set_stall_timeout_ns(50 * 1000 * 1000);
+    int code = 0;
+    std::atomic<bool> in{false}, release{false}, sync_done{false};
+    std::atomic<int> tid{0};
+    std::thread reader([&] {
+      pthread_setname_np(pthread_self(), "rcu-staller");
+      tid = static_cast<int>(syscall(SYS_gettid));
+      bulkrcu_read_lock();
+      in = true;
+      wait_until([&] { return release.load(); });
+      bulkrcu_read_unlock();
+    });
+    wait_until([&] { return in.load(); });
+    std::thread syncer([&] {
+      bulkrcu_synchronize();
+      sync_done = true;
+    });
+    wait_until([] { return stats().stall_warnings >= 1; });
+    if (sync_done.load()) code |= 1;  // the grace period must keep waiting
+    // Stay stalled for several more timeouts: a second warning for the same stall is a bug.
+    nap_us(300 * 1000);
+    if (sync_done.load()) code |= 2;
+    release = true;
+    reader.join();
+    syncer.join();
+    if (!sync_done.load()) code |= 4;
+    if (stats().stall_warnings != 1) code |= 8;
+    dprintf(2, "\nstaller-tid=%d\n", tid.load());
+    _exit(code);
+  }
+  close(fds[1]);
+  std::string err;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) err.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "child died: status " << status << "\n" << err;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << err;
+  const size_t tid_pos = err.find("staller-tid=");
+  ASSERT_NE(tid_pos, std::string::npos) << err;
+  const int tid = atoi(err.c_str() + tid_pos + 12);
+  size_t warnings = 0;
+  for (size_t pos = 0; (pos = err.find("grace-period stall", pos)) != std::string::npos; ++pos) ++warnings;
+  EXPECT_EQ(warnings, 1u) << err;
+  EXPECT_NE(err.find("thread " + std::to_string(tid) + " (rcu-staller)"), std::string::npos) << err;
+  EXPECT_NE(err.find("keeps waiting"), std::string::npos) << err;
+}
+
+}  // namespace
