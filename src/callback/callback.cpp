@@ -97,6 +97,10 @@ std::uint64_t sweep() noexcept {
   const int n = nr_slots();
   bulkrcu_head* taken[256];
   bulkrcu_head** lists = n <= 256 ? taken : new bulkrcu_head*[n];
+  // The overflow list first, before any slot is locked, and its chain first in the segment: a
+  // push that found its slot locked by this sweep lands in the next sweep, and so does every
+  // later push of that thread, so a thread's callbacks keep their order on one CPU.
+  bulkrcu_head* over = g_overflow.exchange(nullptr, std::memory_order_acquire);
   // R1 on every slot, one R2 for all CPUs, then take and R3 (percpu.h's protocol).
   for (int i = 0; i < n; ++i) base[i].lock.lock();
   subtle::fence_remote_all();
@@ -108,9 +112,8 @@ std::uint64_t sweep() noexcept {
 #endif
   }
   for (int i = 0; i < n; ++i) base[i].lock.unlock();
-  bulkrcu_head* over = g_overflow.exchange(nullptr, std::memory_order_acquire);
 
-  // Concatenate each CPU's chain in queueing order, then the overflow chain.
+  // Concatenate the overflow chain, then each CPU's chain, each in queueing order.
   bulkrcu_head* first = nullptr;
   bulkrcu_head* tail = nullptr;
   std::uint64_t count = 0;
@@ -124,8 +127,8 @@ std::uint64_t sweep() noexcept {
       first = fifo;
     tail = last;
   };
-  for (int i = 0; i < n; ++i) append(lists[i]);
   append(over);
+  for (int i = 0; i < n; ++i) append(lists[i]);
   if (lists != taken) delete[] lists;
 
   const std::uint64_t id = ++g_sweeps;
