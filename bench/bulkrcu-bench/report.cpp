@@ -1,0 +1,397 @@
+// bulkrcu-bench: tables, CSV files and plots (see report.h).
+#include "report.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <set>
+
+namespace bench {
+namespace {
+
+const char* kFloor = "free";
+const char* kUrcu = "urcu_call_rcu";
+
+std::vector<double> values(const CaseRuns& r, const std::string& key) {
+  std::vector<double> v;
+  for (const auto& run : r.runs) {
+    if (!run.ok) continue;
+    auto it = run.metrics.find(key);
+    if (it != run.metrics.end()) v.push_back(it->second);
+  }
+  return v;
+}
+
+const CaseRuns* find_row(const std::vector<CaseRuns>& runs, const std::string& variant,
+                         const std::string& impl) {
+  for (const auto& r : runs)
+    if (r.c->variant == variant && r.c->impl == impl) return &r;
+  return nullptr;
+}
+
+std::string ratio_text(double v, double ref) {
+  if (!(ref > 0) || !std::isfinite(v)) return "-";
+  char buf[32];
+  double x = v / ref;
+  snprintf(buf, sizeof buf, x >= 100 ? "%.0fx" : x >= 10 ? "%.1fx" : "%.2fx", x);
+  return buf;
+}
+
+// Prints rows as an aligned table: first column left-aligned, the others right-aligned.
+void print_rows(const std::vector<std::vector<std::string>>& rows, FILE* out) {
+  std::vector<std::size_t> width;
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      if (width.size() <= i) width.push_back(0);
+      width[i] = std::max(width[i], r[i].size());
+    }
+  for (const auto& r : rows) {
+    std::string line = "  ";
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      std::string pad(width[i] - r[i].size(), ' ');
+      line += i == 0 ? r[i] + pad : pad + r[i];
+      line += "  ";
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    fprintf(out, "%s\n", line.c_str());
+  }
+}
+
+std::string csv_escape(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string o = "\"";
+  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return o + "\"";
+}
+
+// The last successful run of a case (the one whose series and histograms are plotted).
+const CaseResult* last_ok(const CaseRuns& r) {
+  for (auto it = r.runs.rbegin(); it != r.runs.rend(); ++it)
+    if (it->ok) return &*it;
+  return nullptr;
+}
+
+std::string gp_quote(const std::string& s) {
+  std::string o = "'";
+  for (char c : s) o += c == '\'' ? std::string("''") : std::string(1, c);
+  return o + "'";
+}
+
+}  // namespace
+
+std::string fmt(double v) {
+  char buf[64];
+  double a = std::fabs(v);
+  if (!std::isfinite(v))
+    snprintf(buf, sizeof buf, "-");
+  else if (a >= 1e7)
+    snprintf(buf, sizeof buf, "%.1fM", v / 1e6);
+  else if (a >= 1e5)
+    snprintf(buf, sizeof buf, "%.0fk", v / 1e3);
+  else if (a >= 1e3 || (a >= 10 && v == std::floor(v)))
+    snprintf(buf, sizeof buf, "%.0f", v);
+  else if (a >= 100)
+    snprintf(buf, sizeof buf, "%.1f", v);
+  else if (a >= 10 || a == 0)
+    snprintf(buf, sizeof buf, a == 0 ? "0" : "%.2f", v);
+  else
+    snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+bool stat_of(const CaseRuns& r, const std::string& key, Stat* s) {
+  std::vector<double> v = values(r, key);
+  if (v.empty()) return false;
+  std::sort(v.begin(), v.end());
+  std::size_t n = v.size();
+  s->median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  s->min = v.front();
+  s->max = v.back();
+  s->n = static_cast<int>(n);
+  return true;
+}
+
+void print_table(const WorkloadDef& w, const std::vector<CaseRuns>& runs, FILE* out) {
+  fprintf(out, "\n== %s\n", w.title.c_str());
+  for (const auto& n : w.notes) fprintf(out, "   %s\n", n.c_str());
+  std::set<std::string> allocs;
+  int failed = 0, reps = 0;
+  for (const auto& r : runs) {
+    reps = std::max(reps, static_cast<int>(r.runs.size()));
+    for (const auto& run : r.runs) {
+      if (!run.ok) ++failed;
+      auto it = run.info.find("allocator");
+      if (it != run.info.end()) allocs.insert(it->second);
+    }
+  }
+  std::string a;
+  for (const auto& s : allocs) a += (a.empty() ? "" : "; ") + s;
+  fprintf(out,
+          "   malloc served by: %s. Repetitions: %d; medians, [min-max]; ratios are value / value of the row "
+          "named.\n",
+          a.empty() ? "?" : a.c_str(), reps);
+  if (failed) fprintf(out, "   %d run(s) FAILED and are left out (see stderr).\n", failed);
+
+  std::vector<std::string> variants;
+  for (const auto& r : runs)
+    if (std::find(variants.begin(), variants.end(), r.c->variant) == variants.end())
+      variants.push_back(r.c->variant);
+  for (const auto& variant : variants) {
+    if (!variant.empty())
+      fprintf(out, "\n  -- %s\n", variant.c_str());
+    else
+      fprintf(out, "\n");
+    std::vector<std::vector<std::string>> rows;
+    std::vector<std::string> head = {"impl", w.primary_header, "[min-max]", "/free", "/call_rcu"};
+    for (const auto& c : w.columns) head.push_back(c.ratio ? c.header + " (/call_rcu)" : c.header);
+    rows.push_back(head);
+    const CaseRuns* floor = find_row(runs, variant, kFloor);
+    const CaseRuns* urcu = find_row(runs, variant, kUrcu);
+    for (const auto& r : runs) {
+      if (r.c->variant != variant) continue;
+      std::vector<std::string> row = {r.c->impl};
+      Stat s, ref;
+      if (stat_of(r, w.primary, &s)) {
+        row.push_back(fmt(s.median));
+        std::string spread = "[";  // built step by step: gcc 12 misreports "[" + a + ... (-Wrestrict)
+        spread += fmt(s.min);
+        spread += '-';
+        spread += fmt(s.max);
+        spread += ']';
+        row.push_back(spread);
+        row.push_back(floor && stat_of(*floor, w.primary, &ref) ? ratio_text(s.median, ref.median) : "-");
+        row.push_back(urcu && stat_of(*urcu, w.primary, &ref) ? ratio_text(s.median, ref.median) : "-");
+      } else {
+        row.insert(row.end(), {"FAILED", "", "", ""});
+      }
+      for (const auto& c : w.columns) {
+        if (!stat_of(r, c.key, &s)) {
+          row.push_back("n/a");
+          continue;
+        }
+        std::string cell = fmt(s.median);
+        if (c.ratio && urcu && stat_of(*urcu, c.key, &ref))
+          cell += " (" + ratio_text(s.median, ref.median) + ")";
+        row.push_back(cell);
+      }
+      rows.push_back(row);
+    }
+    print_rows(rows, out);
+  }
+}
+
+std::vector<std::string> write_csv(const WorkloadDef& w, const std::vector<CaseRuns>& runs,
+                                   const std::string& dir) {
+  std::vector<std::string> files;
+  // Every metric key any run reported, in a stable order.
+  std::set<std::string> keys;
+  for (const auto& r : runs)
+    for (const auto& run : r.runs)
+      for (const auto& [k, v] : run.metrics) keys.insert(k);
+  std::string path = dir + "/" + w.file + ".csv";
+  {
+    std::ofstream f(path);
+    f << "workload,variant,impl,rep,ok,allocator,child_s";
+    for (const auto& k : keys) f << "," << k;
+    f << "\n";
+    for (const auto& r : runs) {
+      for (std::size_t i = 0; i < r.runs.size(); ++i) {
+        const CaseResult& run = r.runs[i];
+        auto al = run.info.find("allocator");
+        f << csv_escape(w.name) << "," << csv_escape(r.c->variant) << "," << r.c->impl << "," << i + 1 << ","
+          << (run.ok ? 1 : 0) << "," << csv_escape(al == run.info.end() ? "" : al->second) << ","
+          << run.seconds;
+        for (const auto& k : keys) {
+          auto it = run.metrics.find(k);
+          f << ",";
+          if (it != run.metrics.end()) f << it->second;
+        }
+        f << "\n";
+      }
+    }
+    files.push_back(path);
+  }
+  // Series (flood): the last successful run of each case.
+  bool any_series = false;
+  for (const auto& r : runs)
+    if (const CaseResult* run = last_ok(r); run && run->series.count("series")) any_series = true;
+  if (any_series) {
+    std::string sp = dir + "/" + w.file + "_series.csv";
+    std::ofstream f(sp);
+    bool header = false;
+    for (const auto& r : runs) {
+      const CaseResult* run = last_ok(r);
+      if (!run || !run->series.count("series")) continue;
+      const auto& rows = run->series.at("series");
+      if (rows.empty()) continue;
+      if (!header) {
+        f << "variant,impl";
+        for (const auto& c : rows[0]) f << "," << c;
+        f << "\n";
+        header = true;
+      }
+      for (std::size_t i = 1; i < rows.size(); ++i) {
+        f << csv_escape(r.c->variant) << "," << r.c->impl;
+        for (const auto& c : rows[i]) f << "," << c;
+        f << "\n";
+      }
+    }
+    files.push_back(sp);
+  }
+  // Histograms (latency): the last successful run of each case.
+  bool any_hist = false;
+  for (const auto& r : runs)
+    if (const CaseResult* run = last_ok(r); run && !run->hists.empty()) any_hist = true;
+  if (any_hist) {
+    std::string hp = dir + "/" + w.file + "_hist.csv";
+    std::ofstream f(hp);
+    f << "variant,impl,histogram,lower_ns,count\n";
+    for (const auto& r : runs) {
+      const CaseResult* run = last_ok(r);
+      if (!run) continue;
+      for (const auto& [name, buckets] : run->hists)
+        for (const auto& [lo, n] : buckets)
+          f << csv_escape(r.c->variant) << "," << r.c->impl << "," << name << "," << lo << "," << n << "\n";
+    }
+    files.push_back(hp);
+  }
+  return files;
+}
+
+std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
+                                    const std::vector<std::vector<CaseRuns>>& all, const std::string& dir,
+                                    bool run, std::string* error) {
+  const std::string pdir = dir + "/plot-data";
+  mkdir(pdir.c_str(), 0777);
+  std::string script = dir + "/plots.gp";
+  std::ofstream gp(script);
+  gp << "# gnuplot script written by bulkrcu-bench; run: gnuplot plots.gp (from this directory)\n"
+        "set terminal pngcairo size 1000,600 noenhanced font ',10'\n"
+        "set key outside right top\nset grid\nset datafile separator whitespace\n";
+  std::vector<std::string> pngs;
+
+  auto bars = [&](const WorkloadDef& w, const std::vector<CaseRuns>& runs, const std::string& variant,
+                  const std::string& key, const std::string& png, const std::string& title,
+                  const std::string& ylabel) {
+    std::string dat = "plot-data/" + png + ".dat";
+    std::ofstream d(dir + "/" + dat);
+    int n = 0;
+    for (const auto& r : runs) {
+      Stat s;
+      if (r.c->variant != variant || !stat_of(r, key, &s)) continue;
+      d << n++ << " " << r.c->impl << " " << s.median << " " << s.min << " " << s.max << "\n";
+    }
+    if (!n) return;
+    (void)w;
+    gp << "\nset output '" << png << ".png'\nset title " << gp_quote(title) << "\nset ylabel "
+       << gp_quote(ylabel)
+       << "\nset xlabel ''\nunset logscale\nset style fill solid 0.6\nset boxwidth 0.6\nset yrange [0:*]\n"
+       << "set xtics rotate by -30\nplot '" << dat
+       << "' using 1:3:xtic(2) with boxes title 'median', '' using 1:3:4:5 "
+       << "with yerrorbars lc rgb 'black' pt 0 title 'min-max'\nset xtics norotate\nset yrange [*:*]\n";
+    pngs.push_back(dir + "/" + png + ".png");
+  };
+
+  auto lines = [&](const std::vector<CaseRuns>& runs, const std::string& variant, const std::string& series,
+                   int xcol, int ycol, bool logy, const std::string& png, const std::string& title,
+                   const std::string& xlabel, const std::string& ylabel) {
+    std::string dat = "plot-data/" + png + ".dat";
+    std::ofstream d(dir + "/" + dat);
+    std::vector<std::string> names;
+    for (const auto& r : runs) {
+      const CaseResult* run = last_ok(r);
+      if (r.c->variant != variant || !run || !run->series.count(series)) continue;
+      const auto& rows = run->series.at(series);
+      int kept = 0;
+      std::string block;
+      for (std::size_t i = 1; i < rows.size(); ++i) {
+        if (rows[i].size() <= static_cast<std::size_t>(std::max(xcol, ycol))) continue;
+        if (std::stod(rows[i][static_cast<std::size_t>(ycol)]) < 0) continue;  // n/a
+        block +=
+            rows[i][static_cast<std::size_t>(xcol)] + " " + rows[i][static_cast<std::size_t>(ycol)] + "\n";
+        ++kept;
+      }
+      if (!kept) continue;
+      d << "# " << r.c->impl << "\n" << block << "\n\n";
+      names.push_back(r.c->impl);
+    }
+    if (names.empty()) return;
+    gp << "\nset output '" << png << ".png'\nset title " << gp_quote(title) << "\nset xlabel "
+       << gp_quote(xlabel) << "\nset ylabel " << gp_quote(ylabel)
+       << "\nunset logscale\nset style fill empty\n"
+       << (logy ? "set logscale y\n" : "") << "plot ";
+    for (std::size_t i = 0; i < names.size(); ++i)
+      gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2 with lines lw 2 title "
+         << gp_quote(names[i]);
+    gp << "\n";
+    pngs.push_back(dir + "/" + png + ".png");
+  };
+
+  auto hist = [&](const std::vector<CaseRuns>& runs, const std::string& variant, const std::string& name,
+                  const std::string& png, const std::string& title) {
+    std::string dat = "plot-data/" + png + ".dat";
+    std::ofstream d(dir + "/" + dat);
+    std::vector<std::string> names;
+    for (const auto& r : runs) {
+      const CaseResult* run = last_ok(r);
+      if (r.c->variant != variant || !run || !run->hists.count(name)) continue;
+      double total = 0;
+      for (const auto& b : run->hists.at(name)) total += static_cast<double>(b.second);
+      d << "# " << r.c->impl << "\n";
+      for (const auto& [lo, n] : run->hists.at(name)) d << std::max(lo, 0.5) << " " << n / total << "\n";
+      d << "\n\n";
+      names.push_back(r.c->impl);
+    }
+    if (names.empty()) return;
+    gp << "\nset output '" << png << ".png'\nset title " << gp_quote(title)
+       << "\nset xlabel 'latency (ns, bucket lower bound)'\nset ylabel 'fraction of calls'\nset style fill "
+          "empty\n"
+       << "set logscale x\nset logscale y\nplot ";
+    for (std::size_t i = 0; i < names.size(); ++i)
+      gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2 with steps lw 2 title "
+         << gp_quote(names[i]);
+    gp << "\nunset logscale\n";
+    pngs.push_back(dir + "/" + png + ".png");
+  };
+
+  for (std::size_t i = 0; i < defs.size(); ++i) {
+    const WorkloadDef& w = defs[i];
+    const auto& runs = all[i];
+    if (w.file == "kfree_scale") {
+      bars(w, runs, "", "cpu_ns_per_obj", "kfree_scale_cpu", "kfree-scale: CPU per object (all threads)",
+           "CPU ns per object");
+    } else if (w.file == "flood") {
+      bars(w, runs, "flat out", "cpu_ns_per_obj", "flood_cpu",
+           "flood, flat out: CPU per object (reader excluded)", "CPU ns per object");
+      lines(runs, "flat out", "series", 0, 2, true, "flood_pending",
+            "flood, flat out: objects retired, not yet freed", "time (s)", "pending objects (log)");
+      lines(runs, "flat out", "series", 0, 3, false, "flood_rss", "flood, flat out: resident memory",
+            "time (s)", "RSS (MiB)");
+      lines(runs, "5 M/s", "series", 0, 2, true, "flood_pending_5M",
+            "flood at 5 M/s: objects retired, not yet freed", "time (s)", "pending objects (log)");
+    } else if (w.file == "read_mostly") {
+      bars(w, runs, "95/5", "cpu_ns_per_op", "read_mostly_cpu", "read-mostly 95/5: CPU per operation",
+           "CPU ns per operation");
+    } else if (w.file == "latency_retire") {
+      hist(runs, "", "retire", "latency_retire_hist", "retire latency under the flood (last run of each)");
+    } else if (w.file == "latency_sync") {
+      hist(runs, "1 reader", "sync", "latency_sync_hist", "synchronize latency, 1 spinning reader");
+    }
+  }
+  gp.close();
+  if (!run) return {};
+  std::string cmd = "cd '" + dir + "' && gnuplot plots.gp";
+  int rc = std::system(cmd.c_str());
+  if (rc != 0) {
+    *error = "gnuplot failed (exit " + std::to_string(WIFEXITED(rc) ? WEXITSTATUS(rc) : -1) +
+             "); the data and " + script + " are kept";
+    return {};
+  }
+  return pngs;
+}
+
+}  // namespace bench

@@ -1,0 +1,44 @@
+// bulkrcu-bench: output. Tables of medians with spread and ratios on stdout, one CSV per
+// workload table, and gnuplot plots.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runner.h"
+#include "workloads.h"
+
+namespace bench {
+
+// All repetitions of one case.
+struct CaseRuns {
+  const Case* c;
+  std::vector<CaseResult> runs;
+};
+
+// Prints the table(s) of one workload definition.
+void print_table(const WorkloadDef& w, const std::vector<CaseRuns>& runs, FILE* out);
+
+// Writes DIR/<file>.csv (one row per run), series / histogram data files, and gnuplot
+// scripts; returns the data files written.
+std::vector<std::string> write_csv(const WorkloadDef& w, const std::vector<CaseRuns>& runs,
+                                   const std::string& dir);
+
+// Writes the gnuplot scripts for everything written so far and runs gnuplot on them unless
+// `run` is false. Returns the PNG files made (or, when gnuplot fails, an empty list and a
+// message in *error).
+std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
+                                    const std::vector<std::vector<CaseRuns>>& runs, const std::string& dir,
+                                    bool run, std::string* error);
+
+// Median and range of the values of `key` over the successful runs; false when none has it.
+struct Stat {
+  double median, min, max;
+  int n;
+};
+bool stat_of(const CaseRuns& r, const std::string& key, Stat* s);
+
+// Compact number formatting for tables.
+std::string fmt(double v);
+
+}  // namespace bench

@@ -1,0 +1,55 @@
+# Tests of bulkrcu-bench: option parsing (a GoogleTest program), exit status 2 with a clear
+# message for bad options, a tiny run of every workload, and --out writing CSV and PNG files.
+# Tiny runs use --tiny (the quick suite's code paths at the smallest sizes).
+set(BENCH_CHECK ${CMAKE_CURRENT_SOURCE_DIR}/check_run.cmake)
+
+find_package(GTest QUIET)
+if(GTest_FOUND)
+  add_executable(bulkrcu_bench_options_test options_test.cpp)
+  target_link_libraries(bulkrcu_bench_options_test PRIVATE bulkrcu_bench_core GTest::gtest GTest::gtest_main)
+  target_compile_options(bulkrcu_bench_options_test PRIVATE -Wall -Wextra)
+  add_test(NAME bulkrcu_bench.options COMMAND bulkrcu_bench_options_test)
+endif()
+
+function(bench_check name exit_code)
+  cmake_parse_arguments(C "" "STDERR;STDOUT;OUT_DIR" "ARGS;FILES" ${ARGN})
+  # Lists cross add_test's command line joined with '|' (a ';' would split the argument).
+  string(REPLACE ";" "|" args "${C_ARGS}")
+  string(REPLACE ";" "|" files "${C_FILES}")
+  set(defs -DBENCH=$<TARGET_FILE:bulkrcu-bench> "-DARGS=${args}" -DEXPECT_EXIT=${exit_code})
+  if(C_STDERR)
+    list(APPEND defs "-DEXPECT_STDERR=${C_STDERR}")
+  endif()
+  if(C_STDOUT)
+    list(APPEND defs "-DEXPECT_STDOUT=${C_STDOUT}")
+  endif()
+  if(C_OUT_DIR)
+    list(APPEND defs -DOUT_DIR=${C_OUT_DIR} "-DEXPECT_FILES=${files}")
+  endif()
+  add_test(NAME bulkrcu_bench.${name} COMMAND ${CMAKE_COMMAND} ${defs} -P ${BENCH_CHECK})
+  set_tests_properties(bulkrcu_bench.${name} PROPERTIES TIMEOUT 300)
+endfunction()
+
+bench_check(help 0 ARGS --help STDOUT "kfree-scale.*flood.*read-mostly.*latency.*urcu_call_rcu.*--alloc")
+bench_check(list 0 ARGS --list STDOUT "workload kfree-scale.*impl free.*impl urcu_defer_rcu")
+bench_check(bad_option 2 ARGS --bogus STDERR "^bulkrcu-bench: unknown option '--bogus' \\(see --help\\)")
+bench_check(bad_workload 2 ARGS --workload nope STDERR "unknown workload 'nope' \\(known: kfree-scale,")
+bench_check(bad_impl 2 ARGS --impl free,nope STDERR "unknown impl 'nope' \\(known: free,")
+bench_check(bad_reps 2 ARGS --reps 0 STDERR "--reps needs a whole number from 1 to 1000")
+bench_check(bad_alloc 2 ARGS --alloc tcmallocx STDERR "unknown allocator 'tcmallocx' \\(known: glibc, jemalloc")
+bench_check(bad_duration 2 ARGS --duration abc STDERR "--duration needs a number of seconds")
+bench_check(missing_value 2 ARGS --out STDERR "--out needs a directory")
+bench_check(flag_with_value 2 ARGS --quick=yes STDERR "--quick takes no value")
+bench_check(stray_argument 2 ARGS flood STDERR "unexpected argument 'flood'")
+
+foreach(w kfree-scale flood read-mostly latency)
+  bench_check(tiny_${w} 0 ARGS --tiny --workload ${w}
+    STDOUT "== ${w}.*free.*call.*rcu_retire.*obj_retire.*urcu_call_rcu.*urcu_defer_rcu.*runs in")
+endforeach()
+bench_check(tiny_alloc_jemalloc 0 ARGS --tiny --workload kfree-scale --impl free,call --alloc jemalloc
+  STDOUT "malloc served by: jemalloc \\(/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\\)")
+bench_check(tiny_out 0 ARGS --tiny --out ${CMAKE_CURRENT_BINARY_DIR}/test-out
+  OUT_DIR ${CMAKE_CURRENT_BINARY_DIR}/test-out
+  FILES kfree_scale.csv flood.csv flood_series.csv read_mostly.csv latency_retire.csv latency_retire_hist.csv
+        latency_sync.csv plots.gp kfree_scale_cpu.png flood_cpu.png flood_pending.png flood_rss.png
+        read_mostly_cpu.png latency_retire_hist.png latency_sync_hist.png)

@@ -1,0 +1,67 @@
+// bulkrcu-bench: the workloads.
+//
+// Child side: one function per (workload part, implementation), instantiated from templates
+// in children.cpp and listed in the implementation table (impls.cpp).
+// Parent side: each workload's cases (variants x implementations), repetition counts and
+// table columns for a suite (workloads.cpp).
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "measure.h"
+#include "options.h"
+
+namespace bench {
+
+// key=value parameters of one case, as passed to the child.
+struct Params {
+  std::map<std::string, std::string> kv;
+  std::string str(const std::string& k) const;
+  long num(const std::string& k) const;  // aborts with a message when missing or malformed
+  double real(const std::string& k) const;
+};
+
+using ChildFn = void (*)(const Params&, ResultWriter&);
+
+// One row of the implementation table.
+struct ImplEntry {
+  const char* name;
+  const char* what;
+  std::size_t obj_size;  // bytes allocated per retired object (8-byte payload)
+  bool defers;           // false: frees at once, unsafe with readers (the floor)
+  bool has_sync;
+  ChildFn kfree_scale, flood, read_mostly, retire_latency, sync_latency;
+};
+const std::vector<ImplEntry>& impl_table();
+const ImplEntry* find_impl(const std::string& name);
+
+// ---- parent side ----
+struct Column {
+  std::string key;     // metric key written by the child
+  std::string header;  // table header
+  bool ratio = false;  // also show the ratio to liburcu call_rcu
+};
+
+struct Case {
+  std::string workload, variant, impl;
+  std::map<std::string, std::string> params;  // passed to the child (workload, impl included)
+  int reps;
+};
+
+struct WorkloadDef {
+  std::string name;                // what --workload selects
+  std::string file;                // CSV / plot file stem
+  std::string title;               // one line above the tables
+  std::vector<std::string> notes;  // printed under the title
+  std::string primary;             // key of the metric shown with spread and ratios
+  std::string primary_header;
+  std::vector<Column> columns;  // further medians
+  std::vector<Case> cases;
+};
+
+std::vector<WorkloadDef> build_suite(const Options& o);
+
+}  // namespace bench
