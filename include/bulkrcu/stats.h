@@ -31,6 +31,21 @@ struct bulkrcu_stats {
   uint64_t percpu_rseq;   /* 1: per-CPU data via rseq; 0: sched_getcpu + try-lock fallback */
   uint64_t reader_fences; /* 1: readers run full fences (no membarrier) */
   uint64_t nr_cpu_slots;  /* possible CPUs */
+  /* page pool (bulkrcu/page_pool.h) */
+  uint64_t pool_allocs;           /* pages handed out by bulkrcu_alloc_page and _lockless */
+  uint64_t pool_frees;            /* pages given back by bulkrcu_free_page */
+  uint64_t pool_lockless_hits;    /* bulkrcu_alloc_page_lockless returned a page */
+  uint64_t pool_lockless_misses;  /* ... returned NULL */
+  uint64_t pool_refill_requests;  /* lockless misses / low lists that asked the refill worker */
+  uint64_t pool_refills;          /* batches moved zone -> a CPU list (direct and worker) */
+  uint64_t pool_worker_refills;   /* ... of which by the refill worker */
+  uint64_t pool_drains;           /* batches moved a CPU list -> zone (above high, drain) */
+  uint64_t pool_chunks_mapped;    /* 2 MiB chunks mmap'ed (cumulative) */
+  uint64_t pool_chunks_unmapped;  /* ... munmap'ed (cumulative) */
+  uint64_t pool_chunks;           /* chunks mapped now (gauge) */
+  uint64_t pool_pages_percpu;     /* pages on all CPU lists (gauge; per-list hints) */
+  uint64_t pool_pages_percpu_max; /* pages on the fullest CPU list (gauge; hint) */
+  uint64_t pool_pages_zone;       /* free pages in the zone (gauge) */
 };
 
 /* Copies min(size, sizeof(struct bulkrcu_stats)) bytes of a fresh snapshot into *out; pass

@@ -10,6 +10,7 @@
 #include "callback/callback.h"
 #include "gp/gp.h"
 #include "percpu/percpu.h"
+#include "pool/pool.h"
 
 namespace bulkrcu::detail::runtime {
 namespace {
@@ -31,6 +32,7 @@ std::atomic<std::uint32_t> g_progress{0};
 std::atomic<std::uint32_t> g_barrier_waiters{0};
 
 bool work_pending() {
+  if (pool::refill_wanted()) return true;
   unsigned long c;
   if (cb::has_unswept() || cb::oldest_pending(&c)) return true;
   if (!gp::poll_state(gp::requested_cookie())) return true;
@@ -45,6 +47,7 @@ void publish_progress(std::uint64_t through) {
 }
 
 void one_pass() {
+  pool::refill_step();  // first: a CPU whose list ran dry is waiting for pages
   if (cb::has_unswept() ||
       g_sweeps_started.load(std::memory_order_relaxed) < g_barrier_target.load(std::memory_order_acquire)) {
     g_sweeps_started.fetch_add(1, std::memory_order_seq_cst);
@@ -189,6 +192,21 @@ void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   s.percpu_rseq = mode() == PercpuMode::kRseq;
   s.reader_fences = __atomic_load_n(&bulkrcu__reader_fence, __ATOMIC_RELAXED) != 0;
   s.nr_cpu_slots = static_cast<std::uint64_t>(nr_slots());
+  pool::Stats p = pool::stats();
+  s.pool_allocs = p.allocs;
+  s.pool_frees = p.frees;
+  s.pool_lockless_hits = p.lockless_hits;
+  s.pool_lockless_misses = p.lockless_misses;
+  s.pool_refill_requests = p.refill_requests;
+  s.pool_refills = p.refills;
+  s.pool_worker_refills = p.worker_refills;
+  s.pool_drains = p.drains;
+  s.pool_chunks_mapped = p.chunks_mapped;
+  s.pool_chunks_unmapped = p.chunks_unmapped;
+  s.pool_chunks = p.chunks;
+  s.pool_pages_percpu = p.pages_percpu;
+  s.pool_pages_percpu_max = p.pages_percpu_max;
+  s.pool_pages_zone = p.pages_zone;
   memcpy(out, &s, size < sizeof s ? size : sizeof s);
 }
 

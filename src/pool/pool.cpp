@@ -1,0 +1,604 @@
+#include "pool/pool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool/pool_rseq.h"
+
+namespace bulkrcu::detail::pool {
+namespace {
+
+#ifdef BULKRCU_TESTING
+constexpr Params kParams{4, 16, 2, 8, 1, 1, 50'000'000ull};
+#else
+constexpr Params kParams{32, 256, 32, 96, 1, 1, 5'000'000'000ull};
+#endif
+static_assert(kParams.low <= kParams.target && kParams.target <= kParams.high &&
+              kParams.batch <= kParams.high);
+
+// One per possible CPU.
+struct alignas(kCacheLine) PcpSlot {
+  SlotLock lock;                              // offset 0: percpu.h's protocol
+  FreePage* head = nullptr;                   // owner: rseq / try-lock; remote: under lock + fence_remote
+  std::atomic<std::uint64_t> count_hint{0};   // written after each operation (gauge for stats)
+  std::atomic<std::uint32_t> want_refill{0};  // set by the lockless path, cleared by the worker
+  // Statistics, bumped with bump() on the slot of the CPU the operation probably ran on.
+  std::atomic<std::uint64_t> allocs{0};  // bulkrcu_alloc_page
+  std::atomic<std::uint64_t> frees{0};
+  std::atomic<std::uint64_t> hits{0};  // bulkrcu_alloc_page_lockless
+  std::atomic<std::uint64_t> misses{0};
+};
+static_assert(offsetof(PcpSlot, lock) == 0);
+
+std::atomic<PcpSlot*> g_slots{nullptr};
+BULKRCU_ALWAYS_INLINE PcpSlot* slots() noexcept { return get_slots(g_slots); }
+
+constinit Zone g_zone{kParams.floor_chunks, kParams.spare_chunks};
+
+// Process-wide flags, one load on every fast path: anything but exactly kInit takes the
+// checked path (not yet initialized, debug mode, fault injection).
+enum : unsigned { kInit = 1, kDebug = 2, kFailLockless = 4, kFailAll = 8 };
+std::atomic<unsigned> g_flags{0};
+
+// Refill requests: want_refill per slot, then g_refill_pending (release), then the doorbell.
+std::atomic<std::uint32_t> g_refill_pending{0};
+std::atomic<std::uint64_t> g_backoff_until{0};  // now_ns() deadline; 0 = no back-off
+
+// Slow-path counters (atomic adds).
+std::atomic<std::uint64_t> g_refill_requests{0}, g_refills{0}, g_worker_refills{0}, g_drains{0};
+
+// An `inc` is atomic with respect to signal handlers and preemption on this CPU (one
+// instruction); it is not a locked RMW, see Stats in pool.h for the (rare) loss it allows.
+BULKRCU_ALWAYS_INLINE void bump(std::atomic<std::uint64_t>& c) noexcept {
+#if BULKRCU_TSAN || !defined(__x86_64__)
+  c.fetch_add(1, std::memory_order_relaxed);
+#else
+  asm volatile("incq %0" : "+m"(*reinterpret_cast<std::uint64_t*>(&c)));
+#endif
+}
+
+unsigned init_flags() noexcept {
+  unsigned f = kInit;
+#ifdef BULKRCU_TESTING
+  f |= kDebug;
+#else
+  const char* v = getenv("BULKRCU_POOL_DEBUG");
+  if (v && *v && strcmp(v, "0") != 0) f |= kDebug;
+#endif
+  g_zone.set_debug(f & kDebug);
+  unsigned expected = 0;
+  g_flags.compare_exchange_strong(expected, f, std::memory_order_relaxed);
+  return g_flags.load(std::memory_order_relaxed);
+}
+
+BULKRCU_ALWAYS_INLINE unsigned flags() noexcept {
+  unsigned f = g_flags.load(std::memory_order_relaxed);
+  if (BULKRCU_UNLIKELY(!(f & kInit))) f = init_flags();
+  return f;
+}
+
+// ---- fatal messages naming a pointer (async-signal-safe: no printf) ----------------------------
+struct Msg {
+  char buf[256];
+  std::size_t n = 0;
+  Msg& s(const char* str) {
+    while (*str && n < sizeof buf - 1) buf[n++] = *str++;
+    buf[n] = '\0';
+    return *this;
+  }
+  Msg& hex(std::uintptr_t v) {
+    char tmp[19] = "0x";
+    int digits = 0;
+    for (std::uintptr_t t = v; t; t >>= 4) ++digits;
+    if (digits == 0) digits = 1;
+    for (int i = 0; i < digits; ++i) tmp[2 + digits - 1 - i] = "0123456789abcdef"[(v >> (4 * i)) & 15];
+    tmp[2 + digits] = '\0';
+    return s(tmp);
+  }
+  Msg& dec(std::size_t v) {
+    char tmp[24];
+    int i = 23;
+    tmp[i] = '\0';
+    do {
+      tmp[--i] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v);
+    return s(tmp + i);
+  }
+};
+
+[[noreturn]] BULKRCU_NOINLINE void die(const char* call, const void* p, const char* what) noexcept {
+  Msg m;
+  m.s("page pool: ").s(call).s("(").hex(reinterpret_cast<std::uintptr_t>(p)).s("): ").s(what);
+  fatal(m.buf);
+}
+
+// ---- debug checks ----------------------------------------------------------------------------------
+inline std::size_t page_index(const Chunk* c, const void* p) noexcept {
+  return static_cast<std::size_t>(static_cast<const char*>(p) - c->base) >> page_shift();
+}
+
+// A page leaves the pool: it must be on a list (state kOnList) and still carry the poison.
+BULKRCU_NOINLINE void debug_handout(void* p, const char* call) noexcept {
+  Chunk* c = chunk_of(p);
+  if (!c) die(call, p, "about to hand out a page outside every chunk (corrupted free list)");
+  std::uint8_t old = c->state[page_index(c, p)].exchange(kAllocated, std::memory_order_relaxed);
+  if (old != kOnList) die(call, p, "about to hand out a page that is not free (corrupted free list)");
+  if (std::size_t off = check_poison(p)) {
+    Msg m;
+    m.s("page pool: ")
+        .s(call)
+        .s(": page ")
+        .hex(reinterpret_cast<std::uintptr_t>(p))
+        .s(" was written after it was freed (poison overwritten at byte offset ")
+        .dec(off)
+        .s(")");
+    fatal(m.buf);
+  }
+}
+
+// A page enters the pool: it must be one the pool handed out and still owned by the caller.
+BULKRCU_NOINLINE void debug_on_free(void* p, const char* call) noexcept {
+  Chunk* c = chunk_of(p);
+  if (!c) die(call, p, "not a page of this pool (never handed out by it)");
+  std::uint8_t expected = kAllocated;
+  if (!c->state[page_index(c, p)].compare_exchange_strong(expected, kOnList, std::memory_order_relaxed)) {
+    if (expected == kOnList || (expected & kFreeHead)) die(call, p, "double free (the page is already free)");
+    die(call, p, "not a page the pool handed out (inside a free or larger block)");
+  }
+  poison_page(p);
+}
+
+[[noreturn]] BULKRCU_NOINLINE void die_misaligned(void* p) noexcept {
+  die("bulkrcu_free_page", p, "misaligned pointer (not the start of a page)");
+}
+
+// ---- owner-side list operations ------------------------------------------------------------------
+// kLock mode: the slot of sched_getcpu(), try-locked. Return values as in the rseq versions.
+FreePage* pop_trylock(PcpSlot* s, bool* locked) noexcept {
+  if (!s->lock.try_lock()) {
+    *locked = true;
+    return nullptr;
+  }
+  FreePage* p = s->head;
+  if (p) s->head = p->next;
+  s->lock.unlock();
+  return p;
+}
+
+std::uintptr_t push_trylock(PcpSlot* s, FreePage* p) noexcept {
+  if (!s->lock.try_lock()) return 0;
+  FreePage* h = s->head;
+  p->next = h;
+  p->depth = h ? h->depth + 1 : 1;
+  s->head = p;
+  s->lock.unlock();
+  return p->depth;
+}
+
+// Pops one page from this CPU's list. *slot = the slot to account on; *locked = the slot's
+// lock was held (nothing popped). About 20 instructions in kRseq mode.
+BULKRCU_ALWAYS_INLINE FreePage* pop_local(PcpSlot* base, PcpSlot** slot, bool* locked) noexcept {
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq)) {
+    void* n = subtle::rseq_pop<offsetof(PcpSlot, head), offsetof(FreePage, next)>(base, sizeof(PcpSlot));
+    *slot = &base[subtle::rseq_cpu_hint()];
+    if (BULKRCU_UNLIKELY(n == subtle::kSlotLocked)) {
+      *locked = true;
+      return nullptr;
+    }
+    return static_cast<FreePage*>(n);
+  }
+#endif
+  PcpSlot* s = &base[current_cpu()];
+  *slot = s;
+  return pop_trylock(s, locked);
+}
+
+// Pushes one page onto this CPU's list; returns the list's new count, 0 when the slot is locked.
+BULKRCU_ALWAYS_INLINE std::uintptr_t push_local(PcpSlot* base, FreePage* p, PcpSlot** slot) noexcept {
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq)) {
+    std::uintptr_t d = subtle::rseq_push_counted<offsetof(PcpSlot, head), offsetof(FreePage, next),
+                                                 offsetof(FreePage, depth)>(base, sizeof(PcpSlot), p);
+    *slot = &base[subtle::rseq_cpu_hint()];
+    return d;
+  }
+#endif
+  PcpSlot* s = &base[current_cpu()];
+  *slot = s;
+  return push_trylock(s, p);
+}
+
+// ---- refill requests ---------------------------------------------------------------------------
+BULKRCU_ALWAYS_INLINE bool backed_off() noexcept {
+  std::uint64_t until = g_backoff_until.load(std::memory_order_relaxed);
+  return until != 0 && now_ns() < until;
+}
+
+// Async-signal-safe: atomics, clock_gettime (vDSO) and the doorbell (at most one FUTEX_WAKE).
+BULKRCU_NOINLINE void request_refill(PcpSlot* s) noexcept {
+  if (backed_off()) return;
+  // One request per slot until the worker clears it: later misses add no doorbell traffic.
+  if (s->want_refill.load(std::memory_order_relaxed) || s->want_refill.exchange(1, std::memory_order_relaxed))
+    return;
+  g_refill_requests.fetch_add(1, std::memory_order_relaxed);
+  // Release: the worker's acquire exchange of g_refill_pending then sees want_refill == 1.
+  g_refill_pending.store(1, std::memory_order_release);
+  doorbell_ring_if_idle();
+}
+
+BULKRCU_NOINLINE void lockless_miss(PcpSlot* s, bool empty) noexcept {
+  bump(s->misses);
+  if (empty) request_refill(s);
+}
+
+// ---- slow paths ------------------------------------------------------------------------------------
+// The remote side's lock: the owner holds a slot's lock only for a few instructions (kLock
+// mode), but may be preempted while holding it, so spin briefly then yield.
+void lock_slot(PcpSlot* s) noexcept {
+  for (unsigned i = 0; !s->lock.try_lock(); ++i) {
+    if (i < 64)
+      cpu_relax();
+    else
+      sched_yield();
+  }
+}
+
+// The list grew above `high`: move `batch` pages from its top to the zone.
+BULKRCU_NOINLINE void trim(PcpSlot* base) noexcept {
+  FreePage* chain = nullptr;
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (mode() == PercpuMode::kRseq) {
+    // One pop sequence per page: the rseq commit is a single store, so a multi-node detach
+    // would need a loop inside the sequence. batch pops cost ~batch * 2 ns.
+    for (std::size_t i = 0; i < kParams.batch; ++i) {
+      void* n = subtle::rseq_pop<offsetof(PcpSlot, head), offsetof(FreePage, next)>(base, sizeof(PcpSlot));
+      if (n == nullptr || n == subtle::kSlotLocked) break;
+      FreePage* p = static_cast<FreePage*>(n);
+      p->next = chain;
+      chain = p;
+    }
+  } else
+#endif
+  {
+    PcpSlot* s = &base[current_cpu()];
+    if (!s->lock.try_lock()) return;  // a remote is draining or refilling it anyway
+    // depth counts from the bottom, so cutting the top `batch` nodes leaves every depth right.
+    FreePage* h = s->head;
+    FreePage* last = h;
+    std::size_t n = h ? 1 : 0;
+    while (last && n < kParams.batch && last->next) {
+      last = last->next;
+      ++n;
+    }
+    if (last) {
+      s->head = last->next;
+      last->next = nullptr;
+      chain = h;
+    }
+    s->count_hint.store(s->head ? s->head->depth : 0, std::memory_order_relaxed);
+    s->lock.unlock();
+  }
+  if (chain) {
+    g_zone.free_chain(chain);
+    g_drains.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// The page could not go onto a list (its slot was locked by a remote): straight to the zone.
+BULKRCU_NOINLINE void free_to_zone(FreePage* p) noexcept {
+  p->next = nullptr;
+  g_zone.free_chain(p);
+}
+
+// bulkrcu_alloc_page found the list empty (or locked): `batch` pages from the zone, one for the
+// caller and the rest onto this CPU's list.
+BULKRCU_NOINLINE void* alloc_slow(PcpSlot* base, bool locked, unsigned f) noexcept {
+  FreePage* p;
+  if (locked) {
+    p = static_cast<FreePage*>(g_zone.alloc(0));
+    if (!p) return nullptr;  // errno = ENOMEM from the zone
+  } else {
+    FreePage* chain;
+    if (g_zone.alloc_bulk(kParams.batch, &chain) == 0) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+    p = chain;
+    FreePage* rest = chain->next;
+    FreePage* leftover = nullptr;
+    while (rest) {
+      FreePage* next = rest->next;
+      PcpSlot* s;
+      std::uintptr_t d = push_local(base, rest, &s);
+      if (d == 0) {
+        rest->next = leftover;
+        leftover = rest;
+      } else {
+        s->count_hint.store(d, std::memory_order_relaxed);
+      }
+      rest = next;
+    }
+    if (leftover) g_zone.free_chain(leftover);
+    g_refills.fetch_add(1, std::memory_order_relaxed);
+  }
+  PcpSlot* s = &base[current_cpu()];
+  bump(s->allocs);
+  if (f & kDebug) debug_handout(p, "bulkrcu_alloc_page");
+  return p;
+}
+
+// Fills `cpu`'s list up to `target` pages (refill worker, regular context).
+void refill_cpu(PcpSlot* base, int cpu) noexcept {
+  FreePage* chain;
+  std::size_t got = g_zone.alloc_bulk(kParams.target, &chain);
+  if (got == 0) return;
+  PcpSlot* s = &base[cpu];
+  lock_slot(s);               // R1
+  subtle::fence_remote(cpu);  // R2: no owner sequence that saw the lock free can still commit
+  FreePage* h = s->head;
+#if BULKRCU_TSAN
+  if (h) __tsan_acquire(h);  // its depth was written by an rseq push (invisible to TSan)
+#endif
+  std::uintptr_t count = h ? h->depth : 0;
+  while (count < kParams.target && chain) {
+    FreePage* p = chain;
+    chain = chain->next;
+    p->next = h;
+    p->depth = ++count;
+#if BULKRCU_TSAN
+    __tsan_release(p);  // the owner's rseq_pop acquires it
+#endif
+    h = p;
+  }
+  s->head = h;
+  s->count_hint.store(count, std::memory_order_relaxed);
+  s->lock.unlock();  // R3
+  if (chain) g_zone.free_chain(chain);
+  g_refills.fetch_add(1, std::memory_order_relaxed);
+  g_worker_refills.fetch_add(1, std::memory_order_relaxed);
+}
+
+void drain_all() noexcept {
+  PcpSlot* base = slots();
+  const int n = nr_slots();
+  FreePage* all = nullptr;
+  constexpr int kGroup = 256;  // slots locked at once, so one broadcast fence covers them
+  for (int first = 0; first < n; first += kGroup) {
+    const int end = first + kGroup < n ? first + kGroup : n;
+    FreePage* lists[kGroup];
+    for (int i = first; i < end; ++i) lock_slot(&base[i]);  // R1 on every slot of the group
+    subtle::fence_remote_all();                             // R2, one broadcast
+    for (int i = first; i < end; ++i) {
+      lists[i - first] = base[i].head;
+      base[i].head = nullptr;
+      base[i].count_hint.store(0, std::memory_order_relaxed);
+    }
+    for (int i = first; i < end; ++i) base[i].lock.unlock();  // R3
+    for (int i = first; i < end; ++i) {
+      FreePage* p = lists[i - first];
+      while (p) {
+#if BULKRCU_TSAN
+        __tsan_acquire(p);
+#endif
+        FreePage* next = p->next;
+        p->next = all;
+        all = p;
+        p = next;
+      }
+    }
+  }
+  if (all) {
+    g_zone.free_chain(all);
+    g_drains.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// ---- fork ----------------------------------------------------------------------------------------
+// Lock order: (runtime's driver mutex ->) zone lock -> registry lock. Registered at priority
+// 101, before the runtime's handlers (102), so our prepare handler runs after theirs.
+void fork_prepare() {
+  g_zone.lock();
+  registry_lock_for_fork();
+}
+void fork_parent() {
+  registry_unlock_after_fork(false);
+  g_zone.unlock();
+}
+void fork_child() {
+  registry_unlock_after_fork(true);
+  g_zone.reinit_lock_in_child();
+  // A slot lock held by a thread that does not exist in the child (a kLock owner, or a drain)
+  // would stay held forever; the lists themselves are consistent at every store.
+  PcpSlot* base = g_slots.load(std::memory_order_relaxed);
+  if (base)
+    for (int i = 0; i < nr_slots(); ++i) base[i].lock.word.store(0, std::memory_order_relaxed);
+}
+
+__attribute__((constructor(101))) void pool_init() {
+  (void)page_size();
+  (void)flags();
+  (void)slots();
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+}  // namespace
+
+// ---- internal API ---------------------------------------------------------------------------------
+
+const Params& params() noexcept { return kParams; }
+bool debug() noexcept { return flags() & kDebug; }
+
+bool refill_wanted() noexcept { return g_refill_pending.load(std::memory_order_relaxed) != 0; }
+
+void refill_step() noexcept {
+  if (g_refill_pending.load(std::memory_order_relaxed) == 0) return;
+  g_refill_pending.exchange(0, std::memory_order_acquire);  // pairs with request_refill's release
+  const bool skip = backed_off();
+  PcpSlot* base = slots();
+  for (int cpu = 0; cpu < nr_slots(); ++cpu) {
+    std::atomic<std::uint32_t>& w = base[cpu].want_refill;
+    if (w.load(std::memory_order_relaxed) && w.exchange(0, std::memory_order_relaxed) && !skip)
+      refill_cpu(base, cpu);
+  }
+}
+
+void set_fail_injection(int m) noexcept {
+  (void)flags();
+  g_flags.fetch_and(~unsigned{kFailLockless | kFailAll}, std::memory_order_relaxed);
+  if (m == 1) g_flags.fetch_or(kFailLockless, std::memory_order_relaxed);
+  if (m == 2) g_flags.fetch_or(kFailAll, std::memory_order_relaxed);
+}
+
+void back_off_refill(std::uint64_t ns) noexcept {
+  g_backoff_until.store(ns ? now_ns() + ns : 0, std::memory_order_relaxed);
+}
+
+void on_memory_pressure() noexcept {
+  back_off_refill(kParams.pressure_backoff_ns);
+  drain_all();
+  g_zone.shrink();
+}
+
+void* alloc_pages(unsigned order) noexcept {
+  unsigned f = flags();
+  if (f & kFailAll) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  void* p = g_zone.alloc(order);
+  if (p && (f & kDebug)) {
+    Chunk* c = chunk_of(p);
+    c->state[page_index(c, p)].store(kAllocated, std::memory_order_relaxed);
+  }
+  return p;
+}
+
+void free_pages(void* block, unsigned order) noexcept {
+  if (!block) return;
+  if (reinterpret_cast<std::uintptr_t>(block) & ((page_size() << order) - 1))
+    die("free_pages", block, "misaligned pointer for its order");
+  if (flags() & kDebug) {
+    Chunk* c = chunk_of(block);
+    if (!c) die("free_pages", block, "not a block of this pool");
+    std::uint8_t expected = kAllocated;
+    if (!c->state[page_index(c, block)].compare_exchange_strong(expected, kOnList, std::memory_order_relaxed))
+      die("free_pages", block, "double free or not a block the pool handed out");
+    for (std::size_t i = 0; i < (std::size_t{1} << order); ++i)
+      poison_page(static_cast<char*>(block) + i * page_size());
+  }
+  g_zone.free(block, order);
+}
+
+std::size_t cpu_pages(int cpu) noexcept {
+  PcpSlot* s = &slots()[cpu];
+  lock_slot(s);
+  subtle::fence_remote(cpu);
+  FreePage* h = s->head;
+#if BULKRCU_TSAN
+  if (h) __tsan_acquire(h);
+#endif
+  std::size_t n = h ? h->depth : 0;
+  s->lock.unlock();
+  return n;
+}
+
+const char* check_zone() noexcept { return g_zone.check(); }
+
+Stats stats() noexcept {
+  Stats st{};
+  PcpSlot* base = slots();
+  for (int i = 0; i < nr_slots(); ++i) {
+    const PcpSlot& s = base[i];
+    st.allocs += s.allocs.load(std::memory_order_relaxed) + s.hits.load(std::memory_order_relaxed);
+    st.frees += s.frees.load(std::memory_order_relaxed);
+    st.lockless_hits += s.hits.load(std::memory_order_relaxed);
+    st.lockless_misses += s.misses.load(std::memory_order_relaxed);
+    std::uint64_t c = s.count_hint.load(std::memory_order_relaxed);
+    st.pages_percpu += c;
+    if (c > st.pages_percpu_max) st.pages_percpu_max = c;
+  }
+  st.refill_requests = g_refill_requests.load(std::memory_order_relaxed);
+  st.refills = g_refills.load(std::memory_order_relaxed);
+  st.worker_refills = g_worker_refills.load(std::memory_order_relaxed);
+  st.drains = g_drains.load(std::memory_order_relaxed);
+  st.chunks_mapped = g_zone.chunks_mapped();
+  st.chunks_unmapped = g_zone.chunks_unmapped();
+  st.chunks = g_zone.nr_chunks();
+  st.pages_zone = g_zone.nr_free_pages();
+  return st;
+}
+
+}  // namespace bulkrcu::detail::pool
+
+// ---- public API (include/bulkrcu/page_pool.h) --------------------------------------------------------
+using namespace bulkrcu::detail;
+using namespace bulkrcu::detail::pool;
+
+extern "C" {
+
+size_t bulkrcu_page_size(void) { return page_size(); }
+
+void* bulkrcu_alloc_page_lockless(void) {
+  const unsigned f = flags();
+  if (BULKRCU_UNLIKELY(f & (kFailLockless | kFailAll))) {
+    bump(slots()[current_cpu()].misses);
+    return nullptr;
+  }
+  PcpSlot* base = slots();
+  PcpSlot* s;
+  bool locked = false;
+  FreePage* p = pop_local(base, &s, &locked);
+  if (BULKRCU_UNLIKELY(!p)) {
+    lockless_miss(s, !locked);
+    return nullptr;
+  }
+  bump(s->hits);
+  const std::uintptr_t left = p->depth - 1;
+  s->count_hint.store(left, std::memory_order_relaxed);
+  if (BULKRCU_UNLIKELY(left < kParams.low)) request_refill(s);
+  if (BULKRCU_UNLIKELY(f & kDebug)) debug_handout(p, "bulkrcu_alloc_page_lockless");
+  return p;
+}
+
+void* bulkrcu_alloc_page(void) {
+  const unsigned f = flags();
+  if (BULKRCU_UNLIKELY(f & kFailAll)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  PcpSlot* base = slots();
+  PcpSlot* s;
+  bool locked = false;
+  FreePage* p = pop_local(base, &s, &locked);
+  if (BULKRCU_UNLIKELY(!p)) return alloc_slow(base, locked, f);
+  bump(s->allocs);
+  s->count_hint.store(p->depth - 1, std::memory_order_relaxed);
+  if (BULKRCU_UNLIKELY(f & kDebug)) debug_handout(p, "bulkrcu_alloc_page");
+  return p;
+}
+
+void bulkrcu_free_page(void* page) {
+  if (!page) return;
+  if (BULKRCU_UNLIKELY(reinterpret_cast<std::uintptr_t>(page) & (page_size() - 1))) die_misaligned(page);
+  const unsigned f = flags();
+  if (BULKRCU_UNLIKELY(f & kDebug)) debug_on_free(page, "bulkrcu_free_page");
+  PcpSlot* base = slots();
+  PcpSlot* s;
+  FreePage* p = static_cast<FreePage*>(page);
+  const std::uintptr_t count = push_local(base, p, &s);
+  bump(s->frees);
+  if (BULKRCU_UNLIKELY(count == 0)) return free_to_zone(p);
+  s->count_hint.store(count, std::memory_order_relaxed);
+  if (BULKRCU_UNLIKELY(count > kParams.high)) trim(base);
+}
+
+void bulkrcu_page_pool_drain(void) { drain_all(); }
+
+void bulkrcu_page_pool_shrink(void) { g_zone.shrink(); }
+
+}  // extern "C"

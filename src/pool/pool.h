@@ -1,0 +1,107 @@
+// bulkrcu/src/pool/pool.h: the page pool's umbrella header (layer pool; includes only base/ and
+// percpu/).
+//
+// The public API is include/bulkrcu/page_pool.h. This header adds what the layers above need:
+// the runtime thread's refill hooks, the kvfree layer's pressure response and fault injection,
+// higher-order blocks, and introspection for tests and statistics.
+//
+// Structure (docs/POOL.md has the full story):
+//
+//   zone (zone.h)            buddy allocator, orders 0..9, over 2 MiB mmap chunks; zone lock
+//     ^  batch pages            ^ batch pages (free above `high`, drain, pressure)
+//     |  (alloc_page on empty,  |
+//     |   refill worker)        |
+//   per-CPU lists            one singly linked LIFO of free order-0 pages per possible CPU,
+//                            owner side in rseq sequences (or the slot's try-lock); each node
+//                            stores its depth, so count == head ? head->depth : 0
+//
+// Per-CPU list invariants (whenever no owner sequence is in flight and the slot is unlocked):
+//   node->depth == 1 + (node->next ? node->next->depth : 0);   count == head ? head->depth : 0
+//   0 <= count <= high + 1 after an owner push (the pusher then trims `batch` pages);
+//   a remote refill fills up to `target` (<= high); every node is a page with state kOnList.
+// Ownership: a page on a list belongs to the list; owner: any thread running on that CPU
+// (rseq) or holding the slot's lock (kLock mode); remote (refill worker, drain, cpu_pages):
+// only under the slot's lock followed by fence_remote(cpu) (percpu.h's protocol).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "bulkrcu/page_pool.h"
+#include "percpu/percpu.h"
+#include "pool/zone.h"
+
+namespace bulkrcu::detail::pool {
+
+// Sizing of the per-CPU lists. Production values are chosen for the kvfree layer, which takes
+// about one page per 500 retired pointers (docs/POOL.md, "Sizing"); test builds shrink them so
+// that every refill, trim and drain path runs within a few operations.
+struct Params {
+  std::size_t batch;                  // pages moved between a list and the zone at a time
+  std::size_t high;                   // a free that leaves more than `high` pages trims `batch` of them
+  std::size_t low;                    // a lockless allocation that leaves fewer than `low` asks for a refill
+  std::size_t target;                 // the refill worker fills a list up to `target` pages
+  unsigned floor_chunks;              // chunks the zone keeps mapped at least
+  unsigned spare_chunks;              // wholly free chunks kept mapped above the floor
+  std::uint64_t pressure_backoff_ns;  // refills stop this long after on_memory_pressure()
+};
+const Params& params() noexcept;
+
+// True when debug checks run (BULKRCU_POOL_DEBUG=1, or any BULKRCU_TESTING build).
+bool debug() noexcept;
+
+// ---- runtime hooks (called by the runtime thread only) ----------------------------------------
+// A racy peek: true when some CPU asked for a refill since the last refill_step().
+// Blocks: no. Allocates: no. Async-signal-safe: yes.
+bool refill_wanted() noexcept;
+// Refills every CPU list that asked, up to `target`, unless refills are backed off (then the
+// requests are dropped; a later miss asks again). Regular context: takes the zone lock, may
+// mmap a chunk, locks each slot and runs fence_remote(cpu).
+void refill_step() noexcept;
+
+// ---- kvfree layer and tests ---------------------------------------------------------------------
+// Fault injection: 0 off; 1 bulkrcu_alloc_page_lockless() returns NULL (counted as a miss, no
+// refill asked); 2 every allocation returns NULL with errno ENOMEM. Blocks: no.
+void set_fail_injection(int mode) noexcept;
+// Memory pressure: no refill for `ns` nanoseconds from now (0 ends a back-off). Requests made
+// meanwhile are dropped. Blocks: no. Async-signal-safe: yes.
+void back_off_refill(std::uint64_t ns) noexcept;
+// Memory pressure: back off refills for params().pressure_backoff_ns, drain every CPU list to
+// the zone, and unmap wholly free chunks above the floor. Blocks: yes (zone lock, remote fences).
+void on_memory_pressure() noexcept;
+
+// A block of 2^order pages straight from the zone (order <= max_order()); NULL with errno
+// ENOMEM (or EINVAL for a bad order). Freed with free_pages(p, order), never bulkrcu_free_page.
+// Blocks: zone lock, may mmap. Not async-signal-safe.
+void* alloc_pages(unsigned order) noexcept;
+void free_pages(void* block, unsigned order) noexcept;
+
+// ---- introspection ------------------------------------------------------------------------------
+// The exact number of pages on `cpu`'s list (locks the slot and fences that CPU: blocks).
+std::size_t cpu_pages(int cpu) noexcept;
+// Runs Zone::check() on the pool's zone: nullptr when its invariants hold.
+const char* check_zone() noexcept;
+
+struct Stats {
+  std::uint64_t allocs;            // pages handed out by both allocation calls
+  std::uint64_t frees;             // bulkrcu_free_page calls with a page
+  std::uint64_t lockless_hits;     // bulkrcu_alloc_page_lockless returning a page
+  std::uint64_t lockless_misses;   // ... returning NULL
+  std::uint64_t refill_requests;   // lockless paths that asked the worker
+  std::uint64_t refills;           // batches moved zone -> a list (alloc_page on empty + worker)
+  std::uint64_t worker_refills;    // ... of which by the refill worker
+  std::uint64_t drains;            // batches moved a list -> zone (trim above high, drain)
+  std::uint64_t chunks_mapped;     // cumulative
+  std::uint64_t chunks_unmapped;   // cumulative
+  std::uint64_t chunks;            // mapped now
+  std::uint64_t pages_percpu;      // pages on all CPU lists (gauge, from per-list hints)
+  std::uint64_t pages_percpu_max;  // pages on the fullest CPU list (gauge, hint)
+  std::uint64_t pages_zone;        // free pages in the zone (gauge)
+};
+// Relaxed reads, no lock. The per-CPU counters are bumped with a single non-atomic `inc` on the
+// slot of the CPU the operation probably ran on; an increment can be lost only when a thread
+// migrates between reading its CPU number and the `inc` while another CPU bumps the same
+// counter at the same instant (TSan builds use atomic adds instead).
+Stats stats() noexcept;
+
+}  // namespace bulkrcu::detail::pool
