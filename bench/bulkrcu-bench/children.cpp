@@ -65,6 +65,12 @@ bool pending(std::uint64_t retired, std::uint64_t* out) {
     std::uint64_t f = total_freed();
     *out = retired > f ? retired - f : 0;
     return true;
+#if BENCH_HAVE_KVFREE
+  } else if constexpr (requires { I::kStatsPending; }) {
+    (void)retired;
+    *out = kvfree_pending_from_stats();
+    return true;
+#endif
   } else {
     return false;
   }
@@ -480,10 +486,21 @@ ImplEntry entry() {
 
 // The implementations, in table order. Add one: a struct in impls.h and a line here.
 const std::vector<ImplEntry>& impl_table() {
+  // clang-format off
   static const std::vector<ImplEntry> table = {
-      entry<FreeImpl>(),      entry<BulkrcuCallImpl>(), entry<RcuRetireImpl>(),
-      entry<ObjRetireImpl>(), entry<UrcuCallImpl>(),    entry<UrcuDeferImpl>(),
+      entry<FreeImpl>(),
+#if BENCH_HAVE_KVFREE
+      entry<KvfreeImpl>(),
+      entry<KfreeHeadImpl>(),
+      entry<DeferImpl>(),
+#endif
+      entry<BulkrcuCallImpl>(),
+      entry<RcuRetireImpl>(),
+      entry<ObjRetireImpl>(),
+      entry<UrcuCallImpl>(),
+      entry<UrcuDeferImpl>(),
   };
+  // clang-format on
   return table;
 }
 

@@ -295,4 +295,102 @@ struct UrcuDeferImpl {
   static void synchronize() { urcu_memb_synchronize_rcu(); }
 };
 
+#if BENCH_HAVE_KVFREE
+// ---- the kvfree forms (issue 4): per-CPU blocks of pointers ----
+// Pending objects from bulkrcu_get_stats (kv_pending_objects: closed blocks and fallbacks
+// waiting for reclaim; the block each CPU is still filling is not counted).
+inline std::uint64_t kvfree_pending_from_stats() {
+  bulkrcu_stats s;
+  bulkrcu_get_stats(&s, sizeof s);
+  return s.kv_pending_objects;
+}
+
+struct KvfreeBase {
+  static constexpr bool kDefers = true, kBulkrcu = true, kHasSync = false;
+  static void thread_online() {}
+  static void thread_offline() {}
+  static void barrier() { bulkrcu_kvfree_barrier(); }
+  static void read_lock() { bulkrcu_read_lock(); }
+  static void read_unlock() { bulkrcu_read_unlock(); }
+  static void synchronize() { bulkrcu_synchronize(); }
+};
+
+// bulkrcu_kvfree(p): headless, the deleter is free().
+struct KvfreeImpl : KvfreeBase {
+  static constexpr const char* kName = "kvfree";
+  static constexpr const char* kWhat = "bulkrcu_kvfree(p) (headless; blocks of pointers, deleter free)";
+  static constexpr bool kCountsFreed = false, kStatsPending = true;
+  template <class P>
+  struct Box {
+    P p;
+    unsigned char room[16];
+  };
+  template <class P>
+  static std::size_t size() {
+    return sizeof(Box<P>);
+  }
+  template <class P>
+  static P* make() {
+    return &static_cast<Box<P>*>(std::malloc(sizeof(Box<P>)))->p;
+  }
+  template <class P>
+  static void retire(P* p) {
+    bulkrcu_kvfree(p);
+  }
+};
+
+// bulkrcu_kfree_head(p, &p->head): the two-argument form, head embedded after the payload.
+struct KfreeHeadImpl : KvfreeBase {
+  static constexpr const char* kName = "kfree_head";
+  static constexpr const char* kWhat =
+      "bulkrcu_kfree_head(p, &p->head) (two-argument; blocks, head as fallback)";
+  static constexpr bool kCountsFreed = false, kStatsPending = true;
+  template <class P>
+  struct Box {
+    P p;
+    bulkrcu_head head;
+  };
+  template <class P>
+  static std::size_t size() {
+    return sizeof(Box<P>);
+  }
+  template <class P>
+  static P* make() {
+    return &static_cast<Box<P>*>(std::malloc(sizeof(Box<P>)))->p;
+  }
+  template <class P>
+  static void retire(P* p) {
+    bulkrcu_kfree_head(p, &reinterpret_cast<Box<P>*>(p)->head);
+  }
+};
+
+// bulkrcu_defer(fn, p): headless with our deleter (which counts the objects it frees).
+struct DeferImpl : KvfreeBase {
+  static constexpr const char* kName = "defer";
+  static constexpr const char* kWhat = "bulkrcu_defer(fn, p), fn frees (headless; blocks, own channel)";
+  static constexpr bool kCountsFreed = true;
+  template <class P>
+  struct Box {
+    P p;
+    unsigned char room[16];
+  };
+  template <class P>
+  static std::size_t size() {
+    return sizeof(Box<P>);
+  }
+  template <class P>
+  static P* make() {
+    return &static_cast<Box<P>*>(std::malloc(sizeof(Box<P>)))->p;
+  }
+  static void fn(void* p) {
+    count_freed();
+    std::free(p);
+  }
+  template <class P>
+  static void retire(P* p) {
+    bulkrcu_defer(&fn, p);
+  }
+};
+#endif  // BENCH_HAVE_KVFREE
+
 }  // namespace bench

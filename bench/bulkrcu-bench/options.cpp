@@ -67,6 +67,8 @@ std::string usage() {
        "  read-mostly   an RCU hash map, 95/5 and 99/1 lookup/update, --readers threads\n"
        "  latency       retire latency under the flood (p50..p99.99, max); synchronize latency\n"
        "                with 0, 1 and 2 spinning readers\n"
+       "  pool          page allocation: bulkrcu's pool lockless / locked vs malloc(4096)/free vs\n"
+       "                mmap/munmap (only in builds that have the page pool)\n"
        "\n"
        "implementations (--impl NAME, repeatable or comma-separated; default: all):\n";
   for (const auto& n : impl_names()) o << "  " << n << "\n";

@@ -13,7 +13,6 @@
 namespace bench {
 namespace {
 
-const char* kFloor = "free";
 const char* kUrcu = "urcu_call_rcu";
 
 std::vector<double> values(const CaseRuns& r, const std::string& key) {
@@ -146,11 +145,12 @@ void print_table(const WorkloadDef& w, const std::vector<CaseRuns>& runs, FILE* 
     else
       fprintf(out, "\n");
     std::vector<std::vector<std::string>> rows;
-    std::vector<std::string> head = {"impl", w.primary_header, "[min-max]", "/free", "/call_rcu"};
-    for (const auto& c : w.columns) head.push_back(c.ratio ? c.header + " (/call_rcu)" : c.header);
+    const std::string ref_label = w.ref == kUrcu ? "call_rcu" : w.ref;
+    std::vector<std::string> head = {"impl", w.primary_header, "[min-max]", "/" + w.floor, "/" + ref_label};
+    for (const auto& c : w.columns) head.push_back(c.ratio ? c.header + " (/" + ref_label + ")" : c.header);
     rows.push_back(head);
-    const CaseRuns* floor = find_row(runs, variant, kFloor);
-    const CaseRuns* urcu = find_row(runs, variant, kUrcu);
+    const CaseRuns* floor = find_row(runs, variant, w.floor);
+    const CaseRuns* urcu = find_row(runs, variant, w.ref);
     for (const auto& r : runs) {
       if (r.c->variant != variant) continue;
       std::vector<std::string> row = {r.c->impl};
@@ -378,6 +378,9 @@ std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
            "CPU ns per operation");
     } else if (w.file == "latency_retire") {
       hist(runs, "", "retire", "latency_retire_hist", "retire latency under the flood (last run of each)");
+    } else if (w.file == "pool") {
+      bars(w, runs, "1 thread, alloc/free pairs", "cpu_ns_per_page", "pool_cpu",
+           "pool: CPU per page, 1 thread, alloc/free pairs", "CPU ns per page");
     } else if (w.file == "latency_sync") {
       hist(runs, "1 reader", "sync", "latency_sync_hist", "synchronize latency, 1 spinning reader");
     }

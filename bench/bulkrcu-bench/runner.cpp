@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "measure.h"
+#include "pool.h"
 #include "workloads.h"
 
 extern char** environ;
@@ -139,6 +140,10 @@ int child_main(const Options& o) {
   Params p{o.child_params};
   const std::string part = p.str("part");
   ResultWriter out(o.result_fd);
+  if (part == "pool") {
+    pool_child(p, out);
+    return 0;
+  }
   const ImplEntry* e = find_impl(p.str("impl"));
   if (!e) {
     fprintf(stderr, "bulkrcu-bench: child: unknown implementation '%s'\n", p.str("impl").c_str());

@@ -42,14 +42,23 @@ bench_check(missing_value 2 ARGS --out STDERR "--out needs a directory")
 bench_check(flag_with_value 2 ARGS --quick=yes STDERR "--quick takes no value")
 bench_check(stray_argument 2 ARGS flood STDERR "unexpected argument 'flood'")
 
+set(bench_rows "call.*rcu_retire.*obj_retire.*urcu_call_rcu.*urcu_defer_rcu")
+if(bench_have_kvfree)
+  set(bench_rows "kvfree.*kfree_head.*defer.*${bench_rows}")
+endif()
+set(bench_rows "free.*${bench_rows}")
 foreach(w kfree-scale flood read-mostly latency)
-  bench_check(tiny_${w} 0 ARGS --tiny --workload ${w}
-    STDOUT "== ${w}.*free.*call.*rcu_retire.*obj_retire.*urcu_call_rcu.*urcu_defer_rcu.*runs in")
+  bench_check(tiny_${w} 0 ARGS --tiny --workload ${w} STDOUT "== ${w}.*${bench_rows}.*runs in")
 endforeach()
+if(bench_have_pool)
+  bench_check(tiny_pool 0 ARGS --tiny --workload pool
+    STDOUT "== pool.*malloc.*mmap.*pool_locked.*pool_lockless.*runs in")
+  set(bench_pool_png pool_cpu.png)
+endif()
 bench_check(tiny_alloc_jemalloc 0 ARGS --tiny --workload kfree-scale --impl free,call --alloc jemalloc
   STDOUT "malloc served by: jemalloc \\(/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\\)")
 bench_check(tiny_out 0 ARGS --tiny --out ${CMAKE_CURRENT_BINARY_DIR}/test-out
   OUT_DIR ${CMAKE_CURRENT_BINARY_DIR}/test-out
   FILES kfree_scale.csv flood.csv flood_series.csv read_mostly.csv latency_retire.csv latency_retire_hist.csv
         latency_sync.csv plots.gp kfree_scale_cpu.png flood_cpu.png flood_pending.png flood_rss.png
-        read_mostly_cpu.png latency_retire_hist.png latency_sync_hist.png)
+        read_mostly_cpu.png latency_retire_hist.png latency_sync_hist.png ${bench_pool_png})

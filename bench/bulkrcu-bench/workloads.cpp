@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "pool.h"
+
 namespace bench {
 
 std::string Params::str(const std::string& k) const {
@@ -48,7 +50,11 @@ const ImplEntry* find_impl(const std::string& name) {
 }
 
 const std::vector<std::string>& workload_names() {
-  static const std::vector<std::string> names = {"kfree-scale", "flood", "read-mostly", "latency"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n = {"kfree-scale", "flood", "read-mostly", "latency"};
+    if (pool_available()) n.push_back("pool");
+    return n;
+  }();
   return names;
 }
 
@@ -235,6 +241,45 @@ std::vector<WorkloadDef> build_suite(const Options& o) {
                 s.lat_reps,
                 /*sync_only=*/true);
     out.push_back(std::move(y));
+  }
+  if (pool_available() && selected(o.workloads, "pool")) {
+    WorkloadDef w;
+    w.name = "pool";
+    w.file = "pool";
+    w.title = "pool: page allocation (4 KiB), bulkrcu's page pool against malloc(4096)/free and mmap/munmap";
+    w.notes = {
+        "each thread allocates a batch of pages, writes a word into each, frees them; CPU ns/page: process "
+        "CPU time / pages.",
+        "pool_lockless: bulkrcu_alloc_page_lockless, falling back to bulkrcu_alloc_page on a miss (miss % "
+        "column); --impl does not apply to these rows."};
+    w.primary = "cpu_ns_per_page";
+    w.primary_header = "CPU ns/page";
+    w.floor = "malloc";
+    w.ref = "mmap";
+    w.columns = {{"wall_ns_per_page", "wall ns/page/thread"},
+                 {"lockless_miss_pct", "lockless miss %"},
+                 {"peak_rss_mb", "peak RSS MB"}};
+    const long pairs = o.suite == "tiny" ? 20000 : o.suite == "quick" ? 400000 : 2000000;
+    struct Shape {
+      const char* label;
+      int threads;
+      int batch;
+    };
+    for (Shape sh : {Shape{"1 thread, alloc/free pairs", 1, 1}, Shape{"2 threads, batches of 64", 2, 64}}) {
+      for (const auto& impl : pool_impl_names()) {
+        Case c{w.name,
+               sh.label,
+               impl,
+               {{"part", "pool"},
+                {"impl", impl},
+                {"threads", std::to_string(sh.threads)},
+                {"batch", std::to_string(sh.batch)},
+                {"pairs", std::to_string(pairs)}},
+               s.kfree_reps};
+        w.cases.push_back(std::move(c));
+      }
+    }
+    out.push_back(std::move(w));
   }
   return out;
 }

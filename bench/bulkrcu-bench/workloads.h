@@ -58,7 +58,8 @@ struct WorkloadDef {
   std::vector<std::string> notes;  // printed under the title
   std::string primary;             // key of the metric shown with spread and ratios
   std::string primary_header;
-  std::vector<Column> columns;  // further medians
+  std::string floor = "free", ref = "urcu_call_rcu";  // rows the ratio columns divide by
+  std::vector<Column> columns;                        // further medians
   std::vector<Case> cases;
 };
 
