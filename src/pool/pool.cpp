@@ -14,7 +14,7 @@ namespace {
 #ifdef BULKRCU_TESTING
 constexpr Params kParams{4, 16, 2, 8, 1, 1, 50'000'000ull};
 #else
-constexpr Params kParams{32, 256, 32, 96, 1, 1, 5'000'000'000ull};
+constexpr Params kParams{32, 256, 64, 128, 1, 1, 5'000'000'000ull};
 #endif
 static_assert(kParams.low <= kParams.target && kParams.target <= kParams.high &&
               kParams.batch <= kParams.high);
