@@ -34,6 +34,13 @@ std::string cpu_model() {
   return "?";
 }
 
+std::string loadavg() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
 std::string fmt_duration(double s) {
   char buf[32];
   if (s >= 60)
@@ -103,7 +110,8 @@ int bench_main(int argc, char** argv) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   printf("bulkrcu-bench (bulkrcu %s, liburcu %s, %s): %s suite, allocator %s\n", BENCH_BULKRCU_VERSION,
          BENCH_URCU_VERSION, __VERSION__, o.suite.c_str(), o.alloc.c_str());
-  printf("machine: %s, %ld CPUs online, Linux %s\n", cpu_model().c_str(), ncpu, u.release);
+  printf("machine: %s, %ld CPUs online, Linux %s; load average at start: %s\n", cpu_model().c_str(), ncpu,
+         u.release, loadavg().c_str());
   fflush(stdout);
 
   const bool tty = isatty(2);
@@ -140,7 +148,8 @@ int bench_main(int argc, char** argv) {
     fflush(stdout);
     if (!o.out_dir.empty()) write_csv(w, all[i], o.out_dir);
   }
-  printf("\n%d runs in %s%s\n", done, fmt_duration((now_ns() - t_start) * 1e-9).c_str(),
+  printf("\n%d runs in %s (load average at the end: %s)%s\n", done,
+         fmt_duration((now_ns() - t_start) * 1e-9).c_str(), loadavg().c_str(),
          failed ? (", " + std::to_string(failed) + " FAILED").c_str() : "");
   if (!o.out_dir.empty()) {
     std::string perr;

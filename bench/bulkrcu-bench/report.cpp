@@ -74,6 +74,14 @@ const CaseResult* last_ok(const CaseRuns& r) {
   return nullptr;
 }
 
+// Distinct line colours (the default gnuplot cycle repeats after 8); dashed after these.
+const char* const kColors[] = {"#000000", "#e41a1c", "#377eb8", "#4daf4a", "#984ea3",
+                               "#ff7f00", "#a65628", "#f781bf", "#17becf", "#999999"};
+std::string line_style(std::size_t i) {
+  const std::size_t n = sizeof kColors / sizeof kColors[0];
+  return std::string("lc rgb '") + kColors[i % n] + "' dt " + std::to_string(1 + i / n);
+}
+
 std::string gp_quote(const std::string& s) {
   std::string o = "'";
   for (char c : s) o += c == '\'' ? std::string("''") : std::string(1, c);
@@ -325,8 +333,8 @@ std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
        << "\nunset logscale\nset style fill empty\n"
        << (logy ? "set logscale y\n" : "") << "plot ";
     for (std::size_t i = 0; i < names.size(); ++i)
-      gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2 with lines lw 2 title "
-         << gp_quote(names[i]);
+      gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2 with lines lw 2 " << line_style(i)
+         << " title " << gp_quote(names[i]);
     gp << "\n";
     pngs.push_back(dir + "/" + png + ".png");
   };
@@ -342,18 +350,23 @@ std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
       double total = 0;
       for (const auto& b : run->hists.at(name)) total += static_cast<double>(b.second);
       d << "# " << r.c->impl << "\n";
-      for (const auto& [lo, n] : run->hists.at(name)) d << std::max(lo, 0.5) << " " << n / total << "\n";
+      // Plotted as 1 - CDF: the fraction of calls taking at least x, readable down to the tail.
+      double at_least = total;
+      for (const auto& [lo, n] : run->hists.at(name)) {
+        d << std::max(lo, 0.5) << " " << at_least / total << "\n";
+        at_least -= static_cast<double>(n);
+      }
       d << "\n\n";
       names.push_back(r.c->impl);
     }
     if (names.empty()) return;
     gp << "\nset output '" << png << ".png'\nset title " << gp_quote(title)
-       << "\nset xlabel 'latency (ns, bucket lower bound)'\nset ylabel 'fraction of calls'\nset style fill "
-          "empty\n"
+       << "\nset xlabel 'latency (ns)'\nset ylabel 'fraction of calls taking at least x (1 - CDF)'\n"
+       << "set style fill empty\n"
        << "set logscale x\nset logscale y\nplot ";
     for (std::size_t i = 0; i < names.size(); ++i)
-      gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2 with steps lw 2 title "
-         << gp_quote(names[i]);
+      gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2 with steps lw 2 " << line_style(i)
+         << " title " << gp_quote(names[i]);
     gp << "\nunset logscale\n";
     pngs.push_back(dir + "/" + png + ".png");
   };
@@ -368,7 +381,8 @@ std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
       bars(w, runs, "flat out", "cpu_ns_per_obj", "flood_cpu",
            "flood, flat out: CPU per object (reader excluded)", "CPU ns per object");
       lines(runs, "flat out", "series", 0, 2, true, "flood_pending",
-            "flood, flat out: objects retired, not yet freed", "time (s)", "pending objects (log)");
+            "flood, flat out: objects retired, not yet freed (free: always 0, off the log scale)", "time (s)",
+            "pending objects (log)");
       lines(runs, "flat out", "series", 0, 3, false, "flood_rss", "flood, flat out: resident memory",
             "time (s)", "RSS (MiB)");
       lines(runs, "5 M/s", "series", 0, 2, true, "flood_pending_5M",

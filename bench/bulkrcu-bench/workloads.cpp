@@ -89,9 +89,9 @@ Suite suite_for(const Options& o) {
   if (o.suite == "tiny")
     s = Suite{1, 1, 1, 1, 0.1, 0.1, 1, 0.1, 1, 0.1, 0.1};
   else if (o.suite == "quick")
-    s = Suite{3, 30, 3, 2, 1.0, 0.4, 2, 0.4, 2, 0.4, 0.3};
+    s = Suite{3, 100, 3, 2, 1.0, 0.4, 2, 0.4, 2, 0.4, 0.3};
   else
-    s = Suite{5, 100, 5, 3, 3.0, 2.0, 3, 2.0, 3, 2.0, 1.0};
+    s = Suite{5, 300, 5, 3, 3.0, 2.0, 3, 2.0, 3, 2.0, 1.0};
   if (o.reps) s.kfree_reps = s.flood_reps = s.rate_reps = s.rm_reps = s.lat_reps = o.reps;
   if (o.duration > 0) s.flood_dur = s.rate_dur = s.rm_dur = s.lat_dur = s.sync_dur = o.duration;
   return s;
@@ -259,7 +259,7 @@ std::vector<WorkloadDef> build_suite(const Options& o) {
     w.columns = {{"wall_ns_per_page", "wall ns/page/thread"},
                  {"lockless_miss_pct", "lockless miss %"},
                  {"peak_rss_mb", "peak RSS MB"}};
-    const long pairs = o.suite == "tiny" ? 20000 : o.suite == "quick" ? 400000 : 2000000;
+    const long pairs = o.suite == "tiny" ? 5000 : o.suite == "quick" ? 100000 : 500000;
     struct Shape {
       const char* label;
       int threads;
