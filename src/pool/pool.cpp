@@ -172,11 +172,12 @@ FreePage* pop_trylock(PcpSlot* s, bool* locked) noexcept {
 std::uintptr_t push_trylock(PcpSlot* s, FreePage* p) noexcept {
   if (!s->lock.try_lock()) return 0;
   FreePage* h = s->head;
+  const std::uintptr_t count = h ? h->depth + 1 : 1;
   p->next = h;
-  p->depth = h ? h->depth + 1 : 1;
+  p->depth = count;
   s->head = p;
   s->lock.unlock();
-  return p->depth;
+  return count;  // not p->depth: once unlocked, another thread may pop p and reuse it
 }
 
 // Pops one page from this CPU's list. *slot = the slot to account on; *locked = the slot's
