@@ -320,10 +320,17 @@ void assert_not_in_reader(const char* what) noexcept {
 }
 
 // ---- fork --------------------------------------------------------------------------------
-void before_fork() noexcept { pthread_mutex_lock(&g.gp_mutex); }
-void after_fork_parent() noexcept { pthread_mutex_unlock(&g.gp_mutex); }
+// fork() does not wait for gp_mutex: its holder may be waiting for a reader that itself waits
+// for the fork to return. The child instead abandons a grace period that was in flight: seq
+// goes back to the even value it started from (no cookie becomes satisfied by that; a cookie
+// taken during it needs the child's next full grace period), and gp_ctr's phase, whichever it
+// is, is one a fresh grace period handles (W1 waits for sections of the other phase).
+void before_fork() noexcept {}
+void after_fork_parent() noexcept {}
 void after_fork_child() noexcept {
   pthread_mutex_init(&g.gp_mutex, nullptr);
+  const unsigned long s = g.seq.load(std::memory_order_relaxed);
+  if (s & 1) g.seq.store(s - 1, std::memory_order_relaxed);
   // Only the forking thread exists in the child: every other slot's owner is gone, and a
   // section it held open would stall every grace period.
   bulkrcu__reader* mine = bulkrcu__tls_reader;

@@ -17,8 +17,8 @@ namespace {
 
 // started: 0 none, 1 starting, 2 running. Reset to 0 in a fork child.
 std::atomic<int> g_started{0};
-// Held by the runtime thread while it works (not while it sleeps); taken by fork's prepare
-// handler so that a child never inherits half-updated runtime state.
+// Held by the runtime thread while it works (not while it sleeps or waits for a grace period);
+// taken by fork's prepare handler so that a child never inherits half-updated runtime state.
 pthread_mutex_t g_driver_mutex = PTHREAD_MUTEX_INITIALIZER;
 thread_local bool t_is_runtime = false;
 
@@ -46,6 +46,14 @@ void publish_progress(std::uint64_t through) {
   if (g_barrier_waiters.load(std::memory_order_seq_cst)) subtle::futex_wake(&g_progress, INT32_MAX);
 }
 
+// Waits for a grace period without holding g_driver_mutex, so that fork() (whose prepare
+// handler takes it) never waits for a reader. Only this thread touches the callback segments.
+void wait_for_cookie_unlocked(unsigned long cookie) {
+  pthread_mutex_unlock(&g_driver_mutex);
+  gp::wait_for_cookie(cookie, false);
+  pthread_mutex_lock(&g_driver_mutex);
+}
+
 void one_pass() {
   pool::refill_step();  // first: a CPU whose list ran dry is waiting for pages
   if (cb::has_unswept() ||
@@ -54,9 +62,9 @@ void one_pass() {
     cb::sweep();
   }
   unsigned long cookie;
-  if (cb::oldest_pending(&cookie) && !gp::poll_state(cookie)) gp::wait_for_cookie(cookie, false);
+  if (cb::oldest_pending(&cookie) && !gp::poll_state(cookie)) wait_for_cookie_unlocked(cookie);
   unsigned long req = gp::requested_cookie();
-  if (!gp::poll_state(req)) gp::wait_for_cookie(req, false);
+  if (!gp::poll_state(req)) wait_for_cookie_unlocked(req);
   publish_progress(cb::invoke_ready());
 }
 
@@ -99,8 +107,8 @@ void start_thread() {
 }
 
 // Fork handlers. gp/ registers its own (it may be linked without this layer) from a
-// constructor of higher priority, so they run in the lock order driver_mutex -> gp_mutex:
-// prepare handlers run in reverse registration order, parent and child ones in order.
+// constructor of higher priority, so its child handler (which resets the engine) runs before
+// this one: parent and child handlers run in registration order.
 void prepare_fork() {
   if (!t_is_runtime) pthread_mutex_lock(&g_driver_mutex);
 }
