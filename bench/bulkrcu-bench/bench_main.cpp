@@ -134,6 +134,12 @@ int bench_main(int argc, char** argv) {
           fflush(stderr);
         }
         CaseResult r = run_case(cr.c->params, o.alloc, o.timeout);
+        if (r.ok && r.info["allocator"].rfind(o.alloc, 0) != 0) {
+          // The preload did not take (or another allocator won): the numbers are not what
+          // was asked for, so the run counts as failed.
+          r.ok = false;
+          r.error = "asked for " + o.alloc + ", but malloc was served by " + r.info["allocator"];
+        }
         if (!r.ok) {
           ++failed;
           fprintf(stderr, "%sbulkrcu-bench: %s %s %s rep %d FAILED: %s\n", tty ? "\r\033[K" : "",

@@ -71,7 +71,10 @@ std::string usage() {
        "                mmap/munmap (only in builds that have the page pool)\n"
        "\n"
        "implementations (--impl NAME, repeatable or comma-separated; default: all):\n";
-  for (const auto& n : impl_names()) o << "  " << n << "\n";
+  for (const auto& n : impl_names()) {
+    std::string pad(n.size() < 16 ? 16 - n.size() : 1, ' ');
+    o << "  " << n << pad << impl_description(n) << "\n";
+  }
   o << "\n"
        "options:\n"
        "  --workload NAME  run only these workloads\n"

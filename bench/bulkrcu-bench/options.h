@@ -35,6 +35,8 @@ struct Options {
 const std::vector<std::string>& workload_names();
 const std::vector<std::string>& impl_names();
 const std::vector<std::string>& alloc_names();
+// One line describing an implementation, for --help.
+std::string impl_description(const std::string& name);
 
 // Parses argv[1..argc-1] into *out. Returns "" on success, else a one-line message.
 std::string parse_options(int argc, const char* const* argv, Options* out);

@@ -12,7 +12,7 @@ if(GTest_FOUND)
 endif()
 
 function(bench_check name exit_code)
-  cmake_parse_arguments(C "" "STDERR;STDOUT;OUT_DIR" "ARGS;FILES" ${ARGN})
+  cmake_parse_arguments(C "ALLOW_FAILED" "STDERR;STDOUT;OUT_DIR;ENV" "ARGS;FILES" ${ARGN})
   # Lists cross add_test's command line joined with '|' (a ';' would split the argument).
   string(REPLACE ";" "|" args "${C_ARGS}")
   string(REPLACE ";" "|" files "${C_FILES}")
@@ -26,8 +26,14 @@ function(bench_check name exit_code)
   if(C_OUT_DIR)
     list(APPEND defs -DOUT_DIR=${C_OUT_DIR} "-DEXPECT_FILES=${files}")
   endif()
+  if(C_ALLOW_FAILED)
+    list(APPEND defs -DALLOW_FAILED=ON)
+  endif()
   add_test(NAME bulkrcu_bench.${name} COMMAND ${CMAKE_COMMAND} ${defs} -P ${BENCH_CHECK})
   set_tests_properties(bulkrcu_bench.${name} PROPERTIES TIMEOUT 300)
+  if(C_ENV)
+    set_tests_properties(bulkrcu_bench.${name} PROPERTIES ENVIRONMENT "${C_ENV}")
+  endif()
 endfunction()
 
 bench_check(help 0 ARGS --help STDOUT "kfree-scale.*flood.*read-mostly.*latency.*urcu_call_rcu.*--alloc")
@@ -57,6 +63,11 @@ if(bench_have_pool)
 endif()
 bench_check(tiny_alloc_jemalloc 0 ARGS --tiny --workload kfree-scale --impl free,call --alloc jemalloc
   STDOUT "malloc served by: jemalloc \\(/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\\)")
+# An allocator other than the one asked for (here preloaded from outside) fails the run
+# with a message, and the exit status is 1.
+bench_check(alloc_mismatch 1 ARGS --tiny --workload kfree-scale --impl free ALLOW_FAILED
+  ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+  STDERR "FAILED: asked for glibc, but malloc was served by jemalloc")
 bench_check(tiny_out 0 ARGS --tiny --out ${CMAKE_CURRENT_BINARY_DIR}/test-out
   OUT_DIR ${CMAKE_CURRENT_BINARY_DIR}/test-out
   FILES kfree_scale.csv flood.csv flood_series.csv read_mostly.csv latency_retire.csv latency_retire_hist.csv

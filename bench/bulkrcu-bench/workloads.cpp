@@ -67,6 +67,11 @@ const std::vector<std::string>& impl_names() {
   return names;
 }
 
+std::string impl_description(const std::string& name) {
+  const ImplEntry* e = find_impl(name);
+  return e ? e->what : "";
+}
+
 const std::vector<std::string>& alloc_names() {
   static const std::vector<std::string> names = {"glibc", "jemalloc", "tcmalloc", "mimalloc"};
   return names;
