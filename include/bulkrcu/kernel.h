@@ -28,6 +28,24 @@
 #define call_rcu(head, func) bulkrcu_call((head), (func))
 #define rcu_barrier() bulkrcu_barrier()
 
+/* kvfree_rcu(ptr) frees a malloc'ed object after a grace period (bulkrcu_kvfree);
+ * kvfree_rcu(ptr, rhf) names the struct rcu_head field of *ptr used when no block page is
+ * available without waiting (bulkrcu_kfree_head: never blocks). kfree_rcu(ptr, rhf) is the
+ * two-argument form; the _mightsleep forms are the one-argument form. */
+#define BULKRCU__KVFREE_1(ptr) bulkrcu_kvfree(ptr)
+#define BULKRCU__KVFREE_2(ptr, rhf)                                   \
+  do {                                                                \
+    __typeof__(ptr) bulkrcu__p = (ptr);                               \
+    if (bulkrcu__p) bulkrcu_kfree_head(bulkrcu__p, &bulkrcu__p->rhf); \
+  } while (0)
+#define BULKRCU__KVFREE_PICK(_1, _2, name, ...) name
+#define kvfree_rcu(...) \
+  BULKRCU__KVFREE_PICK(__VA_ARGS__, BULKRCU__KVFREE_2, BULKRCU__KVFREE_1, unused)(__VA_ARGS__)
+#define kfree_rcu(ptr, rhf) BULKRCU__KVFREE_2(ptr, rhf)
+#define kvfree_rcu_mightsleep(ptr) bulkrcu_kvfree(ptr)
+#define kfree_rcu_mightsleep(ptr) bulkrcu_kvfree(ptr)
+#define kvfree_rcu_barrier() bulkrcu_kvfree_barrier()
+
 /* Acquire load of an RCU-protected pointer. Blocks: no. Allocates: no. Async-signal-safe: yes.
  * Inside a reader: that is where it belongs. */
 #define rcu_dereference(p) __atomic_load_n(&(p), __ATOMIC_ACQUIRE)

@@ -103,6 +103,67 @@ void bulkrcu_call(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*))
  * for itself). */
 void bulkrcu_barrier(void);
 
+/* ---- kvfree: bulk reclamation through per-CPU blocks of pointers -------------------------
+ * Retired pointers are stored in per-CPU page-sized blocks; one grace period covers a whole
+ * block, and its deleter then runs over the block's pointers in a tight loop, mostly on threads
+ * that keep retiring on that CPU (their allocator caches are warm), else on the runtime thread.
+ * Nothing is stranded: the runtime thread frees what idle CPUs and exited threads leave, within
+ * about 2 x BULKRCU_DRAIN_MS (default 100 ms) plus one grace period.
+ *
+ * Memory ordering: a retire happens-before the deleter's call on that pointer, and every
+ * read-side critical section that began before the retire has ended before that call.
+ * bulkrcu_kvfree_barrier returns after every pointer retired (through any form below, and
+ * every bulkrcu_call callback) before it has been freed; those frees happen-before its return.
+ *
+ * Memory budget: BULKRCU_MAX_PENDING (bytes, default 64M; K/M/G suffixes) caps the estimated
+ * bytes waiting for reclaim (pages of blocks plus their objects, sized with
+ * malloc_usable_size for free() and 32 bytes a pointer for other deleters). Above it, grace
+ * periods are expedited, blocking retires (bulkrcu_kvfree, bulkrcu_defer outside a reader)
+ * help reclaim and wait for progress, and bulkrcu_defer_nowait returns false. Retires inside a
+ * reader never wait, so they may exceed the budget by the blocks they fill. */
+
+/* free(ptr) after a grace period. NULL is a no-op. ptr must come from malloc and friends.
+ * Blocks: only as a last resort (memory exhausted: it then waits for a grace period and frees
+ * inline; never inside a reader) and, above the memory budget, to wait for reclaim.
+ * Allocates: a pool page per block of about 500 pointers (lockless per-CPU first; in place,
+ * possibly taking the pool's zone lock, when those are empty).
+ * Async-signal-safe: no (use bulkrcu_defer_nowait). Inside a reader: yes; it never waits
+ * there: with no page at all it takes one from a small emergency reserve, and aborts with a
+ * message if even that is exhausted. */
+void bulkrcu_kvfree(void* ptr);
+
+/* fn(ptr) after a grace period; pointers with the same fn share blocks (a channel).
+ * fn runs on a thread that retires on the same CPU, or on the runtime thread, inside a
+ * bulkrcu-internal read-side critical section: it must not wait for a grace period.
+ * Blocks, allocates, async-signal-safe, inside a reader: as bulkrcu_kvfree. */
+void bulkrcu_defer(void (*fn)(void*), void* ptr);
+
+/* As bulkrcu_defer, but never blocks, locks, allocates memory or makes a system call: it
+ * stores into this CPU's block or takes a page from the per-CPU cache or the pool's lockless
+ * list. Returns false when that is not possible (no page without locking, the memory budget is
+ * exceeded, or the runtime thread holds this CPU's slot this instant): nothing was queued and
+ * the caller keeps ptr. Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
+bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr);
+
+/* The two-argument form: head lies inside the malloc'ed object at ptr (within its first 4096
+ * bytes; aborts otherwise). free(ptr) after a grace period. Uses a block like bulkrcu_kvfree;
+ * when no page is available without waiting, links the object through its own head instead.
+ * Blocks: no. Allocates: no (pages only from the lockless sources). Async-signal-safe: yes.
+ * Inside a reader: yes. NULL ptr is a no-op. */
+void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head);
+
+/* Waits until every pointer retired before the call (any form, any thread) has been freed,
+ * and every bulkrcu_call callback queued before it has run.
+ * Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts with a
+ * message). Inside a callback or deleter: forbidden (aborts). */
+void bulkrcu_kvfree_barrier(void);
+
+/* Tells bulkrcu memory is short: returns every CPU's cached block pages to the pool, the
+ * pool's per-CPU lists to its zone and wholly free chunks to the OS, and backs off refills
+ * for a second (the kernel shrinker's response).
+ * Blocks: yes (locks, remote fences). Allocates: no. Async-signal-safe: no. Inside a reader: yes. */
+void bulkrcu_memory_pressure(void);
+
 /* ---- private: the inline reader fast path. Layout and names may change in any release. --- */
 struct bulkrcu__reader {
   unsigned long ctr; /* 0 or phase bit: quiescent; else grace-period phase | nesting count */

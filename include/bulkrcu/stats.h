@@ -46,6 +46,25 @@ struct bulkrcu_stats {
   uint64_t pool_pages_percpu;     /* pages on all CPU lists (gauge; per-list hints) */
   uint64_t pool_pages_percpu_max; /* pages on the fullest CPU list (gauge; hint) */
   uint64_t pool_pages_zone;       /* free pages in the zone (gauge) */
+  /* kvfree (bulkrcu_kvfree, _defer, _defer_nowait, _kfree_head, C++ retire) */
+  uint64_t kv_retired;              /* objects in closed blocks plus fallback objects */
+  uint64_t kv_freed;                /* objects whose deleter has run */
+  uint64_t kv_pending_objects;      /* retired - freed (gauge; excludes blocks still filling) */
+  uint64_t kv_pending_bytes;        /* the budget's estimate (gauge) */
+  uint64_t kv_blocks_in_use;        /* block pages holding pointers (gauge) */
+  uint64_t kv_grace_periods;        /* grace periods the monitor asked for */
+  uint64_t kv_fallback_head;        /* two-argument form linked through its head (no page) */
+  uint64_t kv_fallback_inplace;     /* block page from bulkrcu_alloc_page (lockless sources empty) */
+  uint64_t kv_fallback_reserve;     /* block page from the emergency reserve (inside a reader) */
+  uint64_t kv_fallback_synchronize; /* no page at all: waited for a grace period, freed inline */
+  uint64_t kv_nowait_refused;       /* bulkrcu_defer_nowait returned false */
+  uint64_t kv_cache_hits;           /* block pages from the per-CPU cache */
+  uint64_t kv_cache_misses;         /* ... not there */
+  uint64_t kv_lockless_pages;       /* block pages from bulkrcu_alloc_page_lockless */
+  uint64_t kv_budget_hits;          /* retires that found the budget exceeded */
+  uint64_t kv_freed_by_retirers;    /* freed by retiring threads (warm allocator caches) */
+  uint64_t kv_freed_by_runtime;     /* freed by the runtime thread (idle CPUs, barriers, pressure) */
+  uint64_t kv_budget_bytes;         /* BULKRCU_MAX_PENDING */
 };
 
 /* Copies min(size, sizeof(struct bulkrcu_stats)) bytes of a fresh snapshot into *out; pass

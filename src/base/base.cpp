@@ -75,17 +75,54 @@ bool env_flag(const char* name) {
   return v && *v && strcmp(v, "0") != 0;
 }
 
+std::uint64_t env_u64(const char* name, std::uint64_t def, std::uint64_t unit, bool suffixes) {
+  const char* v = getenv(name);
+  if (!v || !*v) return def;
+  char* end = nullptr;
+  double d = strtod(v, &end);
+  std::uint64_t mult = unit;
+  if (suffixes && end && *end) {
+    switch (*end) {
+      case 'k':
+      case 'K':
+        mult = 1ull << 10;
+        ++end;
+        break;
+      case 'm':
+      case 'M':
+        mult = 1ull << 20;
+        ++end;
+        break;
+      case 'g':
+      case 'G':
+        mult = 1ull << 30;
+        ++end;
+        break;
+      default:
+        break;
+    }
+  }
+  if (end == v || (end && *end) || d <= 0) {
+    log_warning("bulkrcu: ignoring %s=%s (expected a positive number)\n", name, v);
+    return def;
+  }
+  return static_cast<std::uint64_t>(d * static_cast<double>(mult));
+}
+
 Config load_config() {
   Config c{};
   c.stall_timeout_ns = env_seconds_ns("BULKRCU_STALL_TIMEOUT", 21);
   c.no_rseq = env_flag("BULKRCU_NO_RSEQ");
   c.no_membarrier = env_flag("BULKRCU_NO_MEMBARRIER");
+  c.drain_ns = env_u64("BULKRCU_DRAIN_MS", 100, 1, false) * 1000000ull;
+  c.max_pending_bytes = env_u64("BULKRCU_MAX_PENDING", 64ull << 20, 1, true);
   return c;
 }
 
 std::atomic<std::uint64_t> g_stall_override{0};
 bool g_has_membarrier = false;  // set once, by the load-time constructor below
 std::atomic<std::uint32_t> g_doorbell{0};
+std::atomic<std::uint32_t> g_polling{0};
 
 // Priority 100: before any other bulkrcu constructor.
 __attribute__((constructor(100))) void base_init() {
@@ -109,6 +146,14 @@ void heavy_fence() noexcept {
 }
 
 std::atomic<std::uint32_t>* doorbell_word() noexcept { return &g_doorbell; }
+
+void doorbell_nudge() noexcept {
+  if (!g_polling.load(std::memory_order_relaxed)) g_polling.store(1, std::memory_order_relaxed);
+}
+
+std::uint64_t doorbell_poll_ns() noexcept {
+  return g_polling.load(std::memory_order_relaxed) ? kNudgePollNs : 0;
+}
 
 void doorbell_ring() noexcept {
   if (g_doorbell.exchange(0, std::memory_order_relaxed) == 1) subtle::futex_wake(&g_doorbell, 1);

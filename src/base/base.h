@@ -66,9 +66,11 @@ void log_warning(const char* fmt, ...) noexcept __attribute__((format(printf, 1,
 
 // --- environment configuration (read once, on first use) ---------------------------------
 struct Config {
-  std::uint64_t stall_timeout_ns;  // BULKRCU_STALL_TIMEOUT (seconds, default 21)
-  bool no_rseq;                    // BULKRCU_NO_RSEQ=1 forces the try-lock fallback
-  bool no_membarrier;              // BULKRCU_NO_MEMBARRIER=1 forces fenced readers
+  std::uint64_t stall_timeout_ns;   // BULKRCU_STALL_TIMEOUT (seconds, default 21)
+  bool no_rseq;                     // BULKRCU_NO_RSEQ=1 forces the try-lock fallback
+  bool no_membarrier;               // BULKRCU_NO_MEMBARRIER=1 forces fenced readers
+  std::uint64_t drain_ns;           // BULKRCU_DRAIN_MS (milliseconds, default 100)
+  std::uint64_t max_pending_bytes;  // BULKRCU_MAX_PENDING (bytes, K/M/G suffixes; default 64M)
 };
 const Config& config() noexcept;
 // Test hook: replaces the stall timeout at run time.
@@ -101,6 +103,16 @@ BULKRCU_ALWAYS_INLINE void doorbell_ring_if_idle() noexcept {
   light_fence();
   if (BULKRCU_UNLIKELY(doorbell_word()->load(std::memory_order_relaxed) != 0)) doorbell_ring();
 }
+
+// Producers that promise no system call (bulkrcu_alloc_page_lockless, bulkrcu_defer_nowait)
+// cannot wake a sleeping runtime thread. They nudge instead: two relaxed stores. The first
+// nudge in a process makes the runtime thread poll while idle, every kNudgePollNs, so a nudge
+// is seen within that time; processes that never nudge keep a runtime thread that sleeps
+// until rung.
+inline constexpr std::uint64_t kNudgePollNs = 100000000;  // 100 ms
+void doorbell_nudge() noexcept;
+// Idle sleep bound for the runtime thread: 0 (none) until the first nudge.
+std::uint64_t doorbell_poll_ns() noexcept;
 
 namespace subtle {
 // Thin system-call wrappers. Callers: the percpu and gp layers (heavy side of asymmetric

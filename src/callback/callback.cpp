@@ -1,8 +1,7 @@
 #include "callback/callback.h"
 
 #include <stddef.h>
-
-#include <deque>
+#include <stdlib.h>
 
 namespace bulkrcu::detail::cb {
 namespace {
@@ -28,11 +27,15 @@ struct Segment {
   std::uint64_t sweep;
   bulkrcu_head* first;  // FIFO, linked through next
   std::uint64_t n;
+  Segment* next;
 };
-std::deque<Segment> g_segments;
+// A FIFO of segments, oldest first. Plain pointers (constant-initialized): the runtime thread
+// may start before this file's dynamic initializers run.
+Segment* g_seg_head = nullptr;
+Segment* g_seg_tail = nullptr;
 std::uint64_t g_sweeps = 0;
 std::uint64_t g_invoked_through = 0;
-std::atomic<std::uint64_t> g_nr_queued{0}, g_nr_invoked{0}, g_nr_pending{0};
+std::atomic<std::uint64_t> g_nr_queued{0}, g_nr_invoked{0}, g_nr_pending{0}, g_nr_head_frees{0};
 
 thread_local bool t_in_callback = false;
 
@@ -60,6 +63,10 @@ bulkrcu_head* reverse(bulkrcu_head* h, bulkrcu_head** last, std::uint64_t* n) {
 }
 
 }  // namespace
+
+void call_free_head(bulkrcu_head* head, std::uintptr_t offset) noexcept {
+  call(head, reinterpret_cast<void (*)(bulkrcu_head*)>(offset));
+}
 
 void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept {
   head->func = func;
@@ -108,7 +115,8 @@ std::uint64_t sweep() noexcept {
     lists[i] = base[i].head;
     base[i].head = nullptr;
 #if BULKRCU_TSAN
-    if (lists[i]) __tsan_acquire(lists[i]);
+    // rseq_push released each node by its own address (TSan cannot see the asm store).
+    for (bulkrcu_head* h = lists[i]; h; h = h->next) __tsan_acquire(h);
 #endif
   }
   for (int i = 0; i < n; ++i) base[i].lock.unlock();
@@ -134,37 +142,52 @@ std::uint64_t sweep() noexcept {
   const std::uint64_t id = ++g_sweeps;
   if (first) {
     // The cookie is taken after the detach: every callback in the segment was queued before it.
-    g_segments.push_back(Segment{gp::get_state(), id, first, count});
+    auto* seg = new Segment{gp::get_state(), id, first, count, nullptr};
+    if (g_seg_tail)
+      g_seg_tail->next = seg;
+    else
+      g_seg_head = seg;
+    g_seg_tail = seg;
     g_nr_queued.fetch_add(count, std::memory_order_relaxed);
     g_nr_pending.fetch_add(count, std::memory_order_relaxed);
-  } else if (g_segments.empty()) {
+  } else if (!g_seg_head) {
     g_invoked_through = id;
   }
   return id;
 }
 
 bool oldest_pending(unsigned long* cookie) noexcept {
-  if (g_segments.empty()) return false;
-  *cookie = g_segments.front().cookie;
+  if (!g_seg_head) return false;
+  *cookie = g_seg_head->cookie;
   return true;
 }
 
 std::uint64_t invoke_ready() noexcept {
-  while (!g_segments.empty() && gp::poll_state(g_segments.front().cookie)) {
-    Segment seg = g_segments.front();
-    g_segments.pop_front();
+  while (g_seg_head && gp::poll_state(g_seg_head->cookie)) {
+    Segment seg = *g_seg_head;
+    delete g_seg_head;
+    g_seg_head = seg.next;
+    if (!g_seg_head) g_seg_tail = nullptr;
+    std::uint64_t head_frees = 0;
     t_in_callback = true;
     for (bulkrcu_head* h = seg.first; h;) {
       bulkrcu_head* next = h->next;  // read before func: func may free or requeue h
-      h->func(h);
+      const auto f = reinterpret_cast<std::uintptr_t>(h->func);
+      if (f < kMaxHeadOffset) {
+        free(reinterpret_cast<char*>(h) - f);
+        ++head_frees;
+      } else {
+        h->func(h);
+      }
       h = next;
     }
     t_in_callback = false;
     g_nr_invoked.fetch_add(seg.n, std::memory_order_relaxed);
+    g_nr_head_frees.fetch_add(head_frees, std::memory_order_relaxed);
     g_nr_pending.fetch_sub(seg.n, std::memory_order_relaxed);
     g_invoked_through = seg.sweep;
   }
-  if (g_segments.empty()) g_invoked_through = g_sweeps;
+  if (!g_seg_head) g_invoked_through = g_sweeps;
   return g_invoked_through;
 }
 
@@ -176,6 +199,7 @@ Stats stats() noexcept {
   s.invoked = g_nr_invoked.load(std::memory_order_relaxed);
   s.overflow = g_nr_overflow.load(std::memory_order_relaxed);
   s.pending = g_nr_pending.load(std::memory_order_relaxed);
+  s.head_frees = g_nr_head_frees.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -21,6 +21,12 @@ namespace bulkrcu::detail::cb {
 
 void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept;
 
+// The two-argument kvfree fallback (the kernel's trick): `head` lies `offset` bytes into a
+// malloc'ed object; the offset is stored in head->func, where no function can live (the first
+// page of the address space is never mapped), and invocation frees the object.
+inline constexpr std::uintptr_t kMaxHeadOffset = 4096;
+void call_free_head(bulkrcu_head* head, std::uintptr_t offset) noexcept;
+
 // ---- runtime side (single thread) ----
 // True when a CPU list or the overflow list holds callbacks not yet swept (racy peek).
 bool has_unswept() noexcept;
@@ -40,8 +46,9 @@ bool in_callback() noexcept;
 struct Stats {
   std::uint64_t queued;  // counted when swept
   std::uint64_t invoked;
-  std::uint64_t overflow;  // pushes that took the shared overflow list
-  std::uint64_t pending;   // swept, not yet invoked
+  std::uint64_t overflow;    // pushes that took the shared overflow list
+  std::uint64_t pending;     // swept, not yet invoked
+  std::uint64_t head_frees;  // objects freed through call_free_head
 };
 Stats stats() noexcept;
 

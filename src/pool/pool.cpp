@@ -220,7 +220,9 @@ BULKRCU_ALWAYS_INLINE bool backed_off() noexcept {
   return until != 0 && now_ns() < until;
 }
 
-// Async-signal-safe: atomics, clock_gettime (vDSO) and the doorbell (at most one FUTEX_WAKE).
+// Async-signal-safe and free of system calls: atomics, clock_gettime (vDSO) and a doorbell
+// nudge (the runtime thread sees it within kNudgePollNs; callers that may make a system call
+// ring the doorbell after a miss, see kvfree's get_page).
 BULKRCU_NOINLINE void request_refill(PcpSlot* s) noexcept {
   if (backed_off()) return;
   // One request per slot until the worker clears it: later misses add no doorbell traffic.
@@ -229,7 +231,7 @@ BULKRCU_NOINLINE void request_refill(PcpSlot* s) noexcept {
   g_refill_requests.fetch_add(1, std::memory_order_relaxed);
   // Release: the worker's acquire exchange of g_refill_pending then sees want_refill == 1.
   g_refill_pending.store(1, std::memory_order_release);
-  doorbell_ring_if_idle();
+  doorbell_nudge();
 }
 
 BULKRCU_NOINLINE void lockless_miss(PcpSlot* s, bool empty) noexcept {

@@ -9,6 +9,7 @@
 #include "bulkrcu/stats.h"
 #include "callback/callback.h"
 #include "gp/gp.h"
+#include "kvfree/kvfree.h"
 #include "percpu/percpu.h"
 #include "pool/pool.h"
 
@@ -36,6 +37,7 @@ bool work_pending() {
   unsigned long c;
   if (cb::has_unswept() || cb::oldest_pending(&c)) return true;
   if (!gp::poll_state(gp::requested_cookie())) return true;
+  if (kvfree::has_work()) return true;
   return g_invoked_through.load(std::memory_order_relaxed) < g_barrier_target.load(std::memory_order_relaxed);
 }
 
@@ -61,6 +63,7 @@ void one_pass() {
     g_sweeps_started.fetch_add(1, std::memory_order_seq_cst);
     cb::sweep();
   }
+  if (kvfree::has_work()) kvfree::monitor_pass();
   unsigned long cookie;
   if (cb::oldest_pending(&cookie) && !gp::poll_state(cookie)) wait_for_cookie_unlocked(cookie);
   unsigned long req = gp::requested_cookie();
@@ -84,7 +87,11 @@ void* runtime_main(void*) {
       wake->store(0, std::memory_order_relaxed);
       continue;
     }
-    subtle::futex_wait(wake, 1, 0);
+    // Sleep until rung, or until the kvfree drain timer needs a pass (0: nothing pending).
+    std::uint64_t timeout = kvfree::next_timeout_ns();
+    std::uint64_t poll = doorbell_poll_ns();
+    if (poll && (timeout == 0 || poll < timeout)) timeout = poll;
+    subtle::futex_wait(wake, 1, timeout);
     wake->store(0, std::memory_order_relaxed);
   }
   return nullptr;
@@ -121,6 +128,7 @@ void child_fork() {
   g_barrier_waiters.store(0, std::memory_order_relaxed);
   g_started.store(0, std::memory_order_relaxed);
   t_is_runtime = false;
+  kvfree::after_fork_child();
 }
 
 __attribute__((constructor(102))) void runtime_init() {
@@ -182,6 +190,34 @@ unsigned long bulkrcu_start_poll(void) {
   return cookie;
 }
 
+void bulkrcu_kvfree(void* ptr) {
+  if (!ptr) return;
+  runtime::ensure_started();
+  kvfree::retire(nullptr, ptr, kvfree::kMayBlock);
+}
+
+void bulkrcu_defer(void (*fn)(void*), void* ptr) {
+  runtime::ensure_started();
+  kvfree::retire(fn, ptr, kvfree::kMayBlock);
+}
+
+bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr) {
+  // No ensure_started(): it may create a thread. The runtime thread starts when the library
+  // loads, and in a fork child at the first blocking call (documented in docs/KVFREE.md).
+  return kvfree::retire(fn, ptr, kvfree::kNoWait | kvfree::kNoSyscall);
+}
+
+void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head) { kvfree::kfree_head(ptr, head); }
+
+void bulkrcu_kvfree_barrier(void) {
+  gp::assert_not_in_reader("bulkrcu_kvfree_barrier()");
+  runtime::ensure_started();
+  kvfree::barrier();
+  runtime::callback_barrier();  // objects of the two-argument fallback, and bulkrcu_call
+}
+
+void bulkrcu_memory_pressure(void) { kvfree::memory_pressure(); }
+
 void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   struct bulkrcu_stats s;
   memset(&s, 0, sizeof s);
@@ -200,6 +236,25 @@ void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   s.percpu_rseq = mode() == PercpuMode::kRseq;
   s.reader_fences = __atomic_load_n(&bulkrcu__reader_fence, __ATOMIC_RELAXED) != 0;
   s.nr_cpu_slots = static_cast<std::uint64_t>(nr_slots());
+  kvfree::Stats k = kvfree::stats();
+  s.kv_retired = k.retired;
+  s.kv_freed = k.freed;
+  s.kv_pending_objects = k.pending_objects;
+  s.kv_pending_bytes = k.pending_bytes;
+  s.kv_blocks_in_use = k.blocks_in_use;
+  s.kv_grace_periods = k.grace_periods;
+  s.kv_fallback_head = k.fb_head;
+  s.kv_fallback_inplace = k.fb_inplace;
+  s.kv_fallback_reserve = k.fb_reserve;
+  s.kv_fallback_synchronize = k.fb_synchronize;
+  s.kv_nowait_refused = k.nowait_refused;
+  s.kv_cache_hits = k.cache_hits;
+  s.kv_cache_misses = k.cache_misses;
+  s.kv_lockless_pages = k.lockless_pages;
+  s.kv_budget_hits = k.budget_hits;
+  s.kv_freed_by_retirers = k.helped;
+  s.kv_freed_by_runtime = k.monitor_freed;
+  s.kv_budget_bytes = k.budget_bytes;
   pool::Stats p = pool::stats();
   s.pool_allocs = p.allocs;
   s.pool_frees = p.frees;

@@ -1,0 +1,873 @@
+// bulkrcu/src/kvfree/kvfree.cpp: per-CPU bulk blocks, the monitor, reclaim, the budget.
+//
+// Synchronization protocol between a CPU's retiring threads and the runtime thread (monitor):
+// owners only run rseq sequences on their own CPU's Krc (or, in the kLock mode, hold its
+// try-lock); the monitor changes a Krc only under its lock after fence_remote (percpu.h).
+//
+// Closing a block (the slow path, rseq mode). The bad interleaving to prevent: a thread takes
+// the cookie, another thread on the same CPU then appends one more pointer to the block, and the
+// block is reclaimed after a grace period that began before that pointer was retired. So:
+//   S1 seal:    if front[ch] == old: old->cap = 0        (no append can commit after this)
+//   S2 cookie:  c = get_state();  if front[ch] == old: old->cookie = c
+//   S3 install: nb->next = old;   if front[ch] == old: front[ch] = nb
+// Each step is one rseq sequence whose check binds it to the CPU that owns `old`; if the front
+// changed (another closer won, or the monitor detached `old`), the step does nothing and the
+// closer starts over. Two closers may both run S2: both cookies were taken after S1, so either
+// is correct. The monitor gives a fresh cookie to every block it detaches with kCookieUnset.
+// The slow path never dereferences a block it does not own outside a sequence.
+//
+// Reclaim. When a block's cookie has elapsed, the monitor sets done = nr and pushes the block
+// onto its CPU's ready list if that CPU retired recently (its threads' allocator caches are
+// warm: every kHelpEvery-th retire there claims and frees up to kHelpBatch pointers, a
+// sequence that commits done -= k); otherwise, under memory pressure and for barriers, it
+// frees the block itself. A claim and its frees run inside a read-side critical section, so a
+// barrier waits for claims in flight with one grace period.
+#include "kvfree/kvfree.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vector>
+
+#include "bulkrcu/page_pool.h"
+#include "callback/callback.h"
+#include "gp/gp.h"
+#include "pool/pool.h"
+
+namespace bulkrcu::detail::kvfree {
+
+std::atomic<Krc*> g_krcs{nullptr};
+
+namespace {
+
+#ifdef BULKRCU_TESTING
+constexpr std::size_t kCacheMax = 1;  // page cache per CPU
+constexpr int kReserve = 2;           // emergency pages for retires inside readers
+#else
+constexpr std::size_t kCacheMax = 5;  // the kernel keeps 5
+constexpr int kReserve = 8;
+#endif
+constexpr long kHelpBatch = 8;
+constexpr long kHelpBatchBacklog = 16;  // when ready pointers pile up
+constexpr std::size_t kNonFreeObjectEstimate = 32;
+
+std::size_t g_page = 0;
+std::size_t g_capacity = 0;
+
+// Counters (relaxed: statistics and the budget estimate only).
+struct Counters {
+  std::atomic<std::uint64_t> collected{0}, freed{0}, pending_bytes{0}, blocks{0}, gps{0};
+  std::atomic<std::uint64_t> fb_head{0}, fb_inplace{0}, fb_reserve{0}, fb_sync{0}, nowait_refused{0};
+  std::atomic<std::uint64_t> cache_hits{0}, cache_misses{0}, lockless{0}, budget_hits{0};
+  std::atomic<std::uint64_t> helped{0}, monitor_freed{0}, fallback_objects{0};
+};
+Counters c;
+
+std::atomic<Block*> g_reserve[kReserve];
+std::atomic<std::uint32_t> g_kick{0};          // a closer filled a block: flood, pass now
+std::atomic<std::uint64_t> g_barrier_req{0};   // kvfree barriers requested
+std::atomic<std::uint64_t> g_barrier_done{0};  // completed through this request number
+std::atomic<std::uint32_t> g_progress{0};      // futex: bumped after every monitor pass
+std::atomic<std::uint32_t> g_progress_waiters{0};
+std::atomic<std::uint64_t> g_refill_backoff_until{0};
+
+__thread bool t_in_help __attribute__((tls_model("initial-exec"))) = false;
+
+Krc* krcs() noexcept { return get_slots(g_krcs); }
+
+void init_sizes() noexcept {
+  if (g_page) return;
+  std::size_t page = bulkrcu_page_size();
+#ifdef BULKRCU_TESTING
+  g_capacity = kTestBlockCapacity;
+#else
+  g_capacity = (page - sizeof(Block)) / sizeof(void*);
+#endif
+  g_page = page;
+}
+
+__attribute__((constructor(103))) void kvfree_init() {
+  init_sizes();
+  (void)krcs();
+}
+
+Block* init_block(void* page, Deleter fn, std::uint64_t home) noexcept {
+  auto* b = static_cast<Block*>(page);
+  b->nr = 0;
+  b->cap = g_capacity;
+  b->fn = fn;
+  b->next = nullptr;
+  b->cookie = kCookieUnset;
+  b->done = 0;
+  b->est_bytes = 0;
+  b->home = home;
+  return b;
+}
+
+// `first_ptr` is sized with malloc_usable_size for the free() channel, except on the
+// non-blocking paths (they may run in a signal handler: no allocator call there).
+void charge(Block* b, void* first_ptr) noexcept {
+  std::size_t per = b->fn == nullptr && first_ptr ? malloc_usable_size(first_ptr) : kNonFreeObjectEstimate;
+  b->est_bytes = g_page + g_capacity * per;
+  c.pending_bytes.fetch_add(b->est_bytes, std::memory_order_relaxed);
+  c.blocks.fetch_add(1, std::memory_order_relaxed);
+}
+
+void credit(Block* b) noexcept {
+  c.pending_bytes.fetch_sub(b->est_bytes, std::memory_order_relaxed);
+  c.blocks.fetch_sub(1, std::memory_order_relaxed);
+  b->est_bytes = 0;
+}
+
+bool over_budget() noexcept {
+  return c.pending_bytes.load(std::memory_order_relaxed) > config().max_pending_bytes;
+}
+
+// Runs the deleter over n pointers, prefetching ahead (the objects are cold by now).
+void reclaim_ptrs(Deleter fn, void* const* ptrs, std::size_t n) noexcept {
+  constexpr std::size_t kAhead = 16;
+  for (std::size_t i = 0; i < n && i < kAhead; ++i) __builtin_prefetch(ptrs[i]);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) __builtin_prefetch(ptrs[i + kAhead]);
+    if (fn)
+      fn(ptrs[i]);
+    else
+      free(ptrs[i]);
+  }
+}
+
+// ---- per-CPU operations, one function per protocol step, in both modes --------------------
+// In kLock mode every step runs under the try-lock of sched_getcpu()'s slot (or of the next
+// free slot); `k` is that slot. The rseq versions bind to the CPU inside the sequence.
+
+constexpr std::size_t kReadyOff = offsetof(Krc, ready);
+constexpr std::size_t kCacheOff = offsetof(Krc, cache);
+constexpr std::size_t kNextOff = offsetof(Block, next);
+
+// Runs f(slot, index) on a locked slot, preferring this CPU's; false when every slot is busy.
+template <class F>
+bool with_locked_slot(F&& f) noexcept {
+  Krc* base = krcs();
+  const int n = nr_slots();
+  const int cpu = current_cpu();
+  for (int i = 0; i < n; ++i) {
+    int idx = (cpu + i) % n;
+    Krc& k = base[idx];
+    if (k.lock.try_lock()) {
+      f(k, idx);
+      k.lock.unlock();
+      return true;
+    }
+  }
+  return false;
+}
+
+// Pushes an empty page onto this CPU's cache; false when the slot is locked.
+bool push_cache(Block* b) noexcept {
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (mode() == PercpuMode::kRseq)
+    return bulkrcu::detail::subtle::rseq_push<kCacheOff, kNextOff>(krcs(), sizeof(Krc), b);
+#endif
+  return with_locked_slot([&](Krc& k, int) {
+    b->next = k.cache;
+    k.cache = b;
+  });
+}
+
+Block* pop_cache() noexcept {
+  Block* b = nullptr;
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (mode() == PercpuMode::kRseq) {
+    void* p = bulkrcu::detail::subtle::rseq_pop<kCacheOff, kNextOff>(krcs(), sizeof(Krc));
+    return p == bulkrcu::detail::subtle::kSlotLocked ? nullptr : static_cast<Block*>(p);
+  }
+#endif
+  with_locked_slot([&](Krc& k, int) {
+    b = k.cache;
+    if (b) k.cache = b->next;
+  });
+  return b;
+}
+
+// A page that holds no pointers any more: to this CPU's cache (trimmed by the monitor) or
+// back to the pool.
+void recycle_page(Block* b) noexcept {
+  if (b->est_bytes) credit(b);
+  if (!push_cache(b)) bulkrcu_free_page(b);
+}
+
+Block* take_reserve() noexcept {
+  for (auto& r : g_reserve)
+    if (Block* b = r.exchange(nullptr, std::memory_order_acquire)) return b;
+  return nullptr;
+}
+
+// A page for a new block, cheapest source first. Never blocks with kNoWait; otherwise the
+// in-place bulkrcu_alloc_page may take the zone lock and map memory (not a grace-period wait,
+// so it is allowed inside a reader); inside a reader the emergency reserve is the last source.
+void* get_page(unsigned flags, bool in_reader) noexcept {
+  if (Block* b = pop_cache()) {
+    c.cache_hits.fetch_add(1, std::memory_order_relaxed);
+    return b;
+  }
+  c.cache_misses.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = bulkrcu_alloc_page_lockless()) {
+    c.lockless.fetch_add(1, std::memory_order_relaxed);
+    return p;
+  }
+  // The pool nudged its refill worker; a caller allowed a system call wakes it now.
+  if (!(flags & kNoSyscall)) doorbell_ring_if_idle();
+  if (flags & kNoWait) return nullptr;
+  if (void* p = bulkrcu_alloc_page()) {
+    c.fb_inplace.fetch_add(1, std::memory_order_relaxed);
+    return p;
+  }
+  if (in_reader) {
+    if (void* p = take_reserve()) {
+      c.fb_reserve.fetch_add(1, std::memory_order_relaxed);
+      return p;
+    }
+  }
+  return nullptr;
+}
+
+void kick_monitor(unsigned flags = 0) noexcept {
+  g_kick.store(1, std::memory_order_relaxed);
+  if (flags & kNoSyscall)
+    doorbell_nudge();
+  else
+    doorbell_ring_if_idle();
+}
+
+// A block was installed in an empty channel: a runtime thread sleeping without a timeout must
+// arm its drain timer.
+void arm_timer(unsigned flags) noexcept {
+  if (flags & kNoSyscall)
+    doorbell_nudge();
+  else
+    doorbell_ring_if_idle();
+}
+
+// Back-pressure for blocking retires over the budget: expedite, help reclaim this CPU's ready
+// blocks, and wait (boundedly) for the monitor to make progress.
+void throttle() noexcept {
+  c.budget_hits.fetch_add(1, std::memory_order_relaxed);
+  gp::request(gp::get_state());
+  for (int round = 0; round < 200 && over_budget(); ++round) {
+    help(0);
+    if (!over_budget()) break;
+    g_progress_waiters.fetch_add(1, std::memory_order_seq_cst);
+    std::uint32_t seen = g_progress.load(std::memory_order_acquire);
+    kick_monitor();
+    bulkrcu::detail::subtle::futex_wait(&g_progress, seen, 1000000);
+    g_progress_waiters.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+// The last resort of a headless retire outside any reader: wait, then free inline.
+void synchronize_and_free(Deleter fn, void* ptr) noexcept {
+  c.fb_sync.fetch_add(1, std::memory_order_relaxed);
+  c.fallback_objects.fetch_add(1, std::memory_order_relaxed);
+  gp::wait_for_cookie(gp::get_state(), false);
+  if (fn)
+    fn(ptr);
+  else
+    free(ptr);
+  c.freed.fetch_add(1, std::memory_order_relaxed);
+}
+
+enum class Step { kDone, kRetry, kNoPage };
+
+#if BULKRCU_HAVE_RSEQ_ASM
+// One attempt of the rseq slow path: S1..S3 of the protocol at the top of this file.
+Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reader) noexcept {
+  Krc* base = krcs();
+  const std::size_t ch = channel_of(fn);
+  const std::size_t off = front_off(ch);
+  const int cpu = current_cpu();
+  // Only the pointer value is used: it is never dereferenced outside a sequence.
+  Block* old = __atomic_load_n(&base[cpu].front[ch], __ATOMIC_RELAXED);
+  void* page = get_page(flags, in_reader);
+  if (!page) return Step::kNoPage;
+  Block* nb = init_block(page, fn, static_cast<std::uint64_t>(cpu));
+  nb->ptrs[0] = ptr;
+  nb->nr = 1;
+  nb->next = old;
+  charge(nb, (flags & kNoWait) ? nullptr : ptr);
+  auto undo = [&] {
+    nb->nr = 0;
+    recycle_page(nb);
+    return Step::kRetry;
+  };
+  const auto u = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
+  if (old) {
+    if (bulkrcu::detail::subtle::rseq_if_eq_store(base, sizeof(Krc), off, u(old),
+                                                  reinterpret_cast<std::uintptr_t*>(&old->cap), 0) != 1)
+      return undo();  // S1
+    unsigned long cookie = gp::get_state();
+    if (bulkrcu::detail::subtle::rseq_if_eq_store(
+            base, sizeof(Krc), off, u(old), reinterpret_cast<std::uintptr_t*>(&old->cookie), cookie) != 1)
+      return undo();  // S2
+  }
+  if (bulkrcu::detail::subtle::rseq_cmpxchg_slot(base, sizeof(Krc), off, u(old), u(nb)) != 1)
+    return undo();  // S3
+  if (old)
+    kick_monitor(flags);  // this CPU now holds a closed block: flood detection
+  else
+    arm_timer(flags);
+  return Step::kDone;
+}
+#endif
+
+// One attempt in kLock mode: everything under the slot's try-lock.
+Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_reader, long* nr_out) noexcept {
+  const std::size_t ch = channel_of(fn);
+  Step step = Step::kRetry;
+  bool closed = false;
+  bool locked = with_locked_slot([&](Krc& k, int idx) {
+    Block* old = k.front[ch];
+    if (old && old->fn == fn && old->nr < old->cap) {
+      old->ptrs[old->nr] = ptr;
+      *nr_out = static_cast<long>(++old->nr);
+      step = Step::kDone;
+      return;
+    }
+    Block* b = k.cache;
+    void* page = nullptr;
+    if (b) {
+      k.cache = b->next;
+      c.cache_hits.fetch_add(1, std::memory_order_relaxed);
+      page = b;
+    } else {
+      page = get_page(flags, in_reader);  // the cache pop inside finds other slots or nothing
+    }
+    if (!page) {
+      step = Step::kNoPage;
+      return;
+    }
+    Block* nb = init_block(page, fn, static_cast<std::uint64_t>(idx));
+    nb->ptrs[0] = ptr;
+    nb->nr = 1;
+    charge(nb, (flags & kNoWait) ? nullptr : ptr);
+    if (old) {
+      old->cap = 0;
+      old->cookie = gp::get_state();  // under the lock: no append can follow it
+      closed = true;
+    }
+    nb->next = old;
+    k.front[ch] = nb;
+    *nr_out = 1;
+    step = Step::kDone;
+  });
+  if (!locked) return Step::kRetry;
+  if (closed)
+    kick_monitor(flags);
+  else if (step == Step::kDone && *nr_out == 1)
+    arm_timer(flags);
+  return step;
+}
+
+void spin_a_little(int attempt) noexcept {
+  if (attempt < 64)
+    cpu_relax();
+  else
+    sched_yield();
+}
+
+}  // namespace
+
+bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept {
+  const bool in_reader = gp::reader_nesting() != 0;
+  const bool nowait = (flags & kNoWait) != 0;
+  if (BULKRCU_UNLIKELY(g_page == 0)) init_sizes();
+  if (over_budget()) {
+    if (nowait) {
+      c.budget_hits.fetch_add(1, std::memory_order_relaxed);
+      c.nowait_refused.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (!in_reader && (flags & kMayBlock)) throttle();
+  }
+  for (int attempt = 0;; ++attempt) {
+    Step step;
+#if BULKRCU_HAVE_RSEQ_ASM
+    if (mode() == PercpuMode::kRseq) {
+      long r = subtle::rseq_store_ptr(krcs(), sizeof(Krc), front_off(channel_of(fn)),
+                                      reinterpret_cast<void*>(fn), ptr);
+      if (r > 0) {
+        if ((flags & kMayBlock) && r % kHelpEvery == 0) help(r);
+        return true;
+      }
+      if (r < 0) {  // the monitor holds this CPU's slot for a few microseconds
+        if (nowait) {
+          c.nowait_refused.fetch_add(1, std::memory_order_relaxed);
+          return false;
+        }
+        spin_a_little(attempt);
+        continue;
+      }
+      step = close_and_install_rseq(fn, ptr, flags, in_reader);
+    } else
+#endif
+    {
+      long nr = 0;
+      step = store_or_install_locked(fn, ptr, flags, in_reader, &nr);
+      if (step == Step::kDone) {
+        if ((flags & kMayBlock) && nr % kHelpEvery == 0) help(nr);
+        return true;
+      }
+      if (step == Step::kRetry) {
+        if (nowait) {
+          c.nowait_refused.fetch_add(1, std::memory_order_relaxed);
+          return false;
+        }
+        spin_a_little(attempt);
+        continue;
+      }
+    }
+    if (step == Step::kDone) return true;
+    if (step == Step::kRetry) continue;
+    // kNoPage: every page source failed.
+    if (nowait) {
+      c.nowait_refused.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (in_reader)
+      fatal(
+          "out of memory inside a read-side critical section: no page for a kvfree block and the "
+          "emergency reserve is exhausted (retire outside the reader, or free memory)");
+    synchronize_and_free(fn, ptr);
+    return true;
+  }
+}
+
+void help(long) noexcept {
+  if (t_in_help) return;
+  Krc* base = g_krcs.load(std::memory_order_relaxed);
+  if (!base) return;
+  t_in_help = true;
+  bulkrcu__read_lock_inline();  // a kvfree barrier waits for this claim with one grace period
+  void* buf[kHelpBatchBacklog];
+  const long kmax = c.pending_bytes.load(std::memory_order_relaxed) > config().max_pending_bytes / 2
+                        ? kHelpBatchBacklog
+                        : kHelpBatch;
+  Deleter fn = nullptr;
+  long k = 0;
+  Block* exhausted = nullptr;
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (mode() == PercpuMode::kRseq) {
+    void* f = nullptr;
+    k = kmax == kHelpBatch ? subtle::rseq_claim<sizeof(Krc), kReadyOff, kHelpBatch>(base, buf, &f)
+                           : subtle::rseq_claim<sizeof(Krc), kReadyOff, kHelpBatchBacklog>(base, buf, &f);
+    fn = reinterpret_cast<Deleter>(f);
+#if BULKRCU_TSAN
+    __tsan_acquire(&g_krcs);
+#endif
+    if (k == -2) {  // the head block is exhausted: pop it; recycle it if it still is
+      void* p = bulkrcu::detail::subtle::rseq_pop<kReadyOff, kNextOff>(base, sizeof(Krc));
+      if (p && p != bulkrcu::detail::subtle::kSlotLocked) {
+        Block* b = static_cast<Block*>(p);
+        if (b->done == 0) {
+          exhausted = b;
+        } else if (!bulkrcu::detail::subtle::rseq_push<kReadyOff, kNextOff>(base, sizeof(Krc), b)) {
+          // Slot locked meanwhile: free the rest here rather than lose it.
+          k = static_cast<long>(b->done);
+          reclaim_ptrs(b->fn, b->ptrs, b->done);
+          c.freed.fetch_add(static_cast<std::uint64_t>(k), std::memory_order_relaxed);
+          c.helped.fetch_add(static_cast<std::uint64_t>(k), std::memory_order_relaxed);
+          b->done = 0;
+          exhausted = b;
+          k = 0;
+        }
+      }
+      if (k < 0) k = 0;
+    }
+  } else
+#endif
+  {
+    with_locked_slot([&](Krc& kr, int) {
+      Block* b = kr.ready;
+      if (!b) return;
+      if (b->done == 0) {
+        kr.ready = b->next;
+        exhausted = b;
+        return;
+      }
+      long n = static_cast<long>(b->done) < kmax ? static_cast<long>(b->done) : kmax;
+      b->done -= static_cast<std::uint64_t>(n);
+      memcpy(buf, &b->ptrs[b->done], static_cast<std::size_t>(n) * sizeof(void*));
+      fn = b->fn;
+      k = n;
+    });
+  }
+  if (k > 0) {
+    reclaim_ptrs(fn, buf, static_cast<std::size_t>(k));
+    c.freed.fetch_add(static_cast<std::uint64_t>(k), std::memory_order_relaxed);
+    c.helped.fetch_add(static_cast<std::uint64_t>(k), std::memory_order_relaxed);
+  }
+  bulkrcu__read_unlock_inline();
+  if (exhausted) recycle_page(exhausted);
+  t_in_help = false;
+}
+
+void kfree_head(void* ptr, bulkrcu_head* head) noexcept {
+  if (!ptr) return;
+  const std::uintptr_t offset =
+      reinterpret_cast<std::uintptr_t>(head) - reinterpret_cast<std::uintptr_t>(ptr);
+  if (BULKRCU_UNLIKELY(offset >= cb::kMaxHeadOffset))
+    fatal("bulkrcu_kfree_head(): the head must lie inside the object, within its first 4096 bytes");
+  if (BULKRCU_LIKELY(retire(nullptr, ptr, kNoWait))) return;
+  // No page without waiting: link the object through its own head (never blocks).
+  c.fb_head.fetch_add(1, std::memory_order_relaxed);
+  c.fallback_objects.fetch_add(1, std::memory_order_relaxed);
+  cb::call_free_head(head, offset);
+}
+
+// ---- the monitor (runtime thread only) ------------------------------------------------------
+namespace {
+
+struct CpuMon {
+  Block* seen_front[kChannels] = {};  // fronts at the previous drain-timer pass
+  Block* seen_ready = nullptr;        // ready head at the previous drain-timer pass
+  Block* handoff = nullptr;           // elapsed blocks to push onto this CPU's ready list
+  std::uint64_t last_busy_pass = 0;   // last pass that found closed blocks here
+};
+
+struct Monitor {
+  std::vector<CpuMon> cpus;
+  Block* waiting = nullptr;  // blocks waiting for their cookie (runtime thread only)
+  std::uint64_t nr_waiting = 0;
+  std::uint64_t pass = 0;
+  std::uint64_t next_timer_ns = 0;
+  unsigned long last_requested = 0;
+  bool requested_any = false;
+};
+Monitor* g_mon = nullptr;
+
+Monitor& mon() {
+  if (!g_mon) {
+    g_mon = new Monitor();
+    g_mon->cpus.resize(static_cast<std::size_t>(nr_slots()));
+  }
+  return *g_mon;
+}
+
+void push(Block** list, Block* b) {
+  b->next = *list;
+  *list = b;
+}
+
+// Frees every pointer still in the block on this thread, then the page.
+void reclaim_block(Block* b) noexcept {
+  reclaim_ptrs(b->fn, b->ptrs, b->done);
+  c.freed.fetch_add(b->done, std::memory_order_relaxed);
+  c.monitor_freed.fetch_add(b->done, std::memory_order_relaxed);
+  b->done = 0;
+  if (b->est_bytes) credit(b);
+  bulkrcu_free_page(b);
+}
+
+void reclaim_list(Block* list) noexcept {
+  while (list) {
+    Block* next = list->next;
+    reclaim_block(list);
+    list = next;
+  }
+}
+
+// Keeps the CPU's page cache at kCacheMax pages: trims extras onto *spare, refills from the
+// pool's lockless path (never blocks while holding the slot).
+void tend_cache(Krc& k, Block** spare, bool refill) noexcept {
+  std::size_t n = 0;
+  Block** link = &k.cache;
+  while (*link && n < kCacheMax) {
+    link = &(*link)->next;
+    ++n;
+  }
+  Block* extra = *link;
+  *link = nullptr;
+  while (extra) {
+    Block* next = extra->next;
+    push(spare, extra);
+    extra = next;
+  }
+  while (refill && n < kCacheMax) {
+    void* p = bulkrcu_alloc_page_lockless();
+    if (!p) break;
+    Block* b = static_cast<Block*>(p);
+    b->next = k.cache;
+    k.cache = b;
+    ++n;
+  }
+}
+
+void refill_reserve() noexcept {
+  for (auto& r : g_reserve) {
+    if (r.load(std::memory_order_relaxed)) continue;
+    void* p = bulkrcu_alloc_page();
+    if (!p) return;
+    Block* expected = nullptr;
+    if (!r.compare_exchange_strong(expected, static_cast<Block*>(p), std::memory_order_release))
+      bulkrcu_free_page(p);
+  }
+}
+
+bool cpu_state_pending() noexcept {
+  Krc* base = g_krcs.load(std::memory_order_relaxed);
+  if (!base) return false;
+  for (int i = 0; i < nr_slots(); ++i) {
+    Krc& k = base[i];
+    if (__atomic_load_n(&k.ready, __ATOMIC_RELAXED)) return true;
+    for (Block* const& f : k.front) {
+      // Fronts are detached only by this thread, so the block cannot be recycled under us.
+      Block* b = __atomic_load_n(&f, __ATOMIC_RELAXED);
+      if (b &&
+          (__atomic_load_n(&b->nr, __ATOMIC_RELAXED) != 0 || __atomic_load_n(&b->next, __ATOMIC_RELAXED)))
+        return true;
+    }
+  }
+  return false;
+}
+
+void publish_progress() noexcept {
+  g_progress.fetch_add(1, std::memory_order_release);
+  if (g_progress_waiters.load(std::memory_order_seq_cst))
+    bulkrcu::detail::subtle::futex_wake(&g_progress, INT32_MAX);
+}
+
+}  // namespace
+
+void monitor_pass() noexcept {
+  if (BULKRCU_UNLIKELY(g_page == 0)) init_sizes();
+  Monitor& m = mon();
+  Krc* base = krcs();
+  const std::uint64_t now = now_ns();
+  const std::uint64_t barrier_target = g_barrier_req.load(std::memory_order_acquire);
+  const bool full = barrier_target > g_barrier_done.load(std::memory_order_relaxed);
+  const bool timer = now >= m.next_timer_ns;
+  const bool pressure = over_budget();
+  const bool refill = now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure;
+  g_kick.store(0, std::memory_order_relaxed);
+  ++m.pass;
+
+  // 1. Blocks whose grace period has elapsed: to busy CPUs' ready lists, else reclaim here.
+  Block* to_reclaim = nullptr;
+  for (Block** link = &m.waiting; *link;) {
+    Block* b = *link;
+    if (!gp::poll_state(b->cookie)) {
+      link = &b->next;
+      continue;
+    }
+    *link = b->next;
+    --m.nr_waiting;
+    b->done = b->nr;
+    CpuMon& cm = m.cpus[b->home];
+    if (!full && !pressure && cm.last_busy_pass + 1 >= m.pass)
+      push(&cm.handoff, b);
+    else
+      push(&to_reclaim, b);
+  }
+
+  // 2. One locked round over the CPUs (percpu.h protocol: lock, fence, change, unlock).
+  Block* collected = nullptr;
+  Block* spare_pages = nullptr;
+  std::uint64_t collected_objs = 0;
+  for (int i = 0; i < nr_slots(); ++i) {
+    Krc& k = base[i];
+    CpuMon& cm = m.cpus[static_cast<std::size_t>(i)];
+    k.lock.lock();
+    bulkrcu::detail::subtle::fence_remote(i);
+#if BULKRCU_TSAN
+    __tsan_acquire(&g_krcs);
+#endif
+    bool busy = false;
+    for (int ch = 0; ch < kChannels; ++ch) {
+      Block* f = k.front[ch];
+      if (!f) {
+        cm.seen_front[ch] = nullptr;
+        continue;
+      }
+      for (Block* b = f->next; b;) {  // closed blocks behind the front
+        Block* next = b->next;
+        b->home = static_cast<std::uint64_t>(i);
+        collected_objs += b->nr;
+        push(&collected, b);
+        b = next;
+        busy = true;
+      }
+      f->next = nullptr;
+      if (f->nr > 0 && (full || (timer && cm.seen_front[ch] == f))) {
+        k.front[ch] = nullptr;
+        f->cap = 0;
+        f->cookie = kCookieUnset;
+        f->home = static_cast<std::uint64_t>(i);
+        collected_objs += f->nr;
+        push(&collected, f);
+      }
+      if (timer) cm.seen_front[ch] = k.front[ch];
+    }
+    if (busy) cm.last_busy_pass = m.pass;
+    while (Block* b = cm.handoff) {
+      cm.handoff = b->next;
+      if (full)
+        push(&to_reclaim, b);
+      else
+        push(&k.ready, b);
+    }
+    if (k.ready && (full || pressure || (timer && cm.seen_ready == k.ready))) {
+      for (Block* b = k.ready; b;) {  // an idle CPU's ready blocks: nobody else will free them
+        Block* next = b->next;
+        push(&to_reclaim, b);
+        b = next;
+      }
+      k.ready = nullptr;
+    }
+    if (timer) cm.seen_ready = k.ready;
+    tend_cache(k, &spare_pages, refill);
+    k.lock.unlock();
+  }
+  c.collected.fetch_add(collected_objs, std::memory_order_relaxed);
+
+  // 3. Cookies for detached blocks; the rest keep the cookie their closer recorded (polled
+  //    grace periods: a block whose cookie has already elapsed needs no new one).
+  unsigned long newest = 0;
+  bool have_newest = false;
+  if (collected) {
+    const unsigned long fresh = gp::get_state();
+    while (Block* b = collected) {
+      collected = b->next;
+      if (b->cookie == kCookieUnset) b->cookie = fresh;
+      if (!have_newest || static_cast<long>(b->cookie - newest) > 0) newest = b->cookie;
+      have_newest = true;
+      push(&m.waiting, b);
+      ++m.nr_waiting;
+    }
+  }
+  if (have_newest && !gp::poll_state(newest)) {
+    if (!m.requested_any || m.last_requested != newest) {
+      c.gps.fetch_add(1, std::memory_order_relaxed);
+      m.last_requested = newest;
+      m.requested_any = true;
+    }
+    gp::request(newest);
+  }
+
+  // 4. Reclaim what no retiring thread will, and return spare pages.
+  reclaim_list(to_reclaim);
+  while (Block* b = spare_pages) {
+    spare_pages = b->next;
+    bulkrcu_free_page(b);
+  }
+
+  // 5. A barrier: wait for every waiting block and reclaim it here.
+  if (full) {
+    while (m.waiting) {
+      unsigned long need = m.waiting->cookie;
+      for (Block* b = m.waiting; b; b = b->next)
+        if (static_cast<long>(b->cookie - need) > 0) need = b->cookie;
+      gp::wait_for_cookie(need, false);
+      Block* list = m.waiting;
+      m.waiting = nullptr;
+      m.nr_waiting = 0;
+      for (Block* b = list; b; b = b->next) b->done = b->nr;
+      reclaim_list(list);
+    }
+    g_barrier_done.store(barrier_target, std::memory_order_release);
+  }
+  if (timer) m.next_timer_ns = now + config().drain_ns;
+  if (refill) refill_reserve();
+  publish_progress();
+}
+
+bool has_work() noexcept {
+  if (g_barrier_req.load(std::memory_order_acquire) > g_barrier_done.load(std::memory_order_relaxed))
+    return true;
+  if (g_kick.load(std::memory_order_relaxed)) return true;
+  Monitor& m = mon();
+  for (Block* b = m.waiting; b; b = b->next)
+    if (gp::poll_state(b->cookie)) return true;
+  for (const CpuMon& cm : m.cpus)
+    if (cm.handoff) return true;
+  return now_ns() >= m.next_timer_ns && cpu_state_pending();
+}
+
+std::uint64_t next_timeout_ns() noexcept {
+  Monitor& m = mon();
+  if (!m.waiting && !cpu_state_pending()) return 0;
+  std::uint64_t now = now_ns();
+  return m.next_timer_ns > now ? m.next_timer_ns - now : 1;
+}
+
+void barrier() noexcept {
+  gp::assert_not_in_reader("bulkrcu_kvfree_barrier()");
+  if (cb::in_callback())
+    fatal("bulkrcu_kvfree_barrier() called from inside an RCU callback: it would wait for itself");
+  const std::uint64_t target = g_barrier_req.fetch_add(1, std::memory_order_acq_rel) + 1;
+  g_progress_waiters.fetch_add(1, std::memory_order_seq_cst);
+  doorbell_ring();
+  for (;;) {
+    std::uint32_t seen = g_progress.load(std::memory_order_acquire);
+    if (g_barrier_done.load(std::memory_order_acquire) >= target) break;
+    bulkrcu::detail::subtle::futex_wait(&g_progress, seen, 0);
+  }
+  g_progress_waiters.fetch_sub(1, std::memory_order_relaxed);
+  // Claims in flight on retiring threads run inside read-side critical sections.
+  gp::wait_for_cookie(gp::get_state(), false);
+}
+
+void memory_pressure() noexcept {
+  Krc* base = krcs();
+  Block* pages = nullptr;
+  for (int i = 0; i < nr_slots(); ++i) {
+    Krc& k = base[i];
+    k.lock.lock();
+    bulkrcu::detail::subtle::fence_remote(i);
+    while (Block* b = k.cache) {
+      k.cache = b->next;
+      push(&pages, b);
+    }
+    k.lock.unlock();
+  }
+  while (Block* b = pages) {
+    pages = b->next;
+    bulkrcu_free_page(b);
+  }
+  g_refill_backoff_until.store(now_ns() + 1000000000ull, std::memory_order_relaxed);
+  pool::on_memory_pressure();
+  kick_monitor();
+}
+
+void after_fork_child() noexcept {
+  // Threads that held a slot lock at fork time do not exist in the child.
+  if (Krc* base = g_krcs.load(std::memory_order_relaxed))
+    for (int i = 0; i < nr_slots(); ++i) base[i].lock.unlock();
+  g_progress_waiters.store(0, std::memory_order_relaxed);
+}
+
+Stats stats() noexcept {
+  Stats s{};
+  s.freed = c.freed.load(std::memory_order_relaxed) + cb::stats().head_frees;
+  s.retired =
+      c.collected.load(std::memory_order_relaxed) + c.fallback_objects.load(std::memory_order_relaxed);
+  s.pending_objects = s.retired > s.freed ? s.retired - s.freed : 0;
+  s.pending_bytes = c.pending_bytes.load(std::memory_order_relaxed);
+  s.blocks_in_use = c.blocks.load(std::memory_order_relaxed);
+  s.grace_periods = c.gps.load(std::memory_order_relaxed);
+  s.fb_head = c.fb_head.load(std::memory_order_relaxed);
+  s.fb_inplace = c.fb_inplace.load(std::memory_order_relaxed);
+  s.fb_reserve = c.fb_reserve.load(std::memory_order_relaxed);
+  s.fb_synchronize = c.fb_sync.load(std::memory_order_relaxed);
+  s.nowait_refused = c.nowait_refused.load(std::memory_order_relaxed);
+  s.cache_hits = c.cache_hits.load(std::memory_order_relaxed);
+  s.cache_misses = c.cache_misses.load(std::memory_order_relaxed);
+  s.lockless_pages = c.lockless.load(std::memory_order_relaxed);
+  s.budget_hits = c.budget_hits.load(std::memory_order_relaxed);
+  s.helped = c.helped.load(std::memory_order_relaxed);
+  s.monitor_freed = c.monitor_freed.load(std::memory_order_relaxed);
+  s.budget_bytes = config().max_pending_bytes;
+  return s;
+}
+
+}  // namespace bulkrcu::detail::kvfree
