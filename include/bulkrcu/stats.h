@@ -65,6 +65,7 @@ struct bulkrcu_stats {
   uint64_t kv_freed_by_retirers;    /* freed by retiring threads (warm allocator caches) */
   uint64_t kv_freed_by_runtime;     /* freed by the runtime thread (idle CPUs, barriers, pressure) */
   uint64_t kv_budget_bytes;         /* BULKRCU_MAX_PENDING */
+  uint64_t kv_monitor_passes;       /* passes of the runtime thread over the CPUs' blocks */
 };
 
 /* Copies min(size, sizeof(struct bulkrcu_stats)) bytes of a fresh snapshot into *out; pass

@@ -38,7 +38,7 @@
 
 namespace bulkrcu::detail::kvfree {
 
-std::atomic<Krc*> g_krcs{nullptr};
+alignas(kCacheLine) std::atomic<Krc*> g_krcs{nullptr};
 
 namespace {
 
@@ -49,21 +49,37 @@ constexpr int kReserve = 2;           // emergency pages for retires inside read
 constexpr std::size_t kCacheMax = 5;  // the kernel keeps 5
 constexpr int kReserve = 8;
 #endif
-constexpr long kHelpBatch = 8;
-constexpr long kHelpBatchBacklog = 16;  // when ready pointers pile up
+// Pointers a helping thread frees at a time: glibc's tcache holds 7 chunks per size class, so
+// 7 frees per 7 retires cycle through it without touching the arena (measured: 8 or 14 at a
+// time spill into fastbins, and the arena-locked malloc slow path then dominates).
+constexpr long kHelpBatch = 7;
 constexpr std::size_t kNonFreeObjectEstimate = 32;
+// Grace periods for kvfree are at least this far apart (unless a barrier, the budget or
+// memory pressure asks): one grace period then covers every block closed meanwhile.
+// DESIGN.md 5a measured 0.25-1 ms as the range where one covers 100-280 blocks.
+constexpr std::uint64_t kGpPaceNs = 500000;
 
 std::size_t g_page = 0;
 std::size_t g_capacity = 0;
 
 // Counters (relaxed: statistics and the budget estimate only).
-struct Counters {
-  std::atomic<std::uint64_t> collected{0}, freed{0}, pending_bytes{0}, blocks{0}, gps{0};
-  std::atomic<std::uint64_t> fb_head{0}, fb_inplace{0}, fb_reserve{0}, fb_sync{0}, nowait_refused{0};
-  std::atomic<std::uint64_t> cache_hits{0}, cache_misses{0}, lockless{0}, budget_hits{0};
-  std::atomic<std::uint64_t> helped{0}, monitor_freed{0}, fallback_objects{0};
+// Kept off the cache lines the fast path reads (g_krcs, the percpu mode and rseq offset):
+// a counter written by one CPU would otherwise evict them on the other. The per-retire-ish
+// counter (pointers freed by helpers) lives in each CPU's Krc instead.
+struct alignas(kCacheLine) Counters {
+  alignas(kCacheLine) std::atomic<std::uint64_t> pending_bytes{0};
+  std::atomic<std::uint64_t> blocks{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> collected{0}, gps{0}, monitor_freed{0}, passes{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> fb_head{0}, fb_inplace{0}, fb_reserve{0}, fb_sync{0};
+  std::atomic<std::uint64_t> nowait_refused{0}, fallback_objects{0}, budget_hits{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> cache_hits{0}, cache_misses{0}, lockless{0};
 };
 Counters c;
+
+void count_helped(std::uint64_t n) noexcept {
+  if (Krc* base = g_krcs.load(std::memory_order_relaxed))
+    base[current_cpu()].helped.fetch_add(n, std::memory_order_relaxed);
+}
 
 std::atomic<Block*> g_reserve[kReserve];
 std::atomic<std::uint32_t> g_kick{0};          // a closer filled a block: flood, pass now
@@ -198,6 +214,18 @@ void recycle_page(Block* b) noexcept {
   if (!push_cache(b)) bulkrcu_free_page(b);
 }
 
+// Pages a non-blocking caller could not put in a cache: the monitor returns them to the pool.
+std::atomic<Block*> g_spare{nullptr};
+
+void recycle_page_nowait(Block* b) noexcept {
+  if (b->est_bytes) credit(b);
+  if (push_cache(b)) return;
+  Block* head = g_spare.load(std::memory_order_relaxed);
+  do {
+    b->next = head;
+  } while (!g_spare.compare_exchange_weak(head, b, std::memory_order_release, std::memory_order_relaxed));
+}
+
 Block* take_reserve() noexcept {
   for (auto& r : g_reserve)
     if (Block* b = r.exchange(nullptr, std::memory_order_acquire)) return b;
@@ -233,7 +261,10 @@ void* get_page(unsigned flags, bool in_reader) noexcept {
   return nullptr;
 }
 
+// Flood detection. Only the first kick after a monitor pass rings: in a flood a block closes
+// every few microseconds, and the monitor acts at most once per kGpPaceNs anyway.
 void kick_monitor(unsigned flags = 0) noexcept {
+  if (g_kick.load(std::memory_order_relaxed)) return;
   g_kick.store(1, std::memory_order_relaxed);
   if (flags & kNoSyscall)
     doorbell_nudge();
@@ -256,7 +287,7 @@ void throttle() noexcept {
   c.budget_hits.fetch_add(1, std::memory_order_relaxed);
   gp::request(gp::get_state());
   for (int round = 0; round < 200 && over_budget(); ++round) {
-    help(0);
+    help(kMayBlock | kHelp);
     if (!over_budget()) break;
     g_progress_waiters.fetch_add(1, std::memory_order_seq_cst);
     std::uint32_t seen = g_progress.load(std::memory_order_acquire);
@@ -275,7 +306,6 @@ void synchronize_and_free(Deleter fn, void* ptr) noexcept {
     fn(ptr);
   else
     free(ptr);
-  c.freed.fetch_add(1, std::memory_order_relaxed);
 }
 
 enum class Step { kDone, kRetry, kNoPage };
@@ -369,6 +399,32 @@ Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_read
   return step;
 }
 
+void push_incoming(Krc& k, Block* first, Block* last) noexcept {
+  Block* head = k.incoming.load(std::memory_order_relaxed);
+  do {
+    last->next = head;
+  } while (
+      !k.incoming.compare_exchange_weak(head, first, std::memory_order_release, std::memory_order_relaxed));
+}
+
+#if BULKRCU_HAVE_RSEQ_ASM
+// This CPU's ready list is empty: adopt the blocks the monitor handed over. Returns true when
+// `ready` now holds them. (An exchange once per block of ~500 pointers.)
+bool adopt_incoming(Krc* base) noexcept {
+  Krc& k = base[current_cpu()];
+  if (!k.incoming.load(std::memory_order_relaxed)) return false;
+  Block* list = k.incoming.exchange(nullptr, std::memory_order_acquire);
+  if (!list) return false;
+  const auto u = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
+  if (bulkrcu::detail::subtle::rseq_cmpxchg_slot(base, sizeof(Krc), kReadyOff, 0, u(list)) == 1) return true;
+  // Another CPU's slot, a locked slot or a refilled ready list: give the blocks back.
+  Block* last = list;
+  while (last->next) last = last->next;
+  push_incoming(k, list, last);
+  return false;
+}
+#endif
+
 void spin_a_little(int attempt) noexcept {
   if (attempt < 64)
     cpu_relax();
@@ -397,7 +453,7 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept {
       long r = subtle::rseq_store_ptr(krcs(), sizeof(Krc), front_off(channel_of(fn)),
                                       reinterpret_cast<void*>(fn), ptr);
       if (r > 0) {
-        if ((flags & kMayBlock) && r % kHelpEvery == 0) help(r);
+        if ((flags & kHelp) && r % kHelpEvery == 0) help(flags);
         return true;
       }
       if (r < 0) {  // the monitor holds this CPU's slot for a few microseconds
@@ -415,7 +471,7 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept {
       long nr = 0;
       step = store_or_install_locked(fn, ptr, flags, in_reader, &nr);
       if (step == Step::kDone) {
-        if ((flags & kMayBlock) && nr % kHelpEvery == 0) help(nr);
+        if ((flags & kHelp) && nr % kHelpEvery == 0) help(flags);
         return true;
       }
       if (step == Step::kRetry) {
@@ -443,28 +499,28 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept {
   }
 }
 
-void help(long) noexcept {
+void help(unsigned flags) noexcept {
   if (t_in_help) return;
   Krc* base = g_krcs.load(std::memory_order_relaxed);
   if (!base) return;
   t_in_help = true;
   bulkrcu__read_lock_inline();  // a kvfree barrier waits for this claim with one grace period
-  void* buf[kHelpBatchBacklog];
-  const long kmax = c.pending_bytes.load(std::memory_order_relaxed) > config().max_pending_bytes / 2
-                        ? kHelpBatchBacklog
-                        : kHelpBatch;
+  void* buf[kHelpBatch];
+  const long kmax = kHelpBatch;
   Deleter fn = nullptr;
   long k = 0;
   Block* exhausted = nullptr;
 #if BULKRCU_HAVE_RSEQ_ASM
   if (mode() == PercpuMode::kRseq) {
     void* f = nullptr;
-    k = kmax == kHelpBatch ? subtle::rseq_claim<sizeof(Krc), kReadyOff, kHelpBatch>(base, buf, &f)
-                           : subtle::rseq_claim<sizeof(Krc), kReadyOff, kHelpBatchBacklog>(base, buf, &f);
+    k = subtle::rseq_claim<sizeof(Krc), kReadyOff, kHelpBatch>(base, buf, &f);
     fn = reinterpret_cast<Deleter>(f);
 #if BULKRCU_TSAN
     __tsan_acquire(&g_krcs);
 #endif
+    if (k == 0)
+      k = adopt_incoming(base) ? subtle::rseq_claim<sizeof(Krc), kReadyOff, kHelpBatch>(base, buf, &f) : 0;
+    fn = reinterpret_cast<Deleter>(f);
     if (k == -2) {  // the head block is exhausted: pop it; recycle it if it still is
       void* p = bulkrcu::detail::subtle::rseq_pop<kReadyOff, kNextOff>(base, sizeof(Krc));
       if (p && p != bulkrcu::detail::subtle::kSlotLocked) {
@@ -475,8 +531,7 @@ void help(long) noexcept {
           // Slot locked meanwhile: free the rest here rather than lose it.
           k = static_cast<long>(b->done);
           reclaim_ptrs(b->fn, b->ptrs, b->done);
-          c.freed.fetch_add(static_cast<std::uint64_t>(k), std::memory_order_relaxed);
-          c.helped.fetch_add(static_cast<std::uint64_t>(k), std::memory_order_relaxed);
+          count_helped(static_cast<std::uint64_t>(k));
           b->done = 0;
           exhausted = b;
           k = 0;
@@ -488,6 +543,7 @@ void help(long) noexcept {
 #endif
   {
     with_locked_slot([&](Krc& kr, int) {
+      if (!kr.ready) kr.ready = kr.incoming.exchange(nullptr, std::memory_order_acquire);
       Block* b = kr.ready;
       if (!b) return;
       if (b->done == 0) {
@@ -504,11 +560,15 @@ void help(long) noexcept {
   }
   if (k > 0) {
     reclaim_ptrs(fn, buf, static_cast<std::size_t>(k));
-    c.freed.fetch_add(static_cast<std::uint64_t>(k), std::memory_order_relaxed);
-    c.helped.fetch_add(static_cast<std::uint64_t>(k), std::memory_order_relaxed);
+    count_helped(static_cast<std::uint64_t>(k));
   }
   bulkrcu__read_unlock_inline();
-  if (exhausted) recycle_page(exhausted);
+  if (exhausted) {
+    if (flags & kMayBlock)
+      recycle_page(exhausted);
+    else
+      recycle_page_nowait(exhausted);
+  }
   t_in_help = false;
 }
 
@@ -518,7 +578,7 @@ void kfree_head(void* ptr, bulkrcu_head* head) noexcept {
       reinterpret_cast<std::uintptr_t>(head) - reinterpret_cast<std::uintptr_t>(ptr);
   if (BULKRCU_UNLIKELY(offset >= cb::kMaxHeadOffset))
     fatal("bulkrcu_kfree_head(): the head must lie inside the object, within its first 4096 bytes");
-  if (BULKRCU_LIKELY(retire(nullptr, ptr, kNoWait))) return;
+  if (BULKRCU_LIKELY(retire(nullptr, ptr, kNoWait | kHelp))) return;
   // No page without waiting: link the object through its own head (never blocks).
   c.fb_head.fetch_add(1, std::memory_order_relaxed);
   c.fallback_objects.fetch_add(1, std::memory_order_relaxed);
@@ -535,14 +595,24 @@ struct CpuMon {
   std::uint64_t last_busy_pass = 0;   // last pass that found closed blocks here
 };
 
+// The blocks one pass collected, waiting for the newest cookie among them (polled: a batch
+// whose cookie has already elapsed is handed over at the next pass without a new grace period).
+struct Batch {
+  unsigned long cookie;
+  Block* blocks;
+  Batch* next;
+};
+
 struct Monitor {
   std::vector<CpuMon> cpus;
-  Block* waiting = nullptr;  // blocks waiting for their cookie (runtime thread only)
-  std::uint64_t nr_waiting = 0;
+  Batch* oldest = nullptr;  // FIFO of batches in cookie order (runtime thread only)
+  Batch* newest = nullptr;
   std::uint64_t pass = 0;
   std::uint64_t next_timer_ns = 0;
   unsigned long last_requested = 0;
   bool requested_any = false;
+  std::uint64_t last_request_ns = 0;  // pacing
+  bool deferred = false;              // a cookie waits for the pace before it is requested
 };
 Monitor* g_mon = nullptr;
 
@@ -562,7 +632,6 @@ void push(Block** list, Block* b) {
 // Frees every pointer still in the block on this thread, then the page.
 void reclaim_block(Block* b) noexcept {
   reclaim_ptrs(b->fn, b->ptrs, b->done);
-  c.freed.fetch_add(b->done, std::memory_order_relaxed);
   c.monitor_freed.fetch_add(b->done, std::memory_order_relaxed);
   b->done = 0;
   if (b->est_bytes) credit(b);
@@ -619,7 +688,8 @@ bool cpu_state_pending() noexcept {
   if (!base) return false;
   for (int i = 0; i < nr_slots(); ++i) {
     Krc& k = base[i];
-    if (__atomic_load_n(&k.ready, __ATOMIC_RELAXED)) return true;
+    if (__atomic_load_n(&k.ready, __ATOMIC_RELAXED) || k.incoming.load(std::memory_order_relaxed))
+      return true;
     for (Block* const& f : k.front) {
       // Fronts are detached only by this thread, so the block cannot be recycled under us.
       Block* b = __atomic_load_n(&f, __ATOMIC_RELAXED);
@@ -651,53 +721,80 @@ void monitor_pass() noexcept {
   const bool refill = now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure;
   g_kick.store(0, std::memory_order_relaxed);
   ++m.pass;
+  c.passes.fetch_add(1, std::memory_order_relaxed);
 
   // 1. Blocks whose grace period has elapsed: to busy CPUs' ready lists, else reclaim here.
   Block* to_reclaim = nullptr;
-  for (Block** link = &m.waiting; *link;) {
-    Block* b = *link;
-    if (!gp::poll_state(b->cookie)) {
-      link = &b->next;
-      continue;
+  while (m.oldest && gp::poll_state(m.oldest->cookie)) {
+    Batch* batch = m.oldest;
+    m.oldest = batch->next;
+    if (!m.oldest) m.newest = nullptr;
+    for (Block* b = batch->blocks; b;) {
+      Block* next = b->next;
+      b->done = b->nr;
+      // To the home CPU's ready list: its retiring threads free it with warm allocator caches.
+      // If that CPU has gone idle, the drain timer finds the list unchanged and frees it here.
+      if (!full && !pressure)
+        push(&m.cpus[b->home].handoff, b);
+      else
+        push(&to_reclaim, b);
+      b = next;
     }
-    *link = b->next;
-    --m.nr_waiting;
-    b->done = b->nr;
-    CpuMon& cm = m.cpus[b->home];
-    if (!full && !pressure && cm.last_busy_pass + 1 >= m.pass)
-      push(&cm.handoff, b);
-    else
-      push(&to_reclaim, b);
+    delete batch;
   }
 
-  // 2. One locked round over the CPUs (percpu.h protocol: lock, fence, change, unlock).
+  // 2. A round over the CPUs. The common pass takes no lock and sends no IPI: only this
+  //    thread changes the link of a block that is already front (closers link a new front to
+  //    the old one before installing it, and never touch a front's link afterwards), so the
+  //    closed chain behind a front is detached with an exchange; elapsed blocks go to the
+  //    CPU's `incoming` list with a compare-and-swap. Timer, barrier and pressure passes take
+  //    each slot's lock and fence its CPU (percpu.h protocol) to detach fronts, take idle ready
+  //    lists and tend the page cache.
+  const bool locked_round = full || timer || pressure;
   Block* collected = nullptr;
   Block* spare_pages = nullptr;
   std::uint64_t collected_objs = 0;
+  auto collect_chain = [&](Block* b, int i) {
+    while (b) {
+      Block* next = b->next;
+      b->home = static_cast<std::uint64_t>(i);
+      collected_objs += b->nr;
+      push(&collected, b);
+      b = next;
+    }
+  };
   for (int i = 0; i < nr_slots(); ++i) {
     Krc& k = base[i];
     CpuMon& cm = m.cpus[static_cast<std::size_t>(i)];
+    if (!locked_round) {
+      for (int ch = 0; ch < kChannels; ++ch) {
+        // Acquire pairs with the closer's commit of the front (a plain store after it wrote
+        // nb->next; x86-TSO orders the two, and the sequence's "memory" clobber the compiler).
+        Block* f = __atomic_load_n(&k.front[ch], __ATOMIC_ACQUIRE);
+        if (!f) continue;
+        if (!__atomic_load_n(&f->next, __ATOMIC_RELAXED)) continue;
+        collect_chain(__atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL), i);
+      }
+      if (Block* first = cm.handoff) {
+        Block* last = first;
+        while (last->next) last = last->next;
+        cm.handoff = nullptr;
+        push_incoming(k, first, last);
+      }
+      continue;
+    }
     k.lock.lock();
     bulkrcu::detail::subtle::fence_remote(i);
 #if BULKRCU_TSAN
     __tsan_acquire(&g_krcs);
 #endif
-    bool busy = false;
     for (int ch = 0; ch < kChannels; ++ch) {
       Block* f = k.front[ch];
       if (!f) {
         cm.seen_front[ch] = nullptr;
         continue;
       }
-      for (Block* b = f->next; b;) {  // closed blocks behind the front
-        Block* next = b->next;
-        b->home = static_cast<std::uint64_t>(i);
-        collected_objs += b->nr;
-        push(&collected, b);
-        b = next;
-        busy = true;
-      }
-      f->next = nullptr;
+      collect_chain(__atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL), i);
       if (f->nr > 0 && (full || (timer && cm.seen_front[ch] == f))) {
         k.front[ch] = nullptr;
         f->cap = 0;
@@ -708,7 +805,12 @@ void monitor_pass() noexcept {
       }
       if (timer) cm.seen_front[ch] = k.front[ch];
     }
-    if (busy) cm.last_busy_pass = m.pass;
+    // Handed-over blocks (this pass's and those no helper adopted yet) join the ready list.
+    for (Block* b = k.incoming.exchange(nullptr, std::memory_order_acquire); b;) {
+      Block* next = b->next;
+      push(&cm.handoff, b);
+      b = next;
+    }
     while (Block* b = cm.handoff) {
       cm.handoff = b->next;
       if (full)
@@ -732,30 +834,46 @@ void monitor_pass() noexcept {
 
   // 3. Cookies for detached blocks; the rest keep the cookie their closer recorded (polled
   //    grace periods: a block whose cookie has already elapsed needs no new one).
-  unsigned long newest = 0;
-  bool have_newest = false;
   if (collected) {
     const unsigned long fresh = gp::get_state();
-    while (Block* b = collected) {
-      collected = b->next;
+    unsigned long cookie = 0;
+    bool first = true;
+    for (Block* b = collected; b; b = b->next) {
       if (b->cookie == kCookieUnset) b->cookie = fresh;
-      if (!have_newest || static_cast<long>(b->cookie - newest) > 0) newest = b->cookie;
-      have_newest = true;
-      push(&m.waiting, b);
-      ++m.nr_waiting;
+      if (first || static_cast<long>(b->cookie - cookie) > 0) cookie = b->cookie;
+      first = false;
     }
+    auto* batch = new Batch{cookie, collected, nullptr};
+    if (m.newest)
+      m.newest->next = batch;
+    else
+      m.oldest = batch;
+    m.newest = batch;
   }
+  const bool have_newest = m.newest != nullptr;
+  const unsigned long newest = have_newest ? m.newest->cookie : 0;
+  m.deferred = false;
   if (have_newest && !gp::poll_state(newest)) {
-    if (!m.requested_any || m.last_requested != newest) {
-      c.gps.fetch_add(1, std::memory_order_relaxed);
-      m.last_requested = newest;
-      m.requested_any = true;
+    if (full || pressure || now >= m.last_request_ns + kGpPaceNs) {
+      if (!m.requested_any || m.last_requested != newest) {
+        c.gps.fetch_add(1, std::memory_order_relaxed);
+        m.last_requested = newest;
+        m.requested_any = true;
+      }
+      m.last_request_ns = now;
+      gp::request(newest);
+    } else {
+      m.deferred = true;
     }
-    gp::request(newest);
   }
 
   // 4. Reclaim what no retiring thread will, and return spare pages.
   reclaim_list(to_reclaim);
+  for (Block* b = g_spare.exchange(nullptr, std::memory_order_acquire); b;) {
+    Block* next = b->next;
+    push(&spare_pages, b);
+    b = next;
+  }
   while (Block* b = spare_pages) {
     spare_pages = b->next;
     bulkrcu_free_page(b);
@@ -763,17 +881,14 @@ void monitor_pass() noexcept {
 
   // 5. A barrier: wait for every waiting block and reclaim it here.
   if (full) {
-    while (m.waiting) {
-      unsigned long need = m.waiting->cookie;
-      for (Block* b = m.waiting; b; b = b->next)
-        if (static_cast<long>(b->cookie - need) > 0) need = b->cookie;
-      gp::wait_for_cookie(need, false);
-      Block* list = m.waiting;
-      m.waiting = nullptr;
-      m.nr_waiting = 0;
-      for (Block* b = list; b; b = b->next) b->done = b->nr;
-      reclaim_list(list);
+    if (m.newest) gp::wait_for_cookie(m.newest->cookie, false);
+    while (Batch* batch = m.oldest) {
+      m.oldest = batch->next;
+      for (Block* b = batch->blocks; b; b = b->next) b->done = b->nr;
+      reclaim_list(batch->blocks);
+      delete batch;
     }
+    m.newest = nullptr;
     g_barrier_done.store(barrier_target, std::memory_order_release);
   }
   if (timer) m.next_timer_ns = now + config().drain_ns;
@@ -784,10 +899,12 @@ void monitor_pass() noexcept {
 bool has_work() noexcept {
   if (g_barrier_req.load(std::memory_order_acquire) > g_barrier_done.load(std::memory_order_relaxed))
     return true;
-  if (g_kick.load(std::memory_order_relaxed)) return true;
   Monitor& m = mon();
-  for (Block* b = m.waiting; b; b = b->next)
-    if (gp::poll_state(b->cookie)) return true;
+  // Kicks (a block closed) and deferred cookies wait for the pace: one grace period then
+  // covers every block closed meanwhile.
+  const bool pace_ok = now_ns() >= m.last_request_ns + kGpPaceNs || over_budget();
+  if (pace_ok && (m.deferred || g_kick.load(std::memory_order_relaxed))) return true;
+  if (m.oldest && gp::poll_state(m.oldest->cookie)) return true;
   for (const CpuMon& cm : m.cpus)
     if (cm.handoff) return true;
   return now_ns() >= m.next_timer_ns && cpu_state_pending();
@@ -795,8 +912,12 @@ bool has_work() noexcept {
 
 std::uint64_t next_timeout_ns() noexcept {
   Monitor& m = mon();
-  if (!m.waiting && !cpu_state_pending()) return 0;
   std::uint64_t now = now_ns();
+  if (m.deferred || g_kick.load(std::memory_order_relaxed)) {
+    std::uint64_t pace = m.last_request_ns + kGpPaceNs;
+    return pace > now ? pace - now : 1;
+  }
+  if (!m.oldest && !cpu_state_pending()) return 0;
   return m.next_timer_ns > now ? m.next_timer_ns - now : 1;
 }
 
@@ -848,7 +969,11 @@ void after_fork_child() noexcept {
 
 Stats stats() noexcept {
   Stats s{};
-  s.freed = c.freed.load(std::memory_order_relaxed) + cb::stats().head_frees;
+  std::uint64_t helped = 0;
+  if (Krc* base = g_krcs.load(std::memory_order_relaxed))
+    for (int i = 0; i < nr_slots(); ++i) helped += base[i].helped.load(std::memory_order_relaxed);
+  s.freed = helped + c.monitor_freed.load(std::memory_order_relaxed) +
+            c.fb_sync.load(std::memory_order_relaxed) + cb::stats().head_frees;
   s.retired =
       c.collected.load(std::memory_order_relaxed) + c.fallback_objects.load(std::memory_order_relaxed);
   s.pending_objects = s.retired > s.freed ? s.retired - s.freed : 0;
@@ -864,9 +989,10 @@ Stats stats() noexcept {
   s.cache_misses = c.cache_misses.load(std::memory_order_relaxed);
   s.lockless_pages = c.lockless.load(std::memory_order_relaxed);
   s.budget_hits = c.budget_hits.load(std::memory_order_relaxed);
-  s.helped = c.helped.load(std::memory_order_relaxed);
+  s.helped = helped;
   s.monitor_freed = c.monitor_freed.load(std::memory_order_relaxed);
   s.budget_bytes = config().max_pending_bytes;
+  s.passes = c.passes.load(std::memory_order_relaxed);
   return s;
 }
 

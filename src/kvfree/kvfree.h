@@ -57,9 +57,13 @@ static_assert(offsetof(Block, nr) == subtle::kNrOff && offsetof(Block, cap) == s
 struct alignas(kCacheLine) Krc {
   SlotLock lock;  // offset 0 (percpu.h protocol)
   std::uint32_t pad_ = 0;
-  Block* front[kChannels] = {};  // owner: rseq appends; remote: runtime thread under lock+fence
-  Block* ready = nullptr;        // owner: rseq claims/pops; remote: runtime pushes/takes
-  Block* cache = nullptr;        // empty pages; owner pops/pushes; runtime trims and refills
+  Block* front[kChannels] = {};          // owner: rseq appends; remote: runtime thread under lock+fence
+  Block* ready = nullptr;                // owner: rseq claims/pops; remote: runtime pushes/takes
+  Block* cache = nullptr;                // empty pages; owner pops/pushes; runtime trims and refills
+  std::atomic<std::uint64_t> helped{0};  // statistics: pointers freed by retiring threads here
+  // Blocks whose grace period has elapsed, pushed by the runtime thread without the slot's
+  // lock (compare-and-swap); a helper that finds `ready` empty adopts the whole list.
+  std::atomic<Block*> incoming{nullptr};
 };
 
 extern std::atomic<Krc*> g_krcs;
@@ -72,15 +76,17 @@ BULKRCU_ALWAYS_INLINE std::size_t front_off(std::size_t ch) noexcept {
 }
 
 // Slow paths (out of line).
-// kNoWait: never block (no in-place allocation, no grace-period wait); kNoSyscall: no
-// system call either (the doorbell is nudged instead of rung).
-enum : unsigned { kMayBlock = 1u, kNoWait = 2u, kNoSyscall = 4u };
+// kMayBlock: the blocking fallbacks and back-pressure are allowed. kNoWait: never block (no
+// in-place allocation, no grace-period wait). kNoSyscall: no system call either (the doorbell
+// is nudged instead of rung). kHelp: this thread may run deleters (free) over ready pointers
+// of its CPU, so it must not be a signal handler.
+enum : unsigned { kMayBlock = 1u, kNoWait = 2u, kNoSyscall = 4u, kHelp = 8u };
 BULKRCU_NOINLINE bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept;
-BULKRCU_NOINLINE void help(long nr) noexcept;
+BULKRCU_NOINLINE void help(unsigned flags) noexcept;
 
 // Every kHelpEvery-th pointer stored on a CPU makes the storing thread free up to
 // kHelpBatch ready pointers of that CPU (glibc's tcache holds 7 chunks per size class).
-inline constexpr long kHelpEvery = 8;
+inline constexpr long kHelpEvery = 7;
 
 // The retire fast path: about 16 instructions in the rseq sequence, plus this test.
 BULKRCU_ALWAYS_INLINE bool retire(Deleter fn, void* ptr, unsigned flags) noexcept {
@@ -95,7 +101,7 @@ BULKRCU_ALWAYS_INLINE bool retire(Deleter fn, void* ptr, unsigned flags) noexcep
     if (BULKRCU_LIKELY(r > 0)) {
       // Only blocking forms help: freeing is not async-signal-safe. `flags` is a constant at
       // every call site, so the test folds away.
-      if ((flags & kMayBlock) && BULKRCU_UNLIKELY(r % kHelpEvery == 0)) help(r);
+      if ((flags & kHelp) && BULKRCU_UNLIKELY(r % kHelpEvery == 0)) help(flags);
       return true;
     }
   }
@@ -122,7 +128,7 @@ struct Stats {
   std::uint64_t retired, freed, pending_objects, pending_bytes, blocks_in_use, grace_periods;
   std::uint64_t fb_head, fb_inplace, fb_reserve, fb_synchronize, nowait_refused;
   std::uint64_t cache_hits, cache_misses, lockless_pages, budget_hits, helped, monitor_freed;
-  std::uint64_t budget_bytes;
+  std::uint64_t budget_bytes, passes;
 };
 Stats stats() noexcept;
 

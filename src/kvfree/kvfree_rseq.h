@@ -77,7 +77,9 @@ BULKRCU_ALWAYS_INLINE long rseq_store_ptr(void* base, std::size_t stride, std::s
 
 // Claims up to `kmax` pointers from the ready block at the head of this CPU's ready list
 // (at `ready_off` in the slot): copies ptrs[done-k .. done-1] into out[0..k-1] and *fn_out,
-// then the commit block->done = done - k. Returns k (> 0); 0 when the ready list is empty; -2
+// then prefetches the objects of the next claim (ptrs[done-2k .. done-k-1]: their chunk
+// headers will be cold by the time they are freed), then the commit block->done = done - k.
+// Returns k (> 0); 0 when the ready list is empty; -2
 // when its head block is exhausted (done == 0: pop it and recycle it); -1 when the slot's lock
 // is held. The copies before the commit only write the caller's buffer.
 // The slot stride, the ready list's offset and the batch are immediates: with ASan's reserved
@@ -124,6 +126,22 @@ BULKRCU_ALWAYS_INLINE long rseq_claim(void* base, void** out, void** fn_out) noe
       "incq %%r11\n\t"
       "cmpq %%r8, %%r11\n\t"
       "jb 3b\n\t"
+      "movq %%rdx, %%r9\n\t"
+      "subq %%r8, %%r9\n\t"
+      "movq %%r9, %%r11\n\t"
+      "subq %%r8, %%r11\n\t"
+      "jns 6f\n\t"
+      "xorl %%r11d, %%r11d\n\t"
+      "6:\n\t"
+      "cmpq %%r9, %%r11\n\t"
+      "jae 7f\n\t"
+      "8:\n\t"
+      "movq 64(%%rcx,%%r11,8), %%r10\n\t"
+      "prefetcht0 (%%r10)\n\t"
+      "incq %%r11\n\t"
+      "cmpq %%r9, %%r11\n\t"
+      "jb 8b\n\t"
+      "7:\n\t"
       "movq 16(%%rcx), %[fn]\n\t"
       "movq %%r8, %[res]\n\t"
       "subq %%r8, %%rdx\n\t"

@@ -16,8 +16,6 @@
 namespace bulkrcu::detail::runtime {
 namespace {
 
-// started: 0 none, 1 starting, 2 running. Reset to 0 in a fork child.
-std::atomic<int> g_started{0};
 // Held by the runtime thread while it works (not while it sleeps or waits for a grace period);
 // taken by fork's prepare handler so that a child never inherits half-updated runtime state.
 pthread_mutex_t g_driver_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -138,8 +136,9 @@ __attribute__((constructor(102))) void runtime_init() {
 
 }  // namespace
 
-void ensure_started() noexcept {
-  if (BULKRCU_LIKELY(g_started.load(std::memory_order_acquire) == 2)) return;
+alignas(kCacheLine) std::atomic<int> g_started{0};
+
+void start_slow() noexcept {
   int expected = 0;
   if (g_started.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
     start_thread();
@@ -193,12 +192,12 @@ unsigned long bulkrcu_start_poll(void) {
 void bulkrcu_kvfree(void* ptr) {
   if (!ptr) return;
   runtime::ensure_started();
-  kvfree::retire(nullptr, ptr, kvfree::kMayBlock);
+  kvfree::retire(nullptr, ptr, kvfree::kMayBlock | kvfree::kHelp);
 }
 
 void bulkrcu_defer(void (*fn)(void*), void* ptr) {
   runtime::ensure_started();
-  kvfree::retire(fn, ptr, kvfree::kMayBlock);
+  kvfree::retire(fn, ptr, kvfree::kMayBlock | kvfree::kHelp);
 }
 
 bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr) {
@@ -255,6 +254,7 @@ void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   s.kv_freed_by_retirers = k.helped;
   s.kv_freed_by_runtime = k.monitor_freed;
   s.kv_budget_bytes = k.budget_bytes;
+  s.kv_monitor_passes = k.passes;
   pool::Stats p = pool::stats();
   s.pool_allocs = p.allocs;
   s.pool_frees = p.frees;

@@ -7,12 +7,23 @@
 // It starts when the library loads and, in a fork child, at the first call that needs it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+
+#include "base/base.h"
 
 namespace bulkrcu::detail::runtime {
 
-// Starts the runtime thread if this process (or this fork child) has none yet.
-void ensure_started() noexcept;
+// started: 0 none, 1 starting, 2 running. Reset to 0 in a fork child.
+extern std::atomic<int> g_started;
+void start_slow() noexcept;
+
+// Starts the runtime thread if this process (or this fork child) has none yet. One load and
+// a branch once it runs (inline: every retire calls it).
+BULKRCU_ALWAYS_INLINE void ensure_started() noexcept {
+  if (BULKRCU_LIKELY(g_started.load(std::memory_order_acquire) == 2)) return;
+  start_slow();
+}
 
 // Waits until every callback queued before the call has been invoked.
 void callback_barrier() noexcept;
