@@ -265,15 +265,15 @@ Obj* g_sig_objs[kSigObjs];
 bool g_sig_refused[kSigObjs];
 std::atomic<int> g_sig_next{0};
 std::atomic<long> g_sig_queued{0};
+void sig_free(void* p) { free(p); }
 void on_signal(int) {
   int saved = errno;
   int i = g_sig_next.fetch_add(1);
   if (i < kSigObjs) {
     Obj* o = g_sig_objs[i];
-    if (i % 2)
-      bulkrcu_kfree_head(o, &o->rh);          // async-signal-safe; falls back to the head, never fails
-    else if (!bulkrcu_defer_nowait(free, o))  // may refuse: then the caller keeps the object
-      g_sig_refused[i] = true;                // freed after the test (free is not signal-safe)
+    // The async-signal-safe form (two channels: free and a second deleter). It may refuse:
+    // then the handler keeps the object, freed after the test (free is not signal-safe).
+    if (!bulkrcu_defer_nowait(i % 2 ? free : sig_free, o)) g_sig_refused[i] = true;
     g_sig_queued.fetch_add(1);
   }
   errno = saved;

@@ -148,7 +148,10 @@ bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr);
 /* The two-argument form: head lies inside the malloc'ed object at ptr (within its first 4096
  * bytes; aborts otherwise). free(ptr) after a grace period. Uses a block like bulkrcu_kvfree;
  * when no page is available without waiting, links the object through its own head instead.
- * Blocks: no. Allocates: no (pages only from the lockless sources). Async-signal-safe: yes.
+ * Blocks: no. Allocates: no (pages only from the lockless sources).
+ * Async-signal-safe: no: like bulkrcu_kvfree it frees, on this thread and a few at a time,
+ * objects of this CPU whose grace period has elapsed (that is what keeps it close to the cost
+ * of a plain free); bulkrcu_defer_nowait is the async-signal-safe form.
  * Inside a reader: yes. NULL ptr is a no-op. */
 void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head);
 
@@ -193,6 +196,10 @@ extern unsigned long bulkrcu__gp_ctr; /* phase | 1; written by the grace-period 
 extern int bulkrcu__reader_fence;     /* 1 when membarrier(2) is unavailable */
 struct bulkrcu__reader* bulkrcu__reader_register(void);
 void bulkrcu__unlock_unbalanced(void) __attribute__((noreturn, cold));
+/* rcu_obj_base::retire's path: bulkrcu_defer that never blocks and never allocates (false:
+ * no page without waiting; the caller then uses its embedded head). It may run deleters of
+ * elapsed retires on this thread, so it is not async-signal-safe. */
+bool bulkrcu__defer_nonblocking(void (*fn)(void*), void* ptr);
 
 /* About 7 instructions on the outermost lock, 4 when nested. */
 static inline __attribute__((always_inline)) void bulkrcu__read_lock_inline(void) {

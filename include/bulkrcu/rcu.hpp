@@ -56,19 +56,26 @@ inline rcu_domain& rcu_default_domain() noexcept {
 // Inside a reader: forbidden (aborts with a message).
 inline void rcu_synchronize(rcu_domain& = rcu_default_domain()) noexcept { bulkrcu_synchronize(); }
 
-// Waits until every deleter scheduled before the call (retire, rcu_retire, bulkrcu_call) has
-// run. Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts).
-inline void rcu_barrier(rcu_domain& = rcu_default_domain()) noexcept { bulkrcu_barrier(); }
+// Waits until every deleter scheduled before the call (retire, rcu_retire, bulkrcu_call and
+// the bulkrcu_kvfree family) has run. Blocks: yes. Allocates: no. Async-signal-safe: no.
+// Inside a reader: forbidden (aborts).
+inline void rcu_barrier(rcu_domain& = rcu_default_domain()) noexcept { bulkrcu_kvfree_barrier(); }
 
-// Base of a class T whose objects are retired through RCU. Holds a callback head and the
-// deleter inside the object, so retire() never allocates.
+// Base of a class T whose objects are retired through RCU. retire() stores the pointer in a
+// per-CPU block of the deleter's channel (one channel per T and D), like bulkrcu_defer; the
+// deleter object lives inside the object until it runs. When no block page is available
+// without waiting, the object is linked through the callback head it carries instead. So
+// retire() never allocates and never blocks.
 template <class T, class D = std::default_delete<T>>
 class rcu_obj_base {
  public:
   // Schedules d(static_cast<T*>(this)) after a grace period. Blocks: no. Allocates: no.
-  // Async-signal-safe: yes if D's move constructor is. Inside a reader: yes.
+  // Async-signal-safe: no (it may run, on this thread, deleters of objects whose grace
+  // period has elapsed; use bulkrcu_defer_nowait in signal handlers). Inside a reader: yes.
   void retire(D d = D(), rcu_domain& = rcu_default_domain()) noexcept {
     deleter_ = std::move(d);
+    T* self = static_cast<T*>(this);
+    if (bulkrcu__defer_nonblocking(&rcu_obj_base::run_deleter, self)) return;
     node_.owner = this;
     bulkrcu_call(&node_.head, &rcu_obj_base::invoke);
   }
@@ -86,34 +93,50 @@ class rcu_obj_base {
     bulkrcu_head head;  // first member: the callback gets &head and recovers the Node
     rcu_obj_base* owner;
   };
-  static void invoke(bulkrcu_head* h) {
-    rcu_obj_base* self = reinterpret_cast<Node*>(h)->owner;
-    D d = std::move(self->deleter_);
-    d(static_cast<T*>(self));
+  static void destroy(rcu_obj_base* base) {
+    D d = std::move(base->deleter_);
+    d(static_cast<T*>(base));
   }
+  static void run_deleter(void* p) { destroy(static_cast<rcu_obj_base*>(static_cast<T*>(p))); }
+  static void invoke(bulkrcu_head* h) { destroy(reinterpret_cast<Node*>(h)->owner); }
   Node node_{};
   [[no_unique_address]] D deleter_{};
 };
 
+namespace detail {
+template <class T, class D>
+void run_stateless_deleter(void* p) {
+  D{}(static_cast<T*>(p));
+}
+template <class T, class D>
+struct RetireNode {
+  T* ptr;
+  [[no_unique_address]] D deleter;
+  static void run(void* p) {
+    RetireNode* n = static_cast<RetireNode*>(p);
+    D del = std::move(n->deleter);
+    T* obj = n->ptr;
+    delete n;
+    del(obj);
+  }
+};
+}  // namespace detail
+
 // Schedules d(p) after a grace period, for a T that does not derive from rcu_obj_base.
-// Blocks: no. Allocates: one small node per call (operator new; throws std::bad_alloc).
-// Async-signal-safe: no. Inside a reader: yes.
+// A stateless deleter (an empty, default-constructible D, such as std::default_delete) costs
+// nothing beyond the pointer: p goes into a per-CPU block of the (T, D) channel. A stateful
+// deleter is moved into a small node allocated with operator new (throws std::bad_alloc).
+// Blocks: only as bulkrcu_defer does (memory exhausted, or above the memory budget).
+// Allocates: block pages (as bulkrcu_defer); the node for a stateful D. Async-signal-safe: no.
+// Inside a reader: yes.
 template <class T, class D = std::default_delete<T>>
 void rcu_retire(T* p, D d = D(), rcu_domain& = rcu_default_domain()) {
-  struct Node {
-    bulkrcu_head head;
-    T* ptr;
-    [[no_unique_address]] D deleter;
-    static void invoke(bulkrcu_head* h) {
-      Node* n = reinterpret_cast<Node*>(h);
-      D del = std::move(n->deleter);
-      T* obj = n->ptr;
-      delete n;
-      del(obj);
-    }
-  };
-  Node* n = new Node{bulkrcu_head{}, p, std::move(d)};
-  bulkrcu_call(&n->head, &Node::invoke);
+  if constexpr (std::is_empty_v<D> && std::is_default_constructible_v<D>) {
+    bulkrcu_defer(&detail::run_stateless_deleter<T, D>, p);
+  } else {
+    auto* n = new detail::RetireNode<T, D>{p, std::move(d)};
+    bulkrcu_defer(&detail::RetireNode<T, D>::run, n);
+  }
 }
 
 }  // namespace bulkrcu

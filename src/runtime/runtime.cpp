@@ -206,7 +206,15 @@ bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr) {
   return kvfree::retire(fn, ptr, kvfree::kNoWait | kvfree::kNoSyscall);
 }
 
-void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head) { kvfree::kfree_head(ptr, head); }
+bool bulkrcu__defer_nonblocking(void (*fn)(void*), void* ptr) {
+  runtime::ensure_started();
+  return kvfree::retire(fn, ptr, kvfree::kNoWait | kvfree::kHelp);
+}
+
+void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head) {
+  runtime::ensure_started();
+  kvfree::kfree_head(ptr, head);
+}
 
 void bulkrcu_kvfree_barrier(void) {
   gp::assert_not_in_reader("bulkrcu_kvfree_barrier()");
