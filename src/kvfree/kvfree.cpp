@@ -499,12 +499,9 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept {
   }
 }
 
-void help(unsigned flags) noexcept {
-  if (t_in_help) return;
-  Krc* base = g_krcs.load(std::memory_order_relaxed);
-  if (!base) return;
-  t_in_help = true;
-  bulkrcu__read_lock_inline();  // a kvfree barrier waits for this claim with one grace period
+namespace {
+// One claim of up to kHelpBatch ready pointers of this CPU, freed here. Returns how many.
+long help_step(Krc* base, unsigned flags) noexcept {
   void* buf[kHelpBatch];
   const long kmax = kHelpBatch;
   Deleter fn = nullptr;
@@ -562,13 +559,30 @@ void help(unsigned flags) noexcept {
     reclaim_ptrs(fn, buf, static_cast<std::size_t>(k));
     count_helped(static_cast<std::uint64_t>(k));
   }
-  bulkrcu__read_unlock_inline();
   if (exhausted) {
     if (flags & kMayBlock)
       recycle_page(exhausted);
     else
       recycle_page_nowait(exhausted);
   }
+  return k;
+}
+
+}  // namespace
+
+void help(unsigned flags) noexcept {
+  if (t_in_help) return;
+  Krc* base = g_krcs.load(std::memory_order_relaxed);
+  if (!base) return;
+  t_in_help = true;
+  bulkrcu__read_lock_inline();  // a kvfree barrier waits for these claims with one grace period
+  // A second claim while more elapsed blocks wait in `incoming`: two frees per retire drain a
+  // backlog (the extra frees spill past glibc's tcache into its fastbins, a small cost paid
+  // only while the backlog lasts).
+  if (help_step(base, flags) == kHelpBatch &&
+      base[current_cpu()].incoming.load(std::memory_order_relaxed) != nullptr)
+    help_step(base, flags);
+  bulkrcu__read_unlock_inline();
   t_in_help = false;
 }
 
