@@ -225,9 +225,12 @@ bool any_active() {
   return found;
 }
 
-// W1 / W2. Spins briefly (readers usually leave within microseconds), then sleeps with an
-// exponential backoff capped at 1 ms, or yields when expedited.
-void wait_for_readers(bool expedited, std::uint64_t gp_start_ns) {
+// W1 / W2. Spins briefly (readers usually leave within microseconds), yields a few times
+// (on an oversubscribed machine the reader may be waiting for this CPU), then sleeps with an
+// exponential backoff capped at 1 ms, or keeps yielding when expedited. The clock is read only
+// once the spinning is over (*start_ns == 0 until then): a grace period that finds its readers
+// gone at once never pays for it.
+void wait_for_readers(bool expedited, std::uint64_t* start_ns) {
   const unsigned long gpc = __atomic_load_n(&bulkrcu__gp_ctr, __ATOMIC_RELAXED);
   std::uint64_t backoff = 2000;
   for (unsigned iter = 0;; ++iter) {
@@ -237,9 +240,11 @@ void wait_for_readers(bool expedited, std::uint64_t gp_start_ns) {
       for (int i = 0; i < 32; ++i) cpu_relax();
       continue;
     }
-    std::uint64_t waited = now_ns() - gp_start_ns;
+    const std::uint64_t now = now_ns();
+    if (*start_ns == 0) *start_ns = now;
+    std::uint64_t waited = now - *start_ns;
     if (waited >= stall_timeout_ns()) report_stalls(gpc, g.seq.load(std::memory_order_relaxed), waited);
-    if (fast) {
+    if (fast || iter < 64 + 16) {
       sched_yield();
     } else {
       sleep_ns(backoff);
@@ -249,17 +254,17 @@ void wait_for_readers(bool expedited, std::uint64_t gp_start_ns) {
 }
 
 void run_grace_period(bool expedited) {
-  const std::uint64_t start = now_ns();
+  std::uint64_t start = 0;  // set by wait_for_readers once it stops spinning
   unsigned long s = g.seq.load(std::memory_order_relaxed);
   g.seq.store(s + 1, std::memory_order_relaxed);  // odd: in progress (no one acts on odd)
   master_fence();                                 // M1
   if (any_active()) {
-    wait_for_readers(expedited, start);                   // W1
+    wait_for_readers(expedited, &start);                  // W1
     std::atomic_thread_fence(std::memory_order_seq_cst);  // F1
     __atomic_store_n(&bulkrcu__gp_ctr, __atomic_load_n(&bulkrcu__gp_ctr, __ATOMIC_RELAXED) ^ kPhase,
                      __ATOMIC_RELAXED);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // F2
-    wait_for_readers(expedited, start);                   // W2
+    wait_for_readers(expedited, &start);                  // W2
   }
   master_fence();                                 // M2
   g.seq.store(s + 2, std::memory_order_release);  // pairs with poll_state's acquire
