@@ -328,7 +328,10 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
   charge(nb, (flags & kNoWait) ? nullptr : ptr);
   auto undo = [&] {
     nb->nr = 0;
-    recycle_page(nb);
+    if (flags & kNoWait)
+      recycle_page_nowait(nb);  // never the pool's zone lock on a non-blocking path
+    else
+      recycle_page(nb);
     return Step::kRetry;
   };
   const auto u = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
