@@ -124,8 +124,8 @@ bool g_has_membarrier = false;  // set once, by the load-time constructor below
 std::atomic<std::uint32_t> g_doorbell{0};
 std::atomic<std::uint32_t> g_polling{0};
 
-// Priority 100: before any other bulkrcu constructor.
-__attribute__((constructor(100))) void base_init() {
+// Priority 101 (0-100 belong to the implementation): before any other bulkrcu constructor.
+__attribute__((constructor(101))) void base_init() {
   if (config().no_membarrier) return;
   long mask = subtle::membarrier(MEMBARRIER_CMD_QUERY, 0, 0);
   if (mask < 0 || !(mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED)) return;

@@ -170,7 +170,7 @@ void fork_prepare() { before_fork(); }
 void fork_parent() { after_fork_parent(); }
 void fork_child() { after_fork_child(); }
 
-__attribute__((constructor(101))) void gp_init() {
+__attribute__((constructor(102))) void gp_init() {
   ensure_key();
   pthread_atfork(fork_prepare, fork_parent, fork_child);
 }

@@ -104,7 +104,7 @@ void init_sizes() noexcept {
   g_page = page;
 }
 
-__attribute__((constructor(103))) void kvfree_init() {
+__attribute__((constructor(104))) void kvfree_init() {
   init_sizes();
   (void)krcs();
 }

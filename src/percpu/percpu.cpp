@@ -38,7 +38,7 @@ PercpuMode init_mode() noexcept {
 }
 // Decide the mode at load time, while the process has one thread: first calls racing from
 // several threads would write subtle::g_rseq_offset concurrently (a data race TSan reports).
-__attribute__((constructor(101))) void init_mode_at_load() { (void)init_mode(); }
+__attribute__((constructor(102))) void init_mode_at_load() { (void)init_mode(); }
 }  // namespace percpu_internal
 
 namespace subtle {

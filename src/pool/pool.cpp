@@ -422,7 +422,7 @@ void fork_child() {
     for (int i = 0; i < nr_slots(); ++i) base[i].lock.word.store(0, std::memory_order_relaxed);
 }
 
-__attribute__((constructor(101))) void pool_init() {
+__attribute__((constructor(102))) void pool_init() {
   (void)page_size();
   (void)flags();
   (void)slots();

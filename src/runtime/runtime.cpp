@@ -129,7 +129,7 @@ void child_fork() {
   kvfree::after_fork_child();
 }
 
-__attribute__((constructor(102))) void runtime_init() {
+__attribute__((constructor(103))) void runtime_init() {
   pthread_atfork(prepare_fork, parent_fork, child_fork);
   ensure_started();
 }
