@@ -39,9 +39,10 @@ void* bulkrcu_alloc_page(void);
  * enters malloc. Returns NULL when the list is empty (or, in the fallback without rseq, when
  * the list's try-lock is busy, e.g. in a signal handler that interrupted a pool call).
  * On a miss, or when the list falls below its low mark, it asks the runtime thread to refill
- * the list: an atomic flag and, only if that thread sleeps, one FUTEX_WAKE system call (which
- * never blocks); at most one such request per CPU is outstanding, and none while refills are
- * backed off under memory pressure. Apart from that wake it makes no system call.
+ * the list with atomic flags only; it makes no system call, so a sleeping runtime thread sees
+ * the request when it next polls (within 1 s, then every 100 ms; callers that may make a
+ * system call, such as kvfree's blocking paths, ring it at once). At most one request per CPU
+ * is outstanding, and none while refills are backed off under memory pressure.
  * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
 void* bulkrcu_alloc_page_lockless(void);
 

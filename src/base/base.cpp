@@ -152,7 +152,7 @@ void doorbell_nudge() noexcept {
 }
 
 std::uint64_t doorbell_poll_ns() noexcept {
-  return g_polling.load(std::memory_order_relaxed) ? kNudgePollNs : 0;
+  return g_polling.load(std::memory_order_relaxed) ? kNudgePollNs : kIdlePollNs;
 }
 
 void doorbell_ring() noexcept {

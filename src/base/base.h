@@ -105,13 +105,13 @@ BULKRCU_ALWAYS_INLINE void doorbell_ring_if_idle() noexcept {
 }
 
 // Producers that promise no system call (bulkrcu_alloc_page_lockless, bulkrcu_defer_nowait)
-// cannot wake a sleeping runtime thread. They nudge instead: two relaxed stores. The first
-// nudge in a process makes the runtime thread poll while idle, every kNudgePollNs, so a nudge
-// is seen within that time; processes that never nudge keep a runtime thread that sleeps
-// until rung.
+// cannot wake a sleeping runtime thread. They nudge instead: a relaxed store. An idle runtime
+// thread never sleeps longer than kIdlePollNs, so the first nudge is seen within a second;
+// from then on it polls every kNudgePollNs.
+inline constexpr std::uint64_t kIdlePollNs = 1000000000;  // 1 s
 inline constexpr std::uint64_t kNudgePollNs = 100000000;  // 100 ms
 void doorbell_nudge() noexcept;
-// Idle sleep bound for the runtime thread: 0 (none) until the first nudge.
+// Idle sleep bound for the runtime thread.
 std::uint64_t doorbell_poll_ns() noexcept;
 
 namespace subtle {
