@@ -13,6 +13,12 @@
 
 using namespace bulkrcu_test;
 
+#if BULKRCU_TSAN
+// The children of these tests start threads (the runtime thread, readers); TSan refuses that
+// after a multi-threaded fork unless told otherwise.
+extern "C" const char* __tsan_default_options() { return "die_after_fork=0"; }
+#endif
+
 namespace {
 
 std::atomic<int> g_child_cb_runs{0};
@@ -72,6 +78,11 @@ TEST(Fork, ChildCanReadSynchronizeCallAndBarrier) {
 }
 
 TEST(Fork, ChildWhileAnotherParentThreadIsInsideReader) {
+#if BULKRCU_TSAN
+  // TSan cannot follow threads started in a child forked from a process with several threads
+  // ("dup thread with used id" when a new thread reuses a vanished parent thread's id).
+  GTEST_SKIP() << "ThreadSanitizer limitation: threads started after a multi-threaded fork";
+#endif
   std::atomic<bool> in{false}, release{false};
   std::thread reader([&] {
     bulkrcu_read_lock();
@@ -91,6 +102,11 @@ TEST(Fork, ChildWhileAnotherParentThreadIsInsideReader) {
 }
 
 TEST(Fork, ChildWithCallbacksPendingInParent) {
+#if BULKRCU_TSAN
+  // TSan cannot follow threads started in a child forked from a process with several threads
+  // ("dup thread with used id" when a new thread reuses a vanished parent thread's id).
+  GTEST_SKIP() << "ThreadSanitizer limitation: threads started after a multi-threaded fork";
+#endif
   // A reader holds the parent's callbacks back at fork time: both processes must run them.
   std::atomic<bool> in{false}, release{false};
   std::thread reader([&] {
@@ -126,6 +142,11 @@ TEST(Fork, ChildWithCallbacksPendingInParent) {
 // must not wait for that grace period (the reader leaves only after the fork returns), and the
 // child, where both threads are gone, abandons it and runs its own.
 TEST(Fork, ChildWhileSynchronizeWaitsForReader) {
+#if BULKRCU_TSAN
+  // TSan cannot follow threads started in a child forked from a process with several threads
+  // ("dup thread with used id" when a new thread reuses a vanished parent thread's id).
+  GTEST_SKIP() << "ThreadSanitizer limitation: threads started after a multi-threaded fork";
+#endif
   std::atomic<bool> in{false}, release{false}, sync_done{false};
   std::thread reader([&] {
     bulkrcu_read_lock();
@@ -151,6 +172,11 @@ TEST(Fork, ChildWhileSynchronizeWaitsForReader) {
 
 // Fork while other threads keep running grace periods and callbacks.
 TEST(Fork, RepeatedForksUnderLoad) {
+#if BULKRCU_TSAN
+  // TSan cannot follow threads started in a child forked from a process with several threads
+  // ("dup thread with used id" when a new thread reuses a vanished parent thread's id).
+  GTEST_SKIP() << "ThreadSanitizer limitation: threads started after a multi-threaded fork";
+#endif
   std::atomic<bool> stop{false};
   std::thread syncer([&] {
     while (!stop.load()) bulkrcu_synchronize();

@@ -22,6 +22,12 @@
 
 using namespace bulkrcu_test;
 
+#if BULKRCU_TSAN
+// The children of these tests start threads (the runtime thread, readers); TSan refuses that
+// after a multi-threaded fork unless told otherwise.
+extern "C" const char* __tsan_default_options() { return "die_after_fork=0"; }
+#endif
+
 namespace {
 
 // A reader thread that enters a section (nested twice, the inner one already left) and holds

@@ -66,4 +66,14 @@ inline void install_handler(int sig, void (*handler)(int)) {
   sigaction(sig, &sa, nullptr);
 }
 
+// Sends `sig` to `t` until pred() holds. One pthread_kill would do, but ThreadSanitizer defers
+// and occasionally drops a signal aimed at a thread that is sleeping in an intercepted call.
+template <class Pred>
+void signal_until(pthread_t t, int sig, Pred pred) {
+  while (!pred()) {
+    pthread_kill(t, sig);
+    for (int i = 0; i < 20 && !pred(); ++i) nap_us(50);
+  }
+}
+
 }  // namespace bulkrcu_test
