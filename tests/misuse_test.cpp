@@ -86,9 +86,9 @@ TEST_F(Misuse, CxxSynchronizeAndBarrierInsideScopedLock) {
   EXPECT_DEATH(
       {
         std::scoped_lock lock(bulkrcu::rcu_default_domain());
-        bulkrcu::rcu_barrier();
+        bulkrcu::rcu_barrier();  // waits for kvfree and callbacks: bulkrcu_kvfree_barrier
       },
-      "bulkrcu_barrier\\(\\) called inside a read-side critical section");
+      "bulkrcu_kvfree_barrier\\(\\) called inside a read-side critical section");
 }
 
 void barrier_cb(bulkrcu_head*) { bulkrcu_barrier(); }

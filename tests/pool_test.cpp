@@ -527,6 +527,10 @@ TEST(PoolMigrate, ManyThreadsMigratingWhileTheWorkerRefillsAndDrains) {
   std::atomic<std::uint64_t> bad{0};
   std::atomic<int> running{nthreads};
   std::vector<std::thread> threads;
+  // The lockless path only nudges the worker (no system call), so it acts within its poll
+  // interval: keep going until it has refilled while the threads run (iteration-bounded).
+  const std::uint64_t worker_refills0 = stats().pool_worker_refills;
+  auto worker_seen = [&] { return stats().pool_worker_refills > worker_refills0; };
   for (int t = 0; t < nthreads; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937 rng(100 + t);
@@ -536,7 +540,7 @@ TEST(PoolMigrate, ManyThreadsMigratingWhileTheWorkerRefillsAndDrains) {
       };
       std::vector<Held> held;
       std::uint64_t seq = 0;
-      for (int i = 0; i < 40000; ++i) {
+      for (int i = 0; i < 40000 || (!worker_seen() && i < 40000000); ++i) {
         if (i % 256 == 0) {
           cpu_set_t set;
           CPU_ZERO(&set);
