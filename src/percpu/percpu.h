@@ -134,6 +134,36 @@ void fence_remote_all() noexcept;
 #if defined(__x86_64__)
 #define BULKRCU_HAVE_RSEQ_ASM 1
 
+// What every bulkrcu restartable sequence shares (x86-64). BULKRCU_RSEQ_BEGIN emits the
+// descriptor (start 1, post-commit 2, abort 4) in __rseq_cs, arms rseq_cs (label 0, where the
+// abort handler restarts: the kernel clears rseq_cs on abort) and leaves this CPU's slot in
+// %rax, computed from the operands [off] (__rseq_offset), [stride] and [base]; the CPU number
+// is read inside the sequence. The body follows and ends with its one commit store, then
+// BULKRCU_RSEQ_END: label 2 and the abort handler, preceded by the signature (RSEQ_SIG,
+// encoded as the operand of a ud1 so that a disassembler shows an instruction).
+#define BULKRCU_RSEQ_BEGIN             \
+  ".pushsection __rseq_cs, \"aw\"\n\t" \
+  ".balign 32\n\t"                     \
+  "333:\n\t"                           \
+  ".long 0x0, 0x0\n\t"                 \
+  ".quad 1f, (2f - 1f), 4f\n\t"        \
+  ".popsection\n\t"                    \
+  "0:\n\t"                             \
+  "leaq 333b(%%rip), %%rax\n\t"        \
+  "movq %%rax, %%fs:8(%[off])\n\t"     \
+  "1:\n\t"                             \
+  "movl %%fs:4(%[off]), %%eax\n\t"     \
+  "imulq %[stride], %%rax\n\t"         \
+  "addq %[base], %%rax\n\t"
+#define BULKRCU_RSEQ_END                    \
+  "2:\n\t"                                  \
+  ".pushsection __rseq_failure, \"ax\"\n\t" \
+  ".byte 0x0f, 0xb9, 0x3d\n\t"              \
+  ".long 0x53053053\n\t"                    \
+  "4:\n\t"                                  \
+  "jmp 0b\n\t"                              \
+  ".popsection\n\t"
+
 // Pushes `node` onto the singly linked list whose head pointer is at `head_off` in this CPU's
 // slot; `next_off` is the offset of the link inside the node. Returns false (nothing done) when
 // the slot's lock is held. About 9 instructions; the commit is the store of the head.
@@ -143,37 +173,17 @@ BULKRCU_ALWAYS_INLINE bool rseq_push(void* base, std::size_t stride, void* node)
 #if BULKRCU_TSAN
   __tsan_release(node);
 #endif
-  asm goto(
-      ".pushsection __rseq_cs, \"aw\"\n\t"
-      ".balign 32\n\t"
-      "333:\n\t"
-      ".long 0x0, 0x0\n\t"
-      ".quad 1f, (2f - 1f), 4f\n\t"
-      ".popsection\n\t"
-      "0:\n\t"
-      "leaq 333b(%%rip), %%rax\n\t"
-      "movq %%rax, %%fs:8(%[off])\n\t"
-      "1:\n\t"
-      "movl %%fs:4(%[off]), %%eax\n\t"
-      "imulq %[stride], %%rax\n\t"
-      "addq %[base], %%rax\n\t"
-      "cmpl $0, (%%rax)\n\t"
-      "jnz %l[locked]\n\t"
-      "movq %c[headoff](%%rax), %%rcx\n\t"
-      "movq %%rcx, %c[nextoff](%[node])\n\t"
-      "movq %[node], %c[headoff](%%rax)\n\t"
-      "2:\n\t"
-      ".pushsection __rseq_failure, \"ax\"\n\t"
-      ".byte 0x0f, 0xb9, 0x3d\n\t"
-      ".long 0x53053053\n\t"
-      "4:\n\t"
-      "jmp 0b\n\t"
-      ".popsection\n\t"
-      :
-      : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [node] "r"(node),
-        [headoff] "i"(kHeadOff), [nextoff] "i"(kNextOff)
-      : "rax", "rcx", "memory", "cc"
-      : locked);
+  asm goto(BULKRCU_RSEQ_BEGIN
+           "cmpl $0, (%%rax)\n\t"
+           "jnz %l[locked]\n\t"
+           "movq %c[headoff](%%rax), %%rcx\n\t"
+           "movq %%rcx, %c[nextoff](%[node])\n\t"
+           "movq %[node], %c[headoff](%%rax)\n\t" BULKRCU_RSEQ_END
+           :
+           : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [node] "r"(node),
+             [headoff] "i"(kHeadOff), [nextoff] "i"(kNextOff)
+           : "rax", "rcx", "memory", "cc"
+           : locked);
   return true;
 locked:
   return false;
@@ -185,48 +195,26 @@ locked:
 inline void* const kSlotLocked = reinterpret_cast<void*>(~std::uintptr_t{0});
 template <std::size_t kHeadOff, std::size_t kNextOff>
 BULKRCU_ALWAYS_INLINE void* rseq_pop(void* base, std::size_t stride) noexcept {
+  // A plain asm with the result in a register on every path (no asm goto with outputs: GCC 12
+  // was seen returning a stale output register on a goto path, see src/pool/pool_rseq.h).
   void* node;
-  asm goto(
-      ".pushsection __rseq_cs, \"aw\"\n\t"
-      ".balign 32\n\t"
-      "333:\n\t"
-      ".long 0x0, 0x0\n\t"
-      ".quad 1f, (2f - 1f), 4f\n\t"
-      ".popsection\n\t"
-      "0:\n\t"
-      "leaq 333b(%%rip), %%rax\n\t"
-      "movq %%rax, %%fs:8(%[off])\n\t"
-      "1:\n\t"
-      "movl %%fs:4(%[off]), %%eax\n\t"
-      "imulq %[stride], %%rax\n\t"
-      "addq %[base], %%rax\n\t"
-      "cmpl $0, (%%rax)\n\t"
-      "jnz %l[locked]\n\t"
-      "movq %c[headoff](%%rax), %[node]\n\t"
-      "testq %[node], %[node]\n\t"
-      "jz %l[empty]\n\t"
-      "movq %c[nextoff](%[node]), %%rdx\n\t"
-      "movq %%rdx, %c[headoff](%%rax)\n\t"
-      "2:\n\t"
-      ".pushsection __rseq_failure, \"ax\"\n\t"
-      ".byte 0x0f, 0xb9, 0x3d\n\t"
-      ".long 0x53053053\n\t"
-      "4:\n\t"
-      "jmp 0b\n\t"
-      ".popsection\n\t"
-      : [node] "=&r"(node)
-      : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [headoff] "i"(kHeadOff),
-        [nextoff] "i"(kNextOff)
-      : "rax", "rdx", "memory", "cc"
-      : locked, empty);
+  asm volatile(BULKRCU_RSEQ_BEGIN
+               "movq $-1, %[node]\n\t"
+               "cmpl $0, (%%rax)\n\t"
+               "jnz 5f\n\t"
+               "movq %c[headoff](%%rax), %[node]\n\t"
+               "testq %[node], %[node]\n\t"
+               "jz 5f\n\t"
+               "movq %c[nextoff](%[node]), %%rdx\n\t"
+               "movq %%rdx, %c[headoff](%%rax)\n\t" BULKRCU_RSEQ_END "5:\n\t"
+               : [node] "=&r"(node)
+               : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [headoff] "i"(kHeadOff),
+                 [nextoff] "i"(kNextOff)
+               : "rax", "rdx", "memory", "cc");
 #if BULKRCU_TSAN
-  __tsan_acquire(node);
+  if (node != nullptr && node != kSlotLocked) __tsan_acquire(node);
 #endif
-  return node;
-locked:
-  return kSlotLocked;
-empty:
-  return nullptr;
+  return node;  // kSlotLocked, nullptr (empty) or the popped node
 }
 // If the pointer-sized field at `check_off` in this CPU's slot equals `expected`, stores
 // `value` into *target (the commit) and returns 1; returns 0 when it differs and -1 when the
@@ -236,40 +224,19 @@ BULKRCU_ALWAYS_INLINE int rseq_if_eq_store(void* base, std::size_t stride, std::
                                            std::uintptr_t expected, std::uintptr_t* target,
                                            std::uintptr_t value) noexcept {
   int rc;
-  asm volatile(
-      ".pushsection __rseq_cs, \"aw\"\n\t"
-      ".balign 32\n\t"
-      "333:\n\t"
-      ".long 0x0, 0x0\n\t"
-      ".quad 1f, (2f - 1f), 4f\n\t"
-      ".popsection\n\t"
-      "0:\n\t"
-      "leaq 333b(%%rip), %%rax\n\t"
-      "movq %%rax, %%fs:8(%[off])\n\t"
-      "1:\n\t"
-      "movl %%fs:4(%[off]), %%eax\n\t"
-      "imulq %[stride], %%rax\n\t"
-      "addq %[base], %%rax\n\t"
-      "movl $-1, %[rc]\n\t"
-      "cmpl $0, (%%rax)\n\t"
-      "jnz 5f\n\t"
-      "movl $0, %[rc]\n\t"
-      "cmpq %[expected], (%%rax,%[check])\n\t"
-      "jne 5f\n\t"
-      "movl $1, %[rc]\n\t"
-      "movq %[value], (%[target])\n\t"
-      "2:\n\t"
-      ".pushsection __rseq_failure, \"ax\"\n\t"
-      ".byte 0x0f, 0xb9, 0x3d\n\t"
-      ".long 0x53053053\n\t"
-      "4:\n\t"
-      "jmp 0b\n\t"
-      ".popsection\n\t"
-      "5:\n\t"
-      : [rc] "=&r"(rc)
-      : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [check] "r"(check_off),
-        [expected] "r"(expected), [target] "r"(target), [value] "r"(value)
-      : "rax", "memory", "cc");
+  asm volatile(BULKRCU_RSEQ_BEGIN
+               "movl $-1, %[rc]\n\t"
+               "cmpl $0, (%%rax)\n\t"
+               "jnz 5f\n\t"
+               "movl $0, %[rc]\n\t"
+               "cmpq %[expected], (%%rax,%[check])\n\t"
+               "jne 5f\n\t"
+               "movl $1, %[rc]\n\t"
+               "movq %[value], (%[target])\n\t" BULKRCU_RSEQ_END "5:\n\t"
+               : [rc] "=&r"(rc)
+               : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [check] "r"(check_off),
+                 [expected] "r"(expected), [target] "r"(target), [value] "r"(value)
+               : "rax", "memory", "cc");
   return rc;
 }
 // If the pointer-sized field at `off` in this CPU's slot equals `expected`, replaces it with
@@ -278,40 +245,19 @@ BULKRCU_ALWAYS_INLINE int rseq_if_eq_store(void* base, std::size_t stride, std::
 BULKRCU_ALWAYS_INLINE int rseq_cmpxchg_slot(void* base, std::size_t stride, std::size_t off,
                                             std::uintptr_t expected, std::uintptr_t desired) noexcept {
   int rc;
-  asm volatile(
-      ".pushsection __rseq_cs, \"aw\"\n\t"
-      ".balign 32\n\t"
-      "333:\n\t"
-      ".long 0x0, 0x0\n\t"
-      ".quad 1f, (2f - 1f), 4f\n\t"
-      ".popsection\n\t"
-      "0:\n\t"
-      "leaq 333b(%%rip), %%rax\n\t"
-      "movq %%rax, %%fs:8(%[off])\n\t"
-      "1:\n\t"
-      "movl %%fs:4(%[off]), %%eax\n\t"
-      "imulq %[stride], %%rax\n\t"
-      "addq %[base], %%rax\n\t"
-      "movl $-1, %[rc]\n\t"
-      "cmpl $0, (%%rax)\n\t"
-      "jnz 5f\n\t"
-      "movl $0, %[rc]\n\t"
-      "cmpq %[expected], (%%rax,%[field])\n\t"
-      "jne 5f\n\t"
-      "movl $1, %[rc]\n\t"
-      "movq %[desired], (%%rax,%[field])\n\t"
-      "2:\n\t"
-      ".pushsection __rseq_failure, \"ax\"\n\t"
-      ".byte 0x0f, 0xb9, 0x3d\n\t"
-      ".long 0x53053053\n\t"
-      "4:\n\t"
-      "jmp 0b\n\t"
-      ".popsection\n\t"
-      "5:\n\t"
-      : [rc] "=&r"(rc)
-      : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [field] "r"(off),
-        [expected] "r"(expected), [desired] "r"(desired)
-      : "rax", "memory", "cc");
+  asm volatile(BULKRCU_RSEQ_BEGIN
+               "movl $-1, %[rc]\n\t"
+               "cmpl $0, (%%rax)\n\t"
+               "jnz 5f\n\t"
+               "movl $0, %[rc]\n\t"
+               "cmpq %[expected], (%%rax,%[field])\n\t"
+               "jne 5f\n\t"
+               "movl $1, %[rc]\n\t"
+               "movq %[desired], (%%rax,%[field])\n\t" BULKRCU_RSEQ_END "5:\n\t"
+               : [rc] "=&r"(rc)
+               : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [field] "r"(off),
+                 [expected] "r"(expected), [desired] "r"(desired)
+               : "rax", "memory", "cc");
   return rc;
 }
 #else

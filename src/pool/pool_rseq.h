@@ -35,45 +35,25 @@ BULKRCU_ALWAYS_INLINE std::uintptr_t rseq_push_counted(void* base, std::size_t s
   // local through memory, written before the commit (rewritten if the sequence restarts); not
   // read back from the node, which another thread on this CPU may pop right after the commit.
   std::uintptr_t count = 0;
-  asm goto(
-      ".pushsection __rseq_cs, \"aw\"\n\t"
-      ".balign 32\n\t"
-      "333:\n\t"
-      ".long 0x0, 0x0\n\t"
-      ".quad 1f, (2f - 1f), 4f\n\t"
-      ".popsection\n\t"
-      "0:\n\t"
-      "leaq 333b(%%rip), %%rax\n\t"
-      "movq %%rax, %%fs:8(%[off])\n\t"
-      "1:\n\t"
-      "movl %%fs:4(%[off]), %%eax\n\t"
-      "imulq %[stride], %%rax\n\t"
-      "addq %[base], %%rax\n\t"
-      "cmpl $0, (%%rax)\n\t"
-      "jnz %l[locked]\n\t"
-      "movq %c[headoff](%%rax), %%rcx\n\t"
-      "movq %%rcx, %c[nextoff](%[node])\n\t"
-      "movl $1, %%edx\n\t"
-      "testq %%rcx, %%rcx\n\t"
-      "jz 3f\n\t"
-      "movq %c[depthoff](%%rcx), %%rdx\n\t"
-      "incq %%rdx\n\t"
-      "3:\n\t"
-      "movq %%rdx, %c[depthoff](%[node])\n\t"
-      "movq %%rdx, (%[count])\n\t"
-      "movq %[node], %c[headoff](%%rax)\n\t"
-      "2:\n\t"
-      ".pushsection __rseq_failure, \"ax\"\n\t"
-      ".byte 0x0f, 0xb9, 0x3d\n\t"
-      ".long 0x53053053\n\t"
-      "4:\n\t"
-      "jmp 0b\n\t"
-      ".popsection\n\t"
-      :
-      : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [node] "r"(node),
-        [count] "r"(&count), [headoff] "i"(kHeadOff), [nextoff] "i"(kNextOff), [depthoff] "i"(kDepthOff)
-      : "rax", "rcx", "rdx", "memory", "cc"
-      : locked);
+  asm goto(BULKRCU_RSEQ_BEGIN
+           "cmpl $0, (%%rax)\n\t"
+           "jnz %l[locked]\n\t"
+           "movq %c[headoff](%%rax), %%rcx\n\t"
+           "movq %%rcx, %c[nextoff](%[node])\n\t"
+           "movl $1, %%edx\n\t"
+           "testq %%rcx, %%rcx\n\t"
+           "jz 3f\n\t"
+           "movq %c[depthoff](%%rcx), %%rdx\n\t"
+           "incq %%rdx\n\t"
+           "3:\n\t"
+           "movq %%rdx, %c[depthoff](%[node])\n\t"
+           "movq %%rdx, (%[count])\n\t"
+           "movq %[node], %c[headoff](%%rax)\n\t" BULKRCU_RSEQ_END
+           :
+           : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [node] "r"(node),
+             [count] "r"(&count), [headoff] "i"(kHeadOff), [nextoff] "i"(kNextOff), [depthoff] "i"(kDepthOff)
+           : "rax", "rcx", "rdx", "memory", "cc"
+           : locked);
   return count;
 locked:
   return 0;
