@@ -6,6 +6,17 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define BULKRCU_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BULKRCU_LSAN 1
+#endif
+#endif
+#ifdef BULKRCU_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
 namespace bulkrcu::detail::pool {
 namespace {
 
@@ -74,7 +85,21 @@ char* map_chunk() noexcept {
   std::uintptr_t end = a + 2 * kChunkBytes;
   if (end > aligned + kChunkBytes)
     munmap(reinterpret_cast<void*>(aligned + kChunkBytes), end - (aligned + kChunkBytes));
+#ifdef BULKRCU_LSAN
+  // Pages hold kvfree blocks: arrays of pointers to objects waiting for a grace period. For
+  // LeakSanitizer those objects are reachable (a process that exits with retires pending has
+  // not leaked them).
+  __lsan_register_root_region(reinterpret_cast<void*>(aligned), kChunkBytes);
+#endif
   return reinterpret_cast<char*>(aligned);
+}
+
+// Returns a chunk to the OS.
+void unmap_chunk(void* base) noexcept {
+#ifdef BULKRCU_LSAN
+  __lsan_unregister_root_region(base, kChunkBytes);
+#endif
+  munmap(base, kChunkBytes);
 }
 
 // Registers a freshly mapped chunk and returns its descriptor (nullptr when out of memory).
@@ -219,7 +244,7 @@ bool Zone::grow() noexcept {
   }
   Chunk* c = register_chunk(base);
   if (!c) {
-    munmap(base, kChunkBytes);
+    unmap_chunk(base);
     return false;
   }
   lock();
@@ -319,7 +344,7 @@ void Zone::free(void* block, unsigned order) noexcept {
   Chunk* dead = give_locked(static_cast<FreePage*>(block), order);
   unlock();
   if (dead) {
-    munmap(dead->base, kChunkBytes);
+    unmap_chunk(dead->base);
     release_desc(dead);
   }
 }
@@ -338,7 +363,7 @@ void Zone::free_chain(FreePage* chain) noexcept {
   unlock();
   while (dead) {
     Chunk* next = dead->next;
-    munmap(dead->base, kChunkBytes);
+    unmap_chunk(dead->base);
     release_desc(dead);
     dead = next;
   }
@@ -359,7 +384,7 @@ std::size_t Zone::shrink() noexcept {
   unlock();
   while (dead) {
     Chunk* next = dead->next;
-    munmap(dead->base, kChunkBytes);
+    unmap_chunk(dead->base);
     release_desc(dead);
     dead = next;
   }
@@ -429,7 +454,7 @@ void Zone::destroy() noexcept {
   unlock();
   while (dead) {
     Chunk* next = dead->next;
-    munmap(dead->base, kChunkBytes);
+    unmap_chunk(dead->base);
     release_desc(dead);
     dead = next;
   }
