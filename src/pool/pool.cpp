@@ -578,6 +578,7 @@ void* bulkrcu_alloc_page(void) {
   PcpSlot* s;
   bool locked = false;
   FreePage* p = pop_local(base, &s, &locked);
+  if (BULKRCU_UNLIKELY(g_refill_pending.load(std::memory_order_relaxed) != 0)) doorbell_ring_if_idle();
   if (BULKRCU_UNLIKELY(!p)) return alloc_slow(base, locked, f);
   bump(s->allocs);
   s->count_hint.store(p->depth - 1, std::memory_order_relaxed);
@@ -595,6 +596,9 @@ void bulkrcu_free_page(void* page) {
   FreePage* p = static_cast<FreePage*>(page);
   const std::uintptr_t count = push_local(base, p, &s);
   bump(s->frees);
+  // A lockless miss only nudged the refill worker (no system call there); this call may make
+  // one, so it wakes the worker now if it sleeps: producer/consumer users get prompt refills.
+  if (BULKRCU_UNLIKELY(g_refill_pending.load(std::memory_order_relaxed) != 0)) doorbell_ring_if_idle();
   if (BULKRCU_UNLIKELY(count == 0)) return free_to_zone(p);
   s->count_hint.store(count, std::memory_order_relaxed);
   if (BULKRCU_UNLIKELY(count > kParams.high)) trim(base);
