@@ -172,6 +172,19 @@ TEST(Fork, ChildWhileSynchronizeWaitsForReader) {
 
 // Fork while other threads keep running grace periods and callbacks.
 TEST(Fork, RepeatedForksUnderLoad) {
+#if defined(__SANITIZE_ADDRESS__)
+#define FORK_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FORK_TEST_ASAN 1
+#endif
+#endif
+#ifdef FORK_TEST_ASAN
+  // LLVM 14's ASan allocator takes no lock around fork(): a child forked while another thread
+  // is inside malloc deadlocks in the allocator (seen: the child's new thread stuck in
+  // SizeClassAllocator64::GetFromAllocator). glibc's malloc is fork-safe; Release runs it.
+  GTEST_SKIP() << "AddressSanitizer limitation: its allocator is not fork-safe under load";
+#endif
 #if BULKRCU_TSAN
   // TSan cannot follow threads started in a child forked from a process with several threads
   // ("dup thread with used id" when a new thread reuses a vanished parent thread's id).
