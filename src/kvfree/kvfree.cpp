@@ -77,7 +77,7 @@ struct alignas(kCacheLine) Counters {
 Counters c;
 
 void count_helped(std::uint64_t n) noexcept {
-  if (Krc* base = g_krcs.load(std::memory_order_relaxed))
+  if (Krc* base = g_krcs.load(std::memory_order_acquire))
     base[current_cpu()].helped.fetch_add(n, std::memory_order_relaxed);
 }
 
@@ -326,6 +326,10 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
   nb->nr = 1;
   nb->next = old;
   charge(nb, (flags & kNoWait) ? nullptr : ptr);
+#if BULKRCU_TSAN
+  // The sequences below publish nb with plain stores TSan cannot see; the monitor acquires.
+  __tsan_release(&g_krcs);
+#endif
   auto undo = [&] {
     nb->nr = 0;
     if (flags & kNoWait)
@@ -390,7 +394,7 @@ Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_read
       closed = true;
     }
     nb->next = old;
-    k.front[ch] = nb;
+    __atomic_store_n(&k.front[ch], nb, __ATOMIC_RELEASE);  // the monitor reads it without the lock
     *nr_out = 1;
     step = Step::kDone;
   });
@@ -575,7 +579,7 @@ long help_step(Krc* base, unsigned flags) noexcept {
 
 void help(unsigned flags) noexcept {
   if (t_in_help) return;
-  Krc* base = g_krcs.load(std::memory_order_relaxed);
+  Krc* base = g_krcs.load(std::memory_order_acquire);
   if (!base) return;
   t_in_help = true;
   bulkrcu__read_lock_inline();  // a kvfree barrier waits for these claims with one grace period
@@ -669,11 +673,19 @@ void tend_cache(Krc& k, Block** spare, bool refill) noexcept {
   std::size_t n = 0;
   Block** link = &k.cache;
   while (*link && n < kCacheMax) {
+#if BULKRCU_TSAN
+    __tsan_acquire(*link);  // pushed by an owner's rseq_push (released there)
+    __tsan_release(*link);  // our read of its link happens-before its next owner's writes
+#endif
     link = &(*link)->next;
     ++n;
   }
   Block* extra = *link;
   *link = nullptr;
+#if BULKRCU_TSAN
+  if (link != &k.cache)  // we wrote the last kept page's link: its next owner acquires it
+    __tsan_release(reinterpret_cast<char*>(link) - offsetof(Block, next));
+#endif
   while (extra) {
     Block* next = extra->next;
     push(spare, extra);
@@ -684,6 +696,9 @@ void tend_cache(Krc& k, Block** spare, bool refill) noexcept {
     if (!p) break;
     Block* b = static_cast<Block*>(p);
     b->next = k.cache;
+#if BULKRCU_TSAN
+    __tsan_release(b);  // the owner's rseq_pop of the cache acquires it
+#endif
     k.cache = b;
     ++n;
   }
@@ -701,7 +716,7 @@ void refill_reserve() noexcept {
 }
 
 bool cpu_state_pending() noexcept {
-  Krc* base = g_krcs.load(std::memory_order_relaxed);
+  Krc* base = g_krcs.load(std::memory_order_acquire);
   if (!base) return false;
   for (int i = 0; i < nr_slots(); ++i) {
     Krc& k = base[i];
@@ -709,7 +724,10 @@ bool cpu_state_pending() noexcept {
       return true;
     for (Block* const& f : k.front) {
       // Fronts are detached only by this thread, so the block cannot be recycled under us.
-      Block* b = __atomic_load_n(&f, __ATOMIC_RELAXED);
+      Block* b = __atomic_load_n(&f, __ATOMIC_ACQUIRE);
+#if BULKRCU_TSAN
+      if (b) __tsan_acquire(&g_krcs);  // the closer released before publishing b
+#endif
       if (b &&
           (__atomic_load_n(&b->nr, __ATOMIC_RELAXED) != 0 || __atomic_load_n(&b->next, __ATOMIC_RELAXED)))
         return true;
@@ -789,6 +807,9 @@ void monitor_pass() noexcept {
         // nb->next; x86-TSO orders the two, and the sequence's "memory" clobber the compiler).
         Block* f = __atomic_load_n(&k.front[ch], __ATOMIC_ACQUIRE);
         if (!f) continue;
+#if BULKRCU_TSAN
+        __tsan_acquire(&g_krcs);  // the same edge, for TSan: the closer released before S1
+#endif
         if (!__atomic_load_n(&f->next, __ATOMIC_RELAXED)) continue;
         collect_chain(__atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL), i);
       }
@@ -813,7 +834,7 @@ void monitor_pass() noexcept {
       }
       collect_chain(__atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL), i);
       if (f->nr > 0 && (full || (timer && cm.seen_front[ch] == f))) {
-        k.front[ch] = nullptr;
+        __atomic_store_n(&k.front[ch], nullptr, __ATOMIC_RELAXED);  // others peek at it
         f->cap = 0;
         f->cookie = kCookieUnset;
         f->home = static_cast<std::uint64_t>(i);
@@ -830,10 +851,12 @@ void monitor_pass() noexcept {
     }
     while (Block* b = cm.handoff) {
       cm.handoff = b->next;
-      if (full)
+      if (full) {
         push(&to_reclaim, b);
-      else
-        push(&k.ready, b);
+      } else {
+        b->next = k.ready;
+        __atomic_store_n(&k.ready, b, __ATOMIC_RELAXED);  // others peek at it
+      }
     }
     if (k.ready && (full || pressure || (timer && cm.seen_ready == k.ready))) {
       for (Block* b = k.ready; b;) {  // an idle CPU's ready blocks: nobody else will free them
@@ -841,7 +864,7 @@ void monitor_pass() noexcept {
         push(&to_reclaim, b);
         b = next;
       }
-      k.ready = nullptr;
+      __atomic_store_n(&k.ready, nullptr, __ATOMIC_RELAXED);
     }
     if (timer) cm.seen_ready = k.ready;
     tend_cache(k, &spare_pages, refill);
@@ -979,7 +1002,7 @@ void memory_pressure() noexcept {
 
 void after_fork_child() noexcept {
   // Threads that held a slot lock at fork time do not exist in the child.
-  if (Krc* base = g_krcs.load(std::memory_order_relaxed))
+  if (Krc* base = g_krcs.load(std::memory_order_acquire))
     for (int i = 0; i < nr_slots(); ++i) base[i].lock.unlock();
   g_progress_waiters.store(0, std::memory_order_relaxed);
 }
@@ -987,7 +1010,7 @@ void after_fork_child() noexcept {
 Stats stats() noexcept {
   Stats s{};
   std::uint64_t helped = 0;
-  if (Krc* base = g_krcs.load(std::memory_order_relaxed))
+  if (Krc* base = g_krcs.load(std::memory_order_acquire))
     for (int i = 0; i < nr_slots(); ++i) helped += base[i].helped.load(std::memory_order_relaxed);
   s.freed = helped + c.monitor_freed.load(std::memory_order_relaxed) +
             c.fb_sync.load(std::memory_order_relaxed) + cb::stats().head_frees;

@@ -91,7 +91,7 @@ inline constexpr long kHelpEvery = 7;
 // The retire fast path: about 16 instructions in the rseq sequence, plus this test.
 BULKRCU_ALWAYS_INLINE bool retire(Deleter fn, void* ptr, unsigned flags) noexcept {
 #if BULKRCU_HAVE_RSEQ_ASM
-  Krc* base = g_krcs.load(std::memory_order_relaxed);
+  Krc* base = g_krcs.load(std::memory_order_acquire);
   if (BULKRCU_LIKELY(base != nullptr) && BULKRCU_LIKELY(mode() == PercpuMode::kRseq)) {
 #if BULKRCU_TSAN
     __tsan_release(&g_krcs);

@@ -348,6 +348,9 @@ void refill_cpu(PcpSlot* base, int cpu) noexcept {
   if (h) __tsan_acquire(h);  // its depth was written by an rseq push (invisible to TSan)
 #endif
   std::uintptr_t count = h ? h->depth : 0;
+#if BULKRCU_TSAN
+  if (h) __tsan_release(h);  // our read of its depth happens-before its next owner's writes
+#endif
   while (count < kParams.target && chain) {
     FreePage* p = chain;
     chain = chain->next;
@@ -506,6 +509,9 @@ std::size_t cpu_pages(int cpu) noexcept {
   if (h) __tsan_acquire(h);
 #endif
   std::size_t n = h ? h->depth : 0;
+#if BULKRCU_TSAN
+  if (h) __tsan_release(h);  // our read happens-before the page's next owner's writes
+#endif
   s->lock.unlock();
   return n;
 }
