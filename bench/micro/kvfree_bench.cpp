@@ -1,0 +1,84 @@
+// kvfree micro benchmarks (issue 4: "retire fast path: median <= 3 ns single-threaded").
+//
+//   BM_NowaitFlood      bulkrcu_defer_nowait(noop, p) flat out: never helps and never waits, so
+//                       once the lockless page sources run dry it refuses (counter
+//                       refused_frac); the time mixes stores and refusals
+//   BM_DeferNoop        bulkrcu_defer(noop, p): the store plus this thread's share of reclaim
+//                       (7 claimed pointers per 7 stores, a no-op deleter)
+//   BM_MallocKvfree     malloc(24) + bulkrcu_kvfree: the retiring side of kfree-scale, with the
+//                       frees its helping does
+//   BM_MallocFree       malloc(24) + free: the floor
+//   BM_UrcuDeferMalloc  malloc(24) + liburcu defer_rcu(free): the headless baseline
+//
+// Single thread; the runtime thread runs beside it (grace periods, hand-over). Report medians
+// of repetitions: --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+#include <stdlib.h>
+
+#define _LGPL_SOURCE
+#include <urcu/urcu-memb.h>
+
+#include "bulkrcu/rcu.h"
+
+namespace {
+
+char g_dummy[64];
+void noop(void*) {}
+
+void BM_NowaitFlood(benchmark::State& state) {
+  std::size_t i = 0;
+  std::size_t refused = 0;
+  for (auto _ : state) {
+    if (!bulkrcu_defer_nowait(noop, g_dummy + (i++ & 63))) ++refused;
+  }
+  state.counters["refused_frac"] = static_cast<double>(refused) / static_cast<double>(i ? i : 1);
+  bulkrcu_kvfree_barrier();
+}
+BENCHMARK(BM_NowaitFlood);
+
+void BM_DeferNoop(benchmark::State& state) {
+  std::size_t i = 0;
+  for (auto _ : state) bulkrcu_defer(noop, g_dummy + (i++ & 63));
+  bulkrcu_kvfree_barrier();
+}
+BENCHMARK(BM_DeferNoop);
+
+void BM_MallocKvfree(benchmark::State& state) {
+  for (auto _ : state) {
+    void* p = malloc(24);
+    benchmark::DoNotOptimize(p);
+    bulkrcu_kvfree(p);
+  }
+  bulkrcu_kvfree_barrier();
+}
+BENCHMARK(BM_MallocKvfree);
+
+void BM_MallocFree(benchmark::State& state) {
+  for (auto _ : state) {
+    void* p = malloc(24);
+    benchmark::DoNotOptimize(p);
+    free(p);
+  }
+}
+BENCHMARK(BM_MallocFree);
+
+void BM_UrcuDeferMalloc(benchmark::State& state) {
+  // liburcu asserts when a thread registers its defer queue twice: once per thread.
+  static thread_local bool registered = false;
+  if (!registered) {
+    urcu_memb_register_thread();
+    urcu_memb_defer_register_thread();
+    registered = true;
+  }
+  for (auto _ : state) {
+    void* p = malloc(24);
+    benchmark::DoNotOptimize(p);
+    urcu_memb_defer_rcu(free, p);
+  }
+  urcu_memb_defer_barrier_thread();
+}
+BENCHMARK(BM_UrcuDeferMalloc);
+
+}  // namespace
+
+BENCHMARK_MAIN();
