@@ -613,7 +613,6 @@ struct CpuMon {
   Block* seen_front[kChannels] = {};  // fronts at the previous drain-timer pass
   Block* seen_ready = nullptr;        // ready head at the previous drain-timer pass
   Block* handoff = nullptr;           // elapsed blocks to push onto this CPU's ready list
-  std::uint64_t last_busy_pass = 0;   // last pass that found closed blocks here
 };
 
 // The blocks one pass collected, waiting for the newest cookie among them (polled: a batch
@@ -628,7 +627,6 @@ struct Monitor {
   std::vector<CpuMon> cpus;
   Batch* oldest = nullptr;  // FIFO of batches in cookie order (runtime thread only)
   Batch* newest = nullptr;
-  std::uint64_t pass = 0;
   std::uint64_t next_timer_ns = 0;
   unsigned long last_requested = 0;
   bool requested_any = false;
@@ -755,10 +753,10 @@ void monitor_pass() noexcept {
   const bool pressure = over_budget();
   const bool refill = now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure;
   g_kick.store(0, std::memory_order_relaxed);
-  ++m.pass;
   c.passes.fetch_add(1, std::memory_order_relaxed);
 
-  // 1. Blocks whose grace period has elapsed: to busy CPUs' ready lists, else reclaim here.
+  // 1. Blocks whose grace period has elapsed: to their CPU's incoming list (a barrier or
+  //    the budget reclaims them here instead).
   Block* to_reclaim = nullptr;
   while (m.oldest && gp::poll_state(m.oldest->cookie)) {
     Batch* batch = m.oldest;
