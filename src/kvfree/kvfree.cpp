@@ -39,6 +39,7 @@
 namespace bulkrcu::detail::kvfree {
 
 alignas(kCacheLine) std::atomic<Krc*> g_krcs{nullptr};
+alignas(kCacheLine) std::atomic<Krc*> g_fast_krcs{nullptr};
 
 namespace {
 
@@ -996,6 +997,12 @@ void memory_pressure() noexcept {
   g_refill_backoff_until.store(now_ns() + 1000000000ull, std::memory_order_relaxed);
   pool::on_memory_pressure();
   kick_monitor();
+}
+
+void enable_fast_path(bool on) noexcept {
+  Krc* base = nullptr;
+  if (on && mode() == PercpuMode::kRseq) base = krcs();
+  g_fast_krcs.store(base, std::memory_order_release);
 }
 
 void after_fork_child() noexcept {

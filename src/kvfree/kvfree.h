@@ -88,25 +88,36 @@ BULKRCU_NOINLINE void help(unsigned flags) noexcept;
 // kHelpBatch ready pointers of that CPU (glibc's tcache holds 7 chunks per size class).
 inline constexpr long kHelpEvery = 7;
 
-// The retire fast path: about 16 instructions in the rseq sequence, plus this test.
-BULKRCU_ALWAYS_INLINE bool retire(Deleter fn, void* ptr, unsigned flags) noexcept {
+// Non-null only while the rseq fast path may run: rseq mode, the slots exist, and the runtime
+// thread runs (the runtime layer sets it after starting the thread and clears it in a fork
+// child until the thread restarts). One load replaces three checks on every retire.
+extern std::atomic<Krc*> g_fast_krcs;
+void enable_fast_path(bool on) noexcept;
+
+// The retire fast path: one load, about 16 instructions in the rseq sequence, and the help
+// test. False: nothing was stored, the caller runs retire_slow.
+BULKRCU_ALWAYS_INLINE bool retire_fast(Deleter fn, void* ptr, unsigned flags) noexcept {
 #if BULKRCU_HAVE_RSEQ_ASM
-  Krc* base = g_krcs.load(std::memory_order_acquire);
-  if (BULKRCU_LIKELY(base != nullptr) && BULKRCU_LIKELY(mode() == PercpuMode::kRseq)) {
+  Krc* base = g_fast_krcs.load(std::memory_order_acquire);
+  if (BULKRCU_LIKELY(base != nullptr)) {
 #if BULKRCU_TSAN
     __tsan_release(&g_krcs);
 #endif
     long r = subtle::rseq_store_ptr(base, sizeof(Krc), front_off(channel_of(fn)), reinterpret_cast<void*>(fn),
                                     ptr);
     if (BULKRCU_LIKELY(r > 0)) {
-      // Only blocking forms help: freeing is not async-signal-safe. `flags` is a constant at
-      // every call site, so the test folds away.
+      // Only forms with kHelp free on this thread (freeing is not async-signal-safe). `flags`
+      // is a constant at every call site, so the test folds away.
       if ((flags & kHelp) && BULKRCU_UNLIKELY(r % kHelpEvery == 0)) help(flags);
       return true;
     }
   }
 #endif
-  return retire_slow(fn, ptr, flags);
+  return false;
+}
+
+BULKRCU_ALWAYS_INLINE bool retire(Deleter fn, void* ptr, unsigned flags) noexcept {
+  return retire_fast(fn, ptr, flags) || retire_slow(fn, ptr, flags);
 }
 
 void kfree_head(void* ptr, bulkrcu_head* head) noexcept;

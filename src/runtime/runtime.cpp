@@ -126,6 +126,7 @@ void child_fork() {
   g_barrier_waiters.store(0, std::memory_order_relaxed);
   g_started.store(0, std::memory_order_relaxed);
   t_is_runtime = false;
+  kvfree::enable_fast_path(false);  // until the runtime thread restarts here
   kvfree::after_fork_child();
 }
 
@@ -143,6 +144,7 @@ void start_slow() noexcept {
   if (g_started.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
     start_thread();
     g_started.store(2, std::memory_order_release);
+    kvfree::enable_fast_path(true);
   }
   // A racing caller returns at once: its work is on the lists; the thread will find it.
 }
@@ -189,15 +191,20 @@ unsigned long bulkrcu_start_poll(void) {
   return cookie;
 }
 
+// The fast path needs no ensure_started(): g_fast_krcs is set only once the thread runs.
 void bulkrcu_kvfree(void* ptr) {
   if (!ptr) return;
+  constexpr unsigned kFlags = kvfree::kMayBlock | kvfree::kHelp;
+  if (BULKRCU_LIKELY(kvfree::retire_fast(nullptr, ptr, kFlags))) return;
   runtime::ensure_started();
-  kvfree::retire(nullptr, ptr, kvfree::kMayBlock | kvfree::kHelp);
+  kvfree::retire_slow(nullptr, ptr, kFlags);
 }
 
 void bulkrcu_defer(void (*fn)(void*), void* ptr) {
+  constexpr unsigned kFlags = kvfree::kMayBlock | kvfree::kHelp;
+  if (BULKRCU_LIKELY(kvfree::retire_fast(fn, ptr, kFlags))) return;
   runtime::ensure_started();
-  kvfree::retire(fn, ptr, kvfree::kMayBlock | kvfree::kHelp);
+  kvfree::retire_slow(fn, ptr, kFlags);
 }
 
 bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr) {
@@ -207,8 +214,10 @@ bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr) {
 }
 
 bool bulkrcu__defer_nonblocking(void (*fn)(void*), void* ptr) {
+  constexpr unsigned kFlags = kvfree::kNoWait | kvfree::kHelp;
+  if (BULKRCU_LIKELY(kvfree::retire_fast(fn, ptr, kFlags))) return true;
   runtime::ensure_started();
-  return kvfree::retire(fn, ptr, kvfree::kNoWait | kvfree::kHelp);
+  return kvfree::retire_slow(fn, ptr, kFlags);
 }
 
 void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head) {
