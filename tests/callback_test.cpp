@@ -229,7 +229,12 @@ TEST(CallbackSignal, HandlerInterruptsCallingThread) {
   std::unique_ptr<Counted[]> objs(new Counted[kPer]);
   std::atomic<bool> stop{false};
   std::thread caller([&] {
-    for (int i = 0; i < kPer; ++i) bulkrcu_call(&objs[i].head, count_cb);
+    for (int i = 0; i < kPer; ++i) {
+      bulkrcu_call(&objs[i].head, count_cb);
+      // Stretch the loop until signals have landed: on a fast machine 200k calls take about a
+      // millisecond, and the loop could end before the first signal arrives.
+      if ((i & 1023) == 0 && g_sig_next.load() < 16) nap_us(50);
+    }
     stop = true;
   });
   pthread_t h = caller.native_handle();
