@@ -254,11 +254,9 @@ struct UrcuCallImpl {
   static void synchronize() { urcu_memb_synchronize_rcu(); }
 };
 
-// liburcu (memb) defer_rcu(fn, p): headless; needs the reader and the defer registration.
-struct UrcuDeferImpl {
-  static constexpr const char* kName = "urcu_defer_rcu";
-  static constexpr const char* kWhat = "liburcu memb defer_rcu(fn, p), fn frees (headless)";
-  static constexpr bool kDefers = true, kBulkrcu = false, kCountsFreed = true, kHasSync = false;
+// A headless object (no head inside): the payload with 16 bytes of room, so that it is the same
+// size as the objects of the head-carrying rows; `fn` frees it and counts the free.
+struct HeadlessObject {
   template <class P>
   struct Box {
     P p;
@@ -276,6 +274,13 @@ struct UrcuDeferImpl {
     count_freed();
     std::free(p);
   }
+};
+
+// liburcu (memb) defer_rcu(fn, p): headless; needs the reader and the defer registration.
+struct UrcuDeferImpl : HeadlessObject {
+  static constexpr const char* kName = "urcu_defer_rcu";
+  static constexpr const char* kWhat = "liburcu memb defer_rcu(fn, p), fn frees (headless)";
+  static constexpr bool kDefers = true, kBulkrcu = false, kCountsFreed = true, kHasSync = false;
   template <class P>
   static void retire(P* p) {
     urcu_memb_defer_rcu(&fn, p);
@@ -316,23 +321,10 @@ struct KvfreeBase {
 };
 
 // bulkrcu_kvfree(p): headless, the deleter is free().
-struct KvfreeImpl : KvfreeBase {
+struct KvfreeImpl : KvfreeBase, HeadlessObject {
   static constexpr const char* kName = "kvfree";
   static constexpr const char* kWhat = "bulkrcu_kvfree(p) (headless; blocks of pointers, deleter free)";
   static constexpr bool kCountsFreed = false, kStatsPending = true;
-  template <class P>
-  struct Box {
-    P p;
-    unsigned char room[16];
-  };
-  template <class P>
-  static std::size_t size() {
-    return sizeof(Box<P>);
-  }
-  template <class P>
-  static P* make() {
-    return &static_cast<Box<P>*>(std::malloc(sizeof(Box<P>)))->p;
-  }
   template <class P>
   static void retire(P* p) {
     bulkrcu_kvfree(p);
@@ -365,27 +357,10 @@ struct KfreeHeadImpl : KvfreeBase {
 };
 
 // bulkrcu_defer(fn, p): headless with our deleter (which counts the objects it frees).
-struct DeferImpl : KvfreeBase {
+struct DeferImpl : KvfreeBase, HeadlessObject {
   static constexpr const char* kName = "defer";
   static constexpr const char* kWhat = "bulkrcu_defer(fn, p), fn frees (headless; blocks, own channel)";
   static constexpr bool kCountsFreed = true;
-  template <class P>
-  struct Box {
-    P p;
-    unsigned char room[16];
-  };
-  template <class P>
-  static std::size_t size() {
-    return sizeof(Box<P>);
-  }
-  template <class P>
-  static P* make() {
-    return &static_cast<Box<P>*>(std::malloc(sizeof(Box<P>)))->p;
-  }
-  static void fn(void* p) {
-    count_freed();
-    std::free(p);
-  }
   template <class P>
   static void retire(P* p) {
     bulkrcu_defer(&fn, p);
