@@ -131,6 +131,17 @@ void release_desc(Chunk* c) noexcept {
   pthread_mutex_unlock(&g_registry_mu);
 }
 
+// Returns a list of detached chunks to the OS and their descriptors to the free list. Called
+// after the zone lock is dropped: munmap never runs under it.
+void unmap_dead(Chunk* dead) noexcept {
+  while (dead) {
+    Chunk* next = dead->next;
+    unmap_chunk(dead->base);
+    release_desc(dead);
+    dead = next;
+  }
+}
+
 inline std::size_t index_in(const Chunk* c, const void* p) noexcept {
   return static_cast<std::size_t>(static_cast<const char*>(p) - c->base) >> page_shift();
 }
@@ -361,12 +372,7 @@ void Zone::free_chain(FreePage* chain) noexcept {
     chain = next;
   }
   unlock();
-  while (dead) {
-    Chunk* next = dead->next;
-    unmap_chunk(dead->base);
-    release_desc(dead);
-    dead = next;
-  }
+  unmap_dead(dead);
 }
 
 std::size_t Zone::shrink() noexcept {
@@ -382,12 +388,7 @@ std::size_t Zone::shrink() noexcept {
     ++n;
   }
   unlock();
-  while (dead) {
-    Chunk* next = dead->next;
-    unmap_chunk(dead->base);
-    release_desc(dead);
-    dead = next;
-  }
+  unmap_dead(dead);
   return n;
 }
 
@@ -452,12 +453,7 @@ void Zone::destroy() noexcept {
     dead = c;
   }
   unlock();
-  while (dead) {
-    Chunk* next = dead->next;
-    unmap_chunk(dead->base);
-    release_desc(dead);
-    dead = next;
-  }
+  unmap_dead(dead);
 }
 
 // Fork: the registry mutex is taken after every zone lock (lock order zone -> registry).
