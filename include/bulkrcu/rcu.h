@@ -78,7 +78,8 @@ unsigned long bulkrcu_get_state(void);
 
 /* As bulkrcu_get_state, and makes sure a grace period that satisfies the cookie starts soon
  * (the runtime thread runs it).
- * Blocks: no. Allocates: no. Async-signal-safe: yes (at most one futex wake).
+ * Blocks: no. Allocates: no. Async-signal-safe: yes (at most one futex wake), except as the
+ * first bulkrcu call of a fork child, which starts the runtime thread (pthread_create).
  * Inside a reader: yes (the grace period then waits for the reader to end, as it must). */
 unsigned long bulkrcu_start_poll(void);
 
@@ -93,7 +94,8 @@ void bulkrcu_cond_synchronize(unsigned long cookie);
 /* Queues `head` so that func(head) runs on the runtime thread after a grace period.
  * Callbacks queued on one CPU run in the order they were queued.
  * Blocks: no. Allocates: no. Takes no contended lock: an rseq push onto this CPU's list (or a
- * try-lock of it), else a lock-free push onto a shared overflow list. Async-signal-safe: yes.
+ * try-lock of it), else a lock-free push onto a shared overflow list. Async-signal-safe: yes,
+ * except as the first bulkrcu call of a fork child (it then starts the runtime thread).
  * Inside a reader: yes. */
 void bulkrcu_call(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*));
 
