@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -174,6 +175,30 @@ void sleep_ns(std::uint64_t ns) noexcept {
   timespec ts{static_cast<time_t>(ns / 1000000000ull), static_cast<long>(ns % 1000000000ull)};
   nanosleep(&ts, nullptr);
 }
+
+namespace {
+__thread bool t_latency_sensitive __attribute__((tls_model("initial-exec"))) = false;
+}
+
+bool become_latency_sensitive() noexcept {
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+#ifdef SYS_sched_setattr
+  struct {  // struct sched_attr (the libc of this platform does not declare it)
+    std::uint32_t size, sched_policy;
+    std::uint64_t sched_flags;
+    std::int32_t sched_nice;
+    std::uint32_t sched_priority;
+    std::uint64_t sched_runtime, sched_deadline, sched_period;
+  } attr{};
+  attr.size = sizeof attr;
+  attr.sched_policy = 0;        // SCHED_OTHER
+  attr.sched_runtime = 100000;  // ns: the requested slice (the kernel's minimum)
+  t_latency_sensitive = syscall(SYS_sched_setattr, 0, &attr, 0u) == 0;
+#endif
+  return t_latency_sensitive;
+}
+
+bool latency_sensitive() noexcept { return t_latency_sensitive; }
 
 int this_tid() noexcept { return static_cast<int>(syscall(SYS_gettid)); }
 

@@ -54,6 +54,14 @@ std::uint64_t now_ns() noexcept;
 // Sleeps for `ns` nanoseconds (restarts on EINTR is not attempted: callers loop anyway).
 void sleep_ns(std::uint64_t ns) noexcept;
 
+// Makes the calling thread a latency-sensitive one: a short scheduler slice (EEVDF, Linux
+// 6.12+: its wakeups preempt a busy CPU's task instead of waiting up to a full slice, about
+// 3 ms) and a 1 us timer slack. Returns whether the kernel accepted the slice; older kernels
+// reject it and nothing else changes. For the runtime thread only.
+bool become_latency_sensitive() noexcept;
+// Whether become_latency_sensitive() succeeded on the calling thread.
+bool latency_sensitive() noexcept;
+
 // The calling thread's kernel thread id.
 int this_tid() noexcept;
 

@@ -233,10 +233,13 @@ bool any_active() {
 void wait_for_readers(bool expedited, std::uint64_t* start_ns) {
   const unsigned long gpc = __atomic_load_n(&bulkrcu__gp_ctr, __ATOMIC_RELAXED);
   std::uint64_t backoff = 2000;
+  // The runtime thread spins less: its short slice (base.h) is spent after ~100 us of spinning,
+  // and its wakeups then stop preempting the reader it waits for.
+  const unsigned spins = latency_sensitive() ? 8 : 64;
   for (unsigned iter = 0;; ++iter) {
     if (!any_blocking(gpc)) return;
     bool fast = expedited || g.expedite.load(std::memory_order_relaxed) != 0;
-    if (iter < 64) {
+    if (iter < spins) {
       for (int i = 0; i < 32; ++i) cpu_relax();
       continue;
     }
@@ -244,7 +247,10 @@ void wait_for_readers(bool expedited, std::uint64_t* start_ns) {
     if (*start_ns == 0) *start_ns = now;
     std::uint64_t waited = now - *start_ns;
     if (waited >= stall_timeout_ns()) report_stalls(gpc, g.seq.load(std::memory_order_relaxed), waited);
-    if (fast || iter < 64 + 16) {
+    // A yield hands this CPU to a preempted reader, but under EEVDF the yielder then waits for
+    // that reader's whole slice; a thread with a short slice (the runtime thread) sleeps
+    // instead, and its wakeup preempts the reader as soon as the timer fires.
+    if (fast || (iter < spins + 16 && !latency_sensitive())) {
       sched_yield();
     } else {
       sleep_ns(backoff);

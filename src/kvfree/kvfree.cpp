@@ -74,12 +74,19 @@ struct alignas(kCacheLine) Counters {
   alignas(kCacheLine) std::atomic<std::uint64_t> fb_head{0}, fb_inplace{0}, fb_reserve{0}, fb_sync{0};
   std::atomic<std::uint64_t> nowait_refused{0}, fallback_objects{0}, budget_hits{0};
   alignas(kCacheLine) std::atomic<std::uint64_t> cache_hits{0}, cache_misses{0}, lockless{0};
+  std::atomic<std::uint64_t> helped{0};
 };
 Counters c;
 
-void count_helped(std::uint64_t n) noexcept {
-  if (Krc* base = g_krcs.load(std::memory_order_acquire))
-    base[current_cpu()].helped.fetch_add(n, std::memory_order_relaxed);
+// Pointers freed by retiring threads, counted once per block when it leaves the ready state
+// (not per claim: an atomic add per claim cost about 1 ns per retired object).
+// Also ends the block's share of its home CPU's backlog count.
+void count_helped(Block* b) noexcept {
+  c.helped.fetch_add(b->nr - b->done, std::memory_order_relaxed);
+  if (b->cookie == kCookieReady) {
+    b->cookie = kCookieUnset;
+    g_krcs.load(std::memory_order_relaxed)[b->home].ready_objs.fetch_sub(b->nr, std::memory_order_relaxed);
+  }
 }
 
 std::atomic<Block*> g_reserve[kReserve];
@@ -534,9 +541,7 @@ long help_step(Krc* base, unsigned flags) noexcept {
           exhausted = b;
         } else if (!bulkrcu::detail::subtle::rseq_push<kReadyOff, kNextOff>(base, sizeof(Krc), b)) {
           // Slot locked meanwhile: free the rest here rather than lose it.
-          k = static_cast<long>(b->done);
           reclaim_ptrs(b->fn, b->ptrs, b->done);
-          count_helped(static_cast<std::uint64_t>(k));
           b->done = 0;
           exhausted = b;
           k = 0;
@@ -563,11 +568,9 @@ long help_step(Krc* base, unsigned flags) noexcept {
       k = n;
     });
   }
-  if (k > 0) {
-    reclaim_ptrs(fn, buf, static_cast<std::size_t>(k));
-    count_helped(static_cast<std::uint64_t>(k));
-  }
+  if (k > 0) reclaim_ptrs(fn, buf, static_cast<std::size_t>(k));
   if (exhausted) {
+    count_helped(exhausted);
     if (flags & kMayBlock)
       recycle_page(exhausted);
     else
@@ -587,9 +590,11 @@ void help(unsigned flags) noexcept {
   // A second claim while more elapsed blocks wait in `incoming`: two frees per retire drain a
   // backlog (the extra frees spill past glibc's tcache into its fastbins, a small cost paid
   // only while the backlog lasts).
-  if (help_step(base, flags) == kHelpBatch &&
-      base[current_cpu()].incoming.load(std::memory_order_relaxed) != nullptr)
-    help_step(base, flags);
+  if (help_step(base, flags) == kHelpBatch) {
+    const Krc& k = base[current_cpu()];
+    if (k.ready_objs.load(std::memory_order_relaxed) > k.behind_limit.load(std::memory_order_relaxed))
+      help_step(base, flags);
+  }
   bulkrcu__read_unlock_inline();
   t_in_help = false;
 }
@@ -614,6 +619,7 @@ struct CpuMon {
   Block* seen_front[kChannels] = {};  // fronts at the previous drain-timer pass
   Block* seen_ready = nullptr;        // ready head at the previous drain-timer pass
   Block* handoff = nullptr;           // elapsed blocks to push onto this CPU's ready list
+  std::uint64_t handoff_objs = 0;     // pointers in this pass's hand-over (backlog control)
 };
 
 // The blocks one pass collected, waiting for the newest cookie among them (polled: a batch
@@ -651,6 +657,7 @@ void push(Block** list, Block* b) {
 
 // Frees every pointer still in the block on this thread, then the page.
 void reclaim_block(Block* b) noexcept {
+  count_helped(b);  // what retiring threads claimed from it before the monitor took it
   reclaim_ptrs(b->fn, b->ptrs, b->done);
   c.monitor_freed.fetch_add(b->done, std::memory_order_relaxed);
   b->done = 0;
@@ -768,13 +775,25 @@ void monitor_pass() noexcept {
       b->done = b->nr;
       // To the home CPU's ready list: its retiring threads free it with warm allocator caches.
       // If that CPU has gone idle, the drain timer finds the list unchanged and frees it here.
-      if (!full && !pressure)
-        push(&m.cpus[b->home].handoff, b);
-      else
+      if (!full && !pressure) {
+        CpuMon& cm = m.cpus[b->home];
+        push(&cm.handoff, b);
+        cm.handoff_objs += b->nr;
+        b->cookie = kCookieReady;
+        base[b->home].ready_objs.fetch_add(b->nr, std::memory_order_relaxed);
+      } else
         push(&to_reclaim, b);
       b = next;
     }
     delete batch;
+  }
+  for (std::size_t i = 0; i < m.cpus.size(); ++i) {
+    // A backlog above two hand-overs of this size (plus two blocks) means the CPU's helpers fall
+    // behind: they free two batches per help until it is below again.
+    CpuMon& cm = m.cpus[i];
+    if (cm.handoff_objs == 0) continue;
+    base[i].behind_limit.store(2 * cm.handoff_objs + 2 * g_capacity, std::memory_order_relaxed);
+    cm.handoff_objs = 0;
   }
 
   // 2. A round over the CPUs. The common pass takes no lock and sends no IPI: only this
@@ -1014,9 +1033,7 @@ void after_fork_child() noexcept {
 
 Stats stats() noexcept {
   Stats s{};
-  std::uint64_t helped = 0;
-  if (Krc* base = g_krcs.load(std::memory_order_acquire))
-    for (int i = 0; i < nr_slots(); ++i) helped += base[i].helped.load(std::memory_order_relaxed);
+  const std::uint64_t helped = c.helped.load(std::memory_order_relaxed);
   s.freed = helped + c.monitor_freed.load(std::memory_order_relaxed) +
             c.fb_sync.load(std::memory_order_relaxed) + cb::stats().head_frees;
   s.retired =

@@ -33,6 +33,7 @@ using Deleter = void (*)(void*);
 
 inline constexpr int kChannels = 16;              // active channels per CPU (hash of the deleter)
 inline constexpr unsigned long kCookieUnset = 1;  // cookies are even
+inline constexpr unsigned long kCookieReady = 3;  // handed over: counted in Krc::ready_objs
 #ifdef BULKRCU_TESTING
 inline constexpr std::size_t kTestBlockCapacity = 4;  // reach every block-full path
 #endif
@@ -60,10 +61,14 @@ struct alignas(kCacheLine) Krc {
   Block* front[kChannels] = {};          // owner: rseq appends; remote: runtime thread under lock+fence
   Block* ready = nullptr;                // owner: rseq claims/pops; remote: runtime pushes/takes
   Block* cache = nullptr;                // empty pages; owner pops/pushes; runtime trims and refills
-  std::atomic<std::uint64_t> helped{0};  // statistics: pointers freed by retiring threads here
   // Blocks whose grace period has elapsed, pushed by the runtime thread without the slot's
   // lock (compare-and-swap); a helper that finds `ready` empty adopts the whole list.
   std::atomic<Block*> incoming{nullptr};
+  // Backlog control: pointers handed over to this CPU (incoming or ready, wherever they were
+  // adopted) and not yet freed, counted per block; above `behind_limit` (set by the monitor
+  // from the size of its last hand-over) a helping thread frees a second batch per help.
+  std::atomic<std::uint64_t> ready_objs{0};
+  std::atomic<std::uint64_t> behind_limit{0};
 };
 
 extern std::atomic<Krc*> g_krcs;

@@ -72,6 +72,8 @@ void one_pass() {
 void* runtime_main(void*) {
   t_is_runtime = true;
   pthread_setname_np(pthread_self(), "bulkrcu-rt");
+  // Its passes and grace periods must not wait for a busy CPU's slice to end (base.h).
+  become_latency_sensitive();
   std::atomic<std::uint32_t>* wake = doorbell_word();
   for (;;) {
     pthread_mutex_lock(&g_driver_mutex);
