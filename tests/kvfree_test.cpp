@@ -258,6 +258,32 @@ TEST_F(Kvfree, ShortLivedThreadsRetireAndExit) {
   EXPECT_EQ(g_deleted.load(), static_cast<long>(kThreads) * kPer);
 }
 
+TEST_F(Kvfree, AThreadThatStopsWithAPartlyFreedCursorStrandsNothing) {
+  // The thread retires until one of its helps leaves its reclaim cursor partly freed (test
+  // builds free 3 pointers of a 4-pointer block per help), then stops retiring but stays
+  // alive. Without a barrier, the runtime thread must take the cursor back and free the rest.
+  const std::uint64_t stolen0 = snap().kv_cursors_stolen;
+  std::atomic<bool> holding{false}, release{false};
+  std::atomic<long> retired{0};
+  std::thread t([&] {
+    for (int round = 0; round < 3000 && !bulkrcu::detail::kvfree::thread_has_cursor(); ++round) {
+      for (int i = 0; i < 7; ++i) bulkrcu_defer(obj_delete, new Obj);
+      retired.fetch_add(7);
+      usleep(1000);
+    }
+    holding = bulkrcu::detail::kvfree::thread_has_cursor();
+    while (!release.load()) usleep(1000);
+  });
+  while (!holding.load() && retired.load() < 3000 * 7) usleep(1000);
+  // Liveness, not timing: the drain timer runs every 100 ms.
+  for (int i = 0; i < 3000 && g_deleted.load() < retired.load(); ++i) usleep(10000);
+  EXPECT_TRUE(holding.load());
+  EXPECT_EQ(g_deleted.load(), retired.load());
+  EXPECT_GT(snap().kv_cursors_stolen, stolen0);
+  release = true;
+  t.join();
+}
+
 // Retires from a signal handler that interrupts retires in progress.
 // malloc is not async-signal-safe: the handler takes objects allocated beforehand.
 constexpr int kSigObjs = 4096;

@@ -66,6 +66,7 @@ struct bulkrcu_stats {
   uint64_t kv_freed_by_runtime;     /* freed by the runtime thread (idle CPUs, barriers, pressure) */
   uint64_t kv_budget_bytes;         /* BULKRCU_MAX_PENDING */
   uint64_t kv_monitor_passes;       /* passes of the runtime thread over the CPUs' blocks */
+  uint64_t kv_cursors_stolen;       /* threads' reclaim blocks taken back by the runtime thread */
 };
 
 /* Copies min(size, sizeof(struct bulkrcu_stats)) bytes of a fresh snapshot into *out; pass

@@ -63,11 +63,12 @@ constexpr unsigned long kPhase = kNestMask + 1;
 // Invariant: owner == 0  =>  (pub.ctr & kNestMask) == 0.
 struct alignas(kCacheLine) ReaderSlot {
   bulkrcu__reader pub;                  // owner: this slot's thread; read by grace periods
+  std::atomic<void*> word{nullptr};     // thread_word(): an upper layer's per-thread word
   std::atomic<std::uint32_t> owner{0};  // CAS 0->1 by a claiming thread; release-store 0 at exit
   int tid = 0;                          // written by the owner before it is published in TLS
   unsigned long stall_warned_seq = 0;   // written under gp_mutex only
 };
-static_assert(offsetof(ReaderSlot, pub) == 0);
+static_assert(offsetof(ReaderSlot, pub) == 0 && offsetof(ReaderSlot, word) == kThreadWordOffset);
 
 #ifdef BULKRCU_TESTING
 constexpr int kSlotsPerChunk = 2;  // tests reach chunk growth with a handful of threads
@@ -156,6 +157,13 @@ void on_thread_exit(void* p) {
   release_slot(s);
 }
 
+}  // namespace
+
+void for_each_thread_word(void (*f)(std::atomic<void*>& word, void* arg), void* arg) noexcept {
+  for_each_slot([&](ReaderSlot& s) { f(s.word, arg); });
+}
+
+namespace {
 // ---- the grace-period engine -------------------------------------------------------------
 struct Engine {
   alignas(kCacheLine) std::atomic<unsigned long> seq{0};

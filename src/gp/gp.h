@@ -9,6 +9,8 @@
 // period has elapsed after the call; poll_state(c) = seq >= c (wrap-safe).
 #pragma once
 
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "base/base.h"
@@ -37,6 +39,16 @@ unsigned long requested_cookie() noexcept;
 unsigned long reader_nesting() noexcept;
 // Aborts with "<what> called inside a read-side critical section..." when nesting > 0.
 void assert_not_in_reader(const char* what) noexcept;
+
+// A per-thread word in the calling thread's reader slot, for an upper layer (kvfree keeps its
+// reclaim cursor there). `r` is bulkrcu__tls_reader, non-null: call inside a read-side critical
+// section. The word outlives the thread: a thread that claims the slot later sees what was
+// left in it, and for_each_thread_word (any thread) visits every slot's word.
+inline constexpr std::size_t kThreadWordOffset = 8;
+BULKRCU_ALWAYS_INLINE std::atomic<void*>* thread_word(bulkrcu__reader* r) noexcept {
+  return reinterpret_cast<std::atomic<void*>*>(reinterpret_cast<char*>(r) + kThreadWordOffset);
+}
+void for_each_thread_word(void (*f)(std::atomic<void*>& word, void* arg), void* arg) noexcept;
 
 // Registers the calling thread's reader slot (the slow path of the first read_lock).
 bulkrcu__reader* register_reader() noexcept;

@@ -18,10 +18,12 @@
 //
 // Reclaim. When a block's cookie has elapsed, the monitor sets done = nr and pushes the block
 // onto its CPU's ready list if that CPU retired recently (its threads' allocator caches are
-// warm: every kHelpEvery-th retire there claims and frees up to kHelpBatch pointers, a
-// sequence that commits done -= k); otherwise, under memory pressure and for barriers, it
-// frees the block itself. A claim and its frees run inside a read-side critical section, so a
-// barrier waits for claims in flight with one grace period.
+// warm); otherwise, under memory pressure and for barriers, it frees the block itself. A
+// retiring thread pops a whole ready block as its reclaim cursor (kept in its reader-slot
+// word) and every kHelpEvery-th retire frees the next kHelpBatch pointers of it with plain
+// loads and stores, inside a read-side critical section. The monitor takes cursors back on
+// timer, barrier and pressure passes by exchanging the word with nullptr; it touches such a
+// block only after a grace period, when a help in flight on it has ended.
 #include "kvfree/kvfree.h"
 
 #include <errno.h>
@@ -53,7 +55,11 @@ constexpr int kReserve = 8;
 // Pointers a helping thread frees at a time: glibc's tcache holds 7 chunks per size class, so
 // 7 frees per 7 retires cycle through it without touching the arena (measured: 8 or 14 at a
 // time spill into fastbins, and the arena-locked malloc slow path then dominates).
+#ifdef BULKRCU_TESTING
+constexpr long kHelpBatch = 3;  // less than a test block (4): cursors are left partly freed
+#else
 constexpr long kHelpBatch = 7;
+#endif
 constexpr std::size_t kNonFreeObjectEstimate = 32;
 // Grace periods for kvfree are at least this far apart (unless a barrier, the budget or
 // memory pressure asks): one grace period then covers every block closed meanwhile.
@@ -74,7 +80,7 @@ struct alignas(kCacheLine) Counters {
   alignas(kCacheLine) std::atomic<std::uint64_t> fb_head{0}, fb_inplace{0}, fb_reserve{0}, fb_sync{0};
   std::atomic<std::uint64_t> nowait_refused{0}, fallback_objects{0}, budget_hits{0};
   alignas(kCacheLine) std::atomic<std::uint64_t> cache_hits{0}, cache_misses{0}, lockless{0};
-  std::atomic<std::uint64_t> helped{0};
+  std::atomic<std::uint64_t> helped{0}, cursors_stolen{0};
 };
 Counters c;
 
@@ -431,6 +437,9 @@ bool adopt_incoming(Krc* base) noexcept {
   Block* list = k.incoming.exchange(nullptr, std::memory_order_acquire);
   if (!list) return false;
   const auto u = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
+#if BULKRCU_TSAN
+  __tsan_release(&g_krcs);  // pop_ready acquires: the blocks' headers were written before
+#endif
   if (bulkrcu::detail::subtle::rseq_cmpxchg_slot(base, sizeof(Krc), kReadyOff, 0, u(list)) == 1) return true;
   // Another CPU's slot, a locked slot or a refilled ready list: give the blocks back.
   Block* last = list;
@@ -515,68 +524,85 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept {
 }
 
 namespace {
-// One claim of up to kHelpBatch ready pointers of this CPU, freed here. Returns how many.
-long help_step(Krc* base, unsigned flags) noexcept {
-  void* buf[kHelpBatch];
-  const long kmax = kHelpBatch;
-  Deleter fn = nullptr;
-  long k = 0;
-  Block* exhausted = nullptr;
+// This thread's reclaim cursor: a whole ready block, popped from this CPU's ready list and
+// kept in the thread's reader-slot word (gp::thread_word). Each help frees the next kHelpBatch
+// of its pointers with plain loads and stores, inside a read-side critical section. The
+// monitor may steal the cursor at any time (an exchange of the word with nullptr); it then
+// waits a grace period before it touches the block, so a help in flight on the block has ended
+// and its `done` is final. Whoever exchanges the word from the block to nullptr owns the block:
+// the thread when it empties it, the monitor when it steals it.
+
+// Pops the head of this CPU's ready list (adopting the monitor's hand-over when the list is
+// empty). nullptr when there is nothing ready or the slot is busy.
+Block* pop_ready(Krc* base) noexcept {
+  Block* b = nullptr;
 #if BULKRCU_HAVE_RSEQ_ASM
   if (mode() == PercpuMode::kRseq) {
-    void* f = nullptr;
-    k = subtle::rseq_claim<sizeof(Krc), kReadyOff, kHelpBatch>(base, buf, &f);
-    fn = reinterpret_cast<Deleter>(f);
+    void* p = bulkrcu::detail::subtle::rseq_pop<kReadyOff, kNextOff>(base, sizeof(Krc));
+    if (p == nullptr && adopt_incoming(base))
+      p = bulkrcu::detail::subtle::rseq_pop<kReadyOff, kNextOff>(base, sizeof(Krc));
+    if (p == bulkrcu::detail::subtle::kSlotLocked) return nullptr;
 #if BULKRCU_TSAN
-    __tsan_acquire(&g_krcs);
+    __tsan_acquire(&g_krcs);  // released by whoever put the block on the ready list
 #endif
-    if (k == 0)
-      k = adopt_incoming(base) ? subtle::rseq_claim<sizeof(Krc), kReadyOff, kHelpBatch>(base, buf, &f) : 0;
-    fn = reinterpret_cast<Deleter>(f);
-    if (k == -2) {  // the head block is exhausted: pop it; recycle it if it still is
-      void* p = bulkrcu::detail::subtle::rseq_pop<kReadyOff, kNextOff>(base, sizeof(Krc));
-      if (p && p != bulkrcu::detail::subtle::kSlotLocked) {
-        Block* b = static_cast<Block*>(p);
-        if (b->done == 0) {
-          exhausted = b;
-        } else if (!bulkrcu::detail::subtle::rseq_push<kReadyOff, kNextOff>(base, sizeof(Krc), b)) {
-          // Slot locked meanwhile: free the rest here rather than lose it.
-          reclaim_ptrs(b->fn, b->ptrs, b->done);
-          b->done = 0;
-          exhausted = b;
-          k = 0;
-        }
-      }
-      if (k < 0) k = 0;
-    }
-  } else
-#endif
-  {
-    with_locked_slot([&](Krc& kr, int) {
-      if (!kr.ready) kr.ready = kr.incoming.exchange(nullptr, std::memory_order_acquire);
-      Block* b = kr.ready;
-      if (!b) return;
-      if (b->done == 0) {
-        kr.ready = b->next;
-        exhausted = b;
-        return;
-      }
-      long n = static_cast<long>(b->done) < kmax ? static_cast<long>(b->done) : kmax;
-      b->done -= static_cast<std::uint64_t>(n);
-      memcpy(buf, &b->ptrs[b->done], static_cast<std::size_t>(n) * sizeof(void*));
-      fn = b->fn;
-      k = n;
-    });
+    return static_cast<Block*>(p);
   }
-  if (k > 0) reclaim_ptrs(fn, buf, static_cast<std::size_t>(k));
-  if (exhausted) {
-    count_helped(exhausted);
-    if (flags & kMayBlock)
-      recycle_page(exhausted);
+#else
+  (void)base;
+#endif
+  with_locked_slot([&](Krc& kr, int) {
+    if (!kr.ready) kr.ready = kr.incoming.exchange(nullptr, std::memory_order_acquire);
+    b = kr.ready;
+    if (b) kr.ready = b->next;
+  });
+  return b;
+}
+
+// The thread's cursor block is empty: release it, unless the monitor stole it meanwhile.
+void finish_cursor(std::atomic<void*>* word, Block* b, unsigned flags) noexcept {
+  void* expected = b;
+  if (!word->compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel, std::memory_order_relaxed))
+    return;  // stolen: the monitor recycles it after a grace period
+  count_helped(b);
+  if (flags & kMayBlock)
+    recycle_page(b);
+  else
+    recycle_page_nowait(b);
+}
+
+// Frees up to kHelpBatch pointers of the cursor block (taking a new one when there is none).
+// Returns how many; *home is the cursor's home CPU. Inside a read-side critical section.
+long help_step(Krc* base, std::atomic<void*>* word, unsigned flags, std::uint64_t* home) noexcept {
+  Block* b = static_cast<Block*>(word->load(std::memory_order_acquire));
+  if (!b) {
+    b = pop_ready(base);
+    if (!b) return 0;
+    word->store(b, std::memory_order_release);
+  }
+  *home = b->home;
+  const std::uint64_t d = __atomic_load_n(&b->done, __ATOMIC_RELAXED);
+  if (d == 0) {  // only a block the monitor handed back after stealing it empty
+    finish_cursor(word, b, flags);
+    return 0;
+  }
+  const std::uint64_t k = d < static_cast<std::uint64_t>(kHelpBatch) ? d : kHelpBatch;
+  const std::uint64_t rest = d - k;
+  void* buf[kHelpBatch];
+  for (std::uint64_t i = 0; i < k; ++i) buf[i] = b->ptrs[rest + i];
+  // The objects of the next two helps: their chunk headers are cold by now (retired about a
+  // grace period ago), and free() reads them first.
+  for (std::uint64_t i = rest > 2 * kHelpBatch ? rest - 2 * kHelpBatch : 0; i < rest; ++i)
+    __builtin_prefetch(b->ptrs[i]);
+  const Deleter fn = b->fn;
+  __atomic_store_n(&b->done, rest, __ATOMIC_RELAXED);
+  for (std::uint64_t i = 0; i < k; ++i) {
+    if (fn)
+      fn(buf[i]);
     else
-      recycle_page_nowait(exhausted);
+      free(buf[i]);
   }
-  return k;
+  if (rest == 0) finish_cursor(word, b, flags);
+  return static_cast<long>(k);
 }
 
 }  // namespace
@@ -586,14 +612,14 @@ void help(unsigned flags) noexcept {
   Krc* base = g_krcs.load(std::memory_order_acquire);
   if (!base) return;
   t_in_help = true;
-  bulkrcu__read_lock_inline();  // a kvfree barrier waits for these claims with one grace period
-  // A second claim while more elapsed blocks wait in `incoming`: two frees per retire drain a
-  // backlog (the extra frees spill past glibc's tcache into its fastbins, a small cost paid
-  // only while the backlog lasts).
-  if (help_step(base, flags) == kHelpBatch) {
-    const Krc& k = base[current_cpu()];
+  bulkrcu__read_lock_inline();  // the monitor steals cursors and waits for these with a grace period
+  std::atomic<void*>* word = gp::thread_word(bulkrcu__tls_reader);
+  std::uint64_t home = 0;
+  // Backlog control (Krc::ready_objs): a second batch while the cursor's CPU is behind.
+  if (help_step(base, word, flags, &home) == kHelpBatch) {
+    const Krc& k = base[home];
     if (k.ready_objs.load(std::memory_order_relaxed) > k.behind_limit.load(std::memory_order_relaxed))
-      help_step(base, flags);
+      help_step(base, word, flags, &home);
   }
   bulkrcu__read_unlock_inline();
   t_in_help = false;
@@ -628,6 +654,7 @@ struct Batch {
   unsigned long cookie;
   Block* blocks;
   Batch* next;
+  bool stolen = false;  // reclaim cursors taken from threads: `done` is kept, already counted
 };
 
 struct Monitor {
@@ -721,9 +748,20 @@ void refill_reserve() noexcept {
   }
 }
 
+bool cursors_pending() noexcept {
+  bool any = false;
+  gp::for_each_thread_word(
+      [](std::atomic<void*>& word, void* arg) {
+        if (word.load(std::memory_order_relaxed)) *static_cast<bool*>(arg) = true;
+      },
+      &any);
+  return any;
+}
+
 bool cpu_state_pending() noexcept {
   Krc* base = g_krcs.load(std::memory_order_acquire);
   if (!base) return false;
+  if (cursors_pending()) return true;
   for (int i = 0; i < nr_slots(); ++i) {
     Krc& k = base[i];
     if (__atomic_load_n(&k.ready, __ATOMIC_RELAXED) || k.incoming.load(std::memory_order_relaxed))
@@ -772,15 +810,17 @@ void monitor_pass() noexcept {
     if (!m.oldest) m.newest = nullptr;
     for (Block* b = batch->blocks; b;) {
       Block* next = b->next;
-      b->done = b->nr;
+      if (!batch->stolen) b->done = b->nr;
       // To the home CPU's ready list: its retiring threads free it with warm allocator caches.
       // If that CPU has gone idle, the drain timer finds the list unchanged and frees it here.
       if (!full && !pressure) {
         CpuMon& cm = m.cpus[b->home];
         push(&cm.handoff, b);
-        cm.handoff_objs += b->nr;
-        b->cookie = kCookieReady;
-        base[b->home].ready_objs.fetch_add(b->nr, std::memory_order_relaxed);
+        if (!batch->stolen) {
+          cm.handoff_objs += b->nr;
+          b->cookie = kCookieReady;
+          base[b->home].ready_objs.fetch_add(b->nr, std::memory_order_relaxed);
+        }
       } else
         push(&to_reclaim, b);
       b = next;
@@ -873,6 +913,9 @@ void monitor_pass() noexcept {
         push(&to_reclaim, b);
       } else {
         b->next = k.ready;
+#if BULKRCU_TSAN
+        __tsan_release(&g_krcs);  // pop_ready acquires
+#endif
         __atomic_store_n(&k.ready, b, __ATOMIC_RELAXED);  // others peek at it
       }
     }
@@ -889,6 +932,35 @@ void monitor_pass() noexcept {
     k.lock.unlock();
   }
   c.collected.fetch_add(collected_objs, std::memory_order_relaxed);
+
+  // Reclaim cursors of threads (help_step): taken on timer, barrier and pressure passes, so
+  // that a thread that stopped retiring (or exited) strands nothing. Their blocks wait one
+  // grace period (a help in flight ends with its read-side critical section) and then go back
+  // to their home CPU with the pointers the thread had not freed yet.
+  if (locked_round) {
+    // A barrier's pass took every ready list above; a thread that popped a block before that
+    // may not have stored it in its word yet. Its help runs in a read-side critical section:
+    // after a grace period the block is in the word (or emptied and recycled).
+    if (full) gp::wait_for_cookie(gp::get_state(), false);
+    Block* stolen = nullptr;
+    gp::for_each_thread_word(
+        [](std::atomic<void*>& word, void* arg) {
+          if (!word.load(std::memory_order_relaxed)) return;
+          if (void* b = word.exchange(nullptr, std::memory_order_acq_rel)) {
+            push(static_cast<Block**>(arg), static_cast<Block*>(b));
+            c.cursors_stolen.fetch_add(1, std::memory_order_relaxed);
+          }
+        },
+        &stolen);
+    if (stolen) {
+      auto* batch = new Batch{gp::get_state(), stolen, nullptr, true};
+      if (m.newest)
+        m.newest->next = batch;
+      else
+        m.oldest = batch;
+      m.newest = batch;
+    }
+  }
 
   // 3. Cookies for detached blocks; the rest keep the cookie their closer recorded (polled
   //    grace periods: a block whose cookie has already elapsed needs no new one).
@@ -942,7 +1014,8 @@ void monitor_pass() noexcept {
     if (m.newest) gp::wait_for_cookie(m.newest->cookie, false);
     while (Batch* batch = m.oldest) {
       m.oldest = batch->next;
-      for (Block* b = batch->blocks; b; b = b->next) b->done = b->nr;
+      if (!batch->stolen)
+        for (Block* b = batch->blocks; b; b = b->next) b->done = b->nr;
       reclaim_list(batch->blocks);
       delete batch;
     }
@@ -1018,6 +1091,11 @@ void memory_pressure() noexcept {
   kick_monitor();
 }
 
+bool thread_has_cursor() noexcept {
+  bulkrcu__reader* r = bulkrcu__tls_reader;
+  return r != nullptr && gp::thread_word(r)->load(std::memory_order_relaxed) != nullptr;
+}
+
 void enable_fast_path(bool on) noexcept {
   Krc* base = nullptr;
   if (on && mode() == PercpuMode::kRseq) base = krcs();
@@ -1055,6 +1133,7 @@ Stats stats() noexcept {
   s.monitor_freed = c.monitor_freed.load(std::memory_order_relaxed);
   s.budget_bytes = config().max_pending_bytes;
   s.passes = c.passes.load(std::memory_order_relaxed);
+  s.cursors_stolen = c.cursors_stolen.load(std::memory_order_relaxed);
   return s;
 }
 

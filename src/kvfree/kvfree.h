@@ -14,8 +14,11 @@
 //       chained behind front[ch] through `next`; cookie: the grace period that covers every
 //       pointer in it (set by the closing thread after the seal, or by the runtime thread)
 //   waiting [runtime thread only] in the monitor's list until poll_state(cookie)
-//   ready   [this CPU's ready list] 0 <= done <= nr: ptrs[0, done) are still to be freed;
-//       retiring threads claim from the top (rseq_claim), the runtime thread takes idle lists
+//   ready   [this CPU's ready list] done == nr; a retiring thread pops it (rseq) as its
+//       reclaim cursor, the runtime thread takes idle lists
+//   cursor  [the thread whose reader-slot word holds it] 0 <= done <= nr: ptrs[0, done) are
+//       still to be freed, kHelpBatch at a time from the top; the runtime thread may steal it
+//       (exchange the word, then wait a grace period) and hand it back to its CPU
 //   empty   [whoever popped it] back to the CPU's page cache or to the pool
 #pragma once
 
@@ -51,16 +54,15 @@ struct Block {
   void* ptrs[];             // capacity = (page_size - sizeof(Block)) / sizeof(void*)
 };
 static_assert(offsetof(Block, nr) == subtle::kNrOff && offsetof(Block, cap) == subtle::kCapOff &&
-              offsetof(Block, fn) == subtle::kFnOff && offsetof(Block, done) == subtle::kDoneOff &&
-              sizeof(Block) == subtle::kPtrsOff);
+              offsetof(Block, fn) == subtle::kFnOff && sizeof(Block) == subtle::kPtrsOff);
 
 // One per possible CPU (the kernel's kfree_rcu_cpu).
 struct alignas(kCacheLine) Krc {
   SlotLock lock;  // offset 0 (percpu.h protocol)
   std::uint32_t pad_ = 0;
-  Block* front[kChannels] = {};          // owner: rseq appends; remote: runtime thread under lock+fence
-  Block* ready = nullptr;                // owner: rseq claims/pops; remote: runtime pushes/takes
-  Block* cache = nullptr;                // empty pages; owner pops/pushes; runtime trims and refills
+  Block* front[kChannels] = {};  // owner: rseq appends; remote: runtime thread under lock+fence
+  Block* ready = nullptr;        // owner: rseq claims/pops; remote: runtime pushes/takes
+  Block* cache = nullptr;        // empty pages; owner pops/pushes; runtime trims and refills
   // Blocks whose grace period has elapsed, pushed by the runtime thread without the slot's
   // lock (compare-and-swap); a helper that finds `ready` empty adopts the whole list.
   std::atomic<Block*> incoming{nullptr};
@@ -91,7 +93,11 @@ BULKRCU_NOINLINE void help(unsigned flags) noexcept;
 
 // Every kHelpEvery-th pointer stored on a CPU makes the storing thread free up to
 // kHelpBatch ready pointers of that CPU (glibc's tcache holds 7 chunks per size class).
+#ifdef BULKRCU_TESTING
+inline constexpr long kHelpEvery = 2;  // test blocks hold 4 pointers: nr reaches 2 and 4
+#else
 inline constexpr long kHelpEvery = 7;
+#endif
 
 // Non-null only while the rseq fast path may run: rseq mode, the slots exist, and the runtime
 // thread runs (the runtime layer sets it after starting the thread and clears it in a fork
@@ -144,8 +150,11 @@ struct Stats {
   std::uint64_t retired, freed, pending_objects, pending_bytes, blocks_in_use, grace_periods;
   std::uint64_t fb_head, fb_inplace, fb_reserve, fb_synchronize, nowait_refused;
   std::uint64_t cache_hits, cache_misses, lockless_pages, budget_hits, helped, monitor_freed;
-  std::uint64_t budget_bytes, passes;
+  std::uint64_t budget_bytes, passes, cursors_stolen;
 };
+
+// For tests: whether the calling thread holds a reclaim cursor (a ready block it frees from).
+bool thread_has_cursor() noexcept;
 Stats stats() noexcept;
 
 }  // namespace bulkrcu::detail::kvfree

@@ -274,6 +274,7 @@ void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   s.kv_freed_by_runtime = k.monitor_freed;
   s.kv_budget_bytes = k.budget_bytes;
   s.kv_monitor_passes = k.passes;
+  s.kv_cursors_stolen = k.cursors_stolen;
   pool::Stats p = pool::stats();
   s.pool_allocs = p.allocs;
   s.pool_frees = p.frees;
