@@ -3,6 +3,9 @@
 //   BM_NowaitFlood      bulkrcu_defer_nowait(noop, p) flat out: never helps and never waits, so
 //                       once the lockless page sources run dry it refuses (counter
 //                       refused_frac); the time mixes stores and refusals
+//   BM_RetireStore      the retire fast path alone: bulkrcu_defer_nowait(noop, p) into a block
+//                       with room (4096 stores per round, then, untimed, a barrier empties the
+//                       blocks; one store in 504 installs a block)
 //   BM_DeferNoop        bulkrcu_defer(noop, p): the store plus this thread's share of reclaim
 //                       (7 claimed pointers per 7 stores, a no-op deleter)
 //   BM_MallocKvfree     malloc(24) + bulkrcu_kvfree: the retiring side of kfree-scale, with the
@@ -35,6 +38,25 @@ void BM_NowaitFlood(benchmark::State& state) {
   bulkrcu_kvfree_barrier();
 }
 BENCHMARK(BM_NowaitFlood);
+
+void BM_RetireStore(benchmark::State& state) {
+  constexpr int kPerRound = 4096;
+  std::size_t refused = 0;
+  bulkrcu_kvfree_barrier();
+  for (auto _ : state) {
+    for (int i = 0; i < kPerRound; ++i)
+      if (!bulkrcu_defer_nowait(noop, g_dummy + (i & 63))) ++refused;
+    state.PauseTiming();
+    bulkrcu_kvfree_barrier();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * kPerRound);
+  state.counters["ns_per_store"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * kPerRound,
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["refused"] = static_cast<double>(refused);
+}
+BENCHMARK(BM_RetireStore);
 
 void BM_DeferNoop(benchmark::State& state) {
   std::size_t i = 0;

@@ -589,9 +589,10 @@ long help_step(Krc* base, std::atomic<void*>* word, unsigned flags, std::uint64_
   const std::uint64_t rest = d - k;
   void* buf[kHelpBatch];
   for (std::uint64_t i = 0; i < k; ++i) buf[i] = b->ptrs[rest + i];
-  // The objects of the next two helps: their chunk headers are cold by now (retired about a
-  // grace period ago), and free() reads them first.
-  for (std::uint64_t i = rest > 2 * kHelpBatch ? rest - 2 * kHelpBatch : 0; i < rest; ++i)
+  // The objects of the help after next: their chunk headers are cold by now (retired about a
+  // grace period ago), and free() reads them first. (The next help's were prefetched by the
+  // previous one.)
+  for (std::uint64_t i = rest > 2 * kHelpBatch ? rest - 2 * kHelpBatch : 0; i + kHelpBatch < rest; ++i)
     __builtin_prefetch(b->ptrs[i]);
   const Deleter fn = b->fn;
   __atomic_store_n(&b->done, rest, __ATOMIC_RELAXED);
