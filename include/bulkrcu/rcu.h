@@ -243,12 +243,142 @@ static inline __attribute__((always_inline)) bool bulkrcu__read_lock_held_inline
   return r != NULL && (__atomic_load_n(&r->ctr, __ATOMIC_RELAXED) & BULKRCU__NEST_MASK) != 0;
 }
 
-/* The function-like macros inline the fast path; `(bulkrcu_read_lock)()` and the function's
+/* ---- private: the inline retire fast path (x86-64). Layout and names may change. ----------
+ * The store into this CPU's block is one restartable sequence (rseq(2)); about 20
+ * instructions, no lock, no atomic read-modify-write, no fence. It runs only while the library
+ * has turned it on (bulkrcu__kv_fast != NULL: rseq registered with glibc and membarrier, the
+ * runtime thread started); otherwise, and whenever the block is full or the slot is busy, the
+ * exported function does the whole job. Under ThreadSanitizer the exported functions are always
+ * called (their annotations let it follow the per-CPU protocol). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BULKRCU__HAVE_RSEQ_STORE 1
+extern void* bulkrcu__kv_fast;         /* per-CPU slots (256 bytes each) while the fast path is on */
+extern long bulkrcu__rseq_offset;      /* glibc's __rseq_offset, set before bulkrcu__kv_fast */
+void bulkrcu__kv_help(unsigned flags); /* frees a few elapsed pointers of this thread's CPU */
+#define BULKRCU__KRC_SHIFT 8           /* slot stride 256 */
+#define BULKRCU__KRC_FRONT 8           /* offset of the front block per channel in a slot */
+#define BULKRCU__KV_MAY_BLOCK 1u
+#define BULKRCU__KV_NO_WAIT 2u
+#define BULKRCU__KV_HELP 8u
+#ifdef BULKRCU_TESTING
+#define BULKRCU__KV_HELP_EVERY 2 /* test builds: blocks of 4 pointers */
+#else
+#define BULKRCU__KV_HELP_EVERY 7 /* glibc's tcache depth: 7 frees per 7 retires */
+#endif
+
+/* In this CPU's slot: block = front[channel]; if it exists, belongs to fn and has room:
+ * block->ptrs[nr] = ptr, then the commit block->nr = nr + 1. Returns the new nr (> 0); 0 when
+ * the slow path must run (no block, another channel, full); -1 when the slot's lock is held.
+ * The store into ptrs[nr] before the commit is harmless if the sequence restarts: nr does not
+ * cover it, and the retry writes the slot again. Block header: nr at 0, cap at 8, fn at 16,
+ * pointers from 64. */
+static inline __attribute__((always_inline)) long bulkrcu__kv_store(void* base, unsigned long front_off,
+                                                                    void (*fn)(void*), void* ptr) {
+  long res;
+  __asm__ __volatile__(
+      ".pushsection __rseq_cs, \"aw\"\n\t"
+      ".balign 32\n\t"
+      "333:\n\t"
+      ".long 0x0, 0x0\n\t"
+      ".quad 1f, (2f - 1f), 4f\n\t"
+      ".popsection\n\t"
+      "0:\n\t"
+      "leaq 333b(%%rip), %%rax\n\t"
+      "movq %%rax, %%fs:8(%[off])\n\t"
+      "1:\n\t"
+      "movl %%fs:4(%[off]), %%eax\n\t"
+      "shlq $8, %%rax\n\t"
+      "addq %[base], %%rax\n\t"
+      "movq $-1, %[res]\n\t"
+      "cmpl $0, (%%rax)\n\t"
+      "jnz 5f\n\t"
+      "xorl %k[res], %k[res]\n\t"
+      "movq (%%rax,%[front]), %%rcx\n\t"
+      "testq %%rcx, %%rcx\n\t"
+      "jz 5f\n\t"
+      "cmpq %[fn], 16(%%rcx)\n\t"
+      "jne 5f\n\t"
+      "movq (%%rcx), %%rdx\n\t"
+      "cmpq 8(%%rcx), %%rdx\n\t"
+      "jae 5f\n\t"
+      "movq %[ptr], 64(%%rcx,%%rdx,8)\n\t"
+      "leaq 1(%%rdx), %[res]\n\t"
+      "movq %[res], (%%rcx)\n\t"
+      "2:\n\t"
+      ".pushsection __rseq_failure, \"ax\"\n\t"
+      ".byte 0x0f, 0xb9, 0x3d\n\t"
+      ".long 0x53053053\n\t"
+      "4:\n\t"
+      "jmp 0b\n\t"
+      ".popsection\n\t"
+      "5:\n\t"
+      : [res] "=&r"(res)
+      :
+      [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [front] "r"(front_off), [fn] "r"(fn), [ptr] "r"(ptr)
+      : "rax", "rcx", "rdx", "memory", "cc");
+  return res;
+}
+
+/* The channel (0-15) of a deleter: a multiplicative hash of its address. */
+static inline __attribute__((always_inline)) unsigned long bulkrcu__kv_channel(void (*fn)(void*)) {
+  return (unsigned long)(((unsigned long long)(__UINTPTR_TYPE__)fn * 0x9E3779B97F4A7C15ull) >> 60);
+}
+
+/* The retire fast path: true when ptr was stored (and, with BULKRCU__KV_HELP in flags, this
+ * thread's share of reclaim done). False: nothing was stored; the caller runs the slow path. */
+static inline __attribute__((always_inline)) bool bulkrcu__kv_try(void (*fn)(void*), void* ptr,
+                                                                  unsigned flags) {
+  void* base = __atomic_load_n(&bulkrcu__kv_fast, __ATOMIC_ACQUIRE);
+  if (__builtin_expect(base == NULL, 0)) return false;
+  long r = bulkrcu__kv_store(base, BULKRCU__KRC_FRONT + bulkrcu__kv_channel(fn) * sizeof(void*), fn, ptr);
+  if (__builtin_expect(r <= 0, 0)) return false;
+  if ((flags & BULKRCU__KV_HELP) && __builtin_expect(r % BULKRCU__KV_HELP_EVERY == 0, 0))
+    bulkrcu__kv_help(flags);
+  return true;
+}
+#endif /* x86-64 */
+
+#if defined(BULKRCU__HAVE_RSEQ_STORE) && !defined(BULKRCU__TSAN)
+#define BULKRCU__INLINE_RETIRE 1
+static inline __attribute__((always_inline)) void bulkrcu__kvfree_inline(void* ptr) {
+  if (ptr == NULL) return;
+  if (!bulkrcu__kv_try(NULL, ptr, BULKRCU__KV_MAY_BLOCK | BULKRCU__KV_HELP)) (bulkrcu_kvfree)(ptr);
+}
+static inline __attribute__((always_inline)) void bulkrcu__defer_inline(void (*fn)(void*), void* ptr) {
+  if (!bulkrcu__kv_try(fn, ptr, BULKRCU__KV_MAY_BLOCK | BULKRCU__KV_HELP)) (bulkrcu_defer)(fn, ptr);
+}
+static inline __attribute__((always_inline)) bool bulkrcu__defer_nowait_inline(void (*fn)(void*), void* ptr) {
+  return bulkrcu__kv_try(fn, ptr, 0) || (bulkrcu_defer_nowait)(fn, ptr);
+}
+static inline __attribute__((always_inline)) void bulkrcu__kfree_head_inline(void* ptr,
+                                                                             struct bulkrcu_head* head) {
+  /* The exported function checks the head and aborts on misuse. */
+  if (ptr != NULL && (__UINTPTR_TYPE__)head - (__UINTPTR_TYPE__)ptr < 4096 &&
+      bulkrcu__kv_try(NULL, ptr, BULKRCU__KV_NO_WAIT | BULKRCU__KV_HELP))
+    return;
+  (bulkrcu_kfree_head)(ptr, head);
+}
+static inline __attribute__((always_inline)) bool bulkrcu__defer_nonblocking_inline(void (*fn)(void*),
+                                                                                    void* ptr) {
+  return bulkrcu__kv_try(fn, ptr, BULKRCU__KV_NO_WAIT | BULKRCU__KV_HELP) ||
+         (bulkrcu__defer_nonblocking)(fn, ptr);
+}
+#endif
+
+/* The function-like macros inline the fast paths; `(bulkrcu_read_lock)()` and the function's
  * address still reach the exported function. Define BULKRCU_NO_INLINE to call it always. */
 #ifndef BULKRCU_NO_INLINE
 #define bulkrcu_read_lock() bulkrcu__read_lock_inline()
 #define bulkrcu_read_unlock() bulkrcu__read_unlock_inline()
 #define bulkrcu_read_lock_held() bulkrcu__read_lock_held_inline()
+#ifdef BULKRCU__INLINE_RETIRE
+/* Variadic: C++ arguments may hold unparenthesized commas (template argument lists). */
+#define bulkrcu_kvfree(...) bulkrcu__kvfree_inline(__VA_ARGS__)
+#define bulkrcu_defer(...) bulkrcu__defer_inline(__VA_ARGS__)
+#define bulkrcu_defer_nowait(...) bulkrcu__defer_nowait_inline(__VA_ARGS__)
+#define bulkrcu_kfree_head(...) bulkrcu__kfree_head_inline(__VA_ARGS__)
+#define bulkrcu__defer_nonblocking(...) bulkrcu__defer_nonblocking_inline(__VA_ARGS__)
+#endif
 #endif
 
 #ifdef __cplusplus

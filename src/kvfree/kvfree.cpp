@@ -41,7 +41,6 @@
 namespace bulkrcu::detail::kvfree {
 
 alignas(kCacheLine) std::atomic<Krc*> g_krcs{nullptr};
-alignas(kCacheLine) std::atomic<Krc*> g_fast_krcs{nullptr};
 
 namespace {
 
@@ -474,8 +473,7 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept {
     Step step;
 #if BULKRCU_HAVE_RSEQ_ASM
     if (mode() == PercpuMode::kRseq) {
-      long r = subtle::rseq_store_ptr(krcs(), sizeof(Krc), front_off(channel_of(fn)),
-                                      reinterpret_cast<void*>(fn), ptr);
+      long r = bulkrcu__kv_store(krcs(), front_off(channel_of(fn)), fn, ptr);
       if (r > 0) {
         if ((flags & kHelp) && r % kHelpEvery == 0) help(flags);
         return true;
@@ -1098,9 +1096,13 @@ bool thread_has_cursor() noexcept {
 }
 
 void enable_fast_path(bool on) noexcept {
-  Krc* base = nullptr;
+#if BULKRCU_HAVE_RSEQ_ASM
+  void* base = nullptr;
   if (on && mode() == PercpuMode::kRseq) base = krcs();
-  g_fast_krcs.store(base, std::memory_order_release);
+  __atomic_store_n(&bulkrcu__kv_fast, base, __ATOMIC_RELEASE);
+#else
+  (void)on;
+#endif
 }
 
 void after_fork_child() noexcept {
@@ -1139,3 +1141,9 @@ Stats stats() noexcept {
 }
 
 }  // namespace bulkrcu::detail::kvfree
+
+#if BULKRCU_HAVE_RSEQ_ASM
+// The public header's inline fast path (include/bulkrcu/rcu.h).
+alignas(bulkrcu::detail::kCacheLine) void* bulkrcu__kv_fast = nullptr;
+void bulkrcu__kv_help(unsigned flags) { bulkrcu::detail::kvfree::help(flags); }
+#endif

@@ -27,7 +27,6 @@
 
 #include "base/base.h"
 #include "bulkrcu/rcu.h"
-#include "kvfree/kvfree_rseq.h"
 #include "percpu/percpu.h"
 
 namespace bulkrcu::detail::kvfree {
@@ -53,11 +52,13 @@ struct Block {
   std::uint64_t home;       // CPU slot the block was filled on
   void* ptrs[];             // capacity = (page_size - sizeof(Block)) / sizeof(void*)
 };
-static_assert(offsetof(Block, nr) == subtle::kNrOff && offsetof(Block, cap) == subtle::kCapOff &&
-              offsetof(Block, fn) == subtle::kFnOff && sizeof(Block) == subtle::kPtrsOff);
+// The inline store (bulkrcu__kv_store in include/bulkrcu/rcu.h) relies on this layout.
+static_assert(offsetof(Block, nr) == 0 && offsetof(Block, cap) == 8 && offsetof(Block, fn) == 16 &&
+              sizeof(Block) == 64);
 
-// One per possible CPU (the kernel's kfree_rcu_cpu).
-struct alignas(kCacheLine) Krc {
+// One per possible CPU (the kernel's kfree_rcu_cpu). 256 bytes: the inline store finds this
+// CPU's slot with a shift (BULKRCU__KRC_SHIFT in include/bulkrcu/rcu.h).
+struct alignas(1 << BULKRCU__KRC_SHIFT) Krc {
   SlotLock lock;  // offset 0 (percpu.h protocol)
   std::uint32_t pad_ = 0;
   Block* front[kChannels] = {};  // owner: rseq appends; remote: runtime thread under lock+fence
@@ -72,6 +73,7 @@ struct alignas(kCacheLine) Krc {
   std::atomic<std::uint64_t> ready_objs{0};
   std::atomic<std::uint64_t> behind_limit{0};
 };
+static_assert(sizeof(Krc) == (1u << BULKRCU__KRC_SHIFT) && offsetof(Krc, front) == BULKRCU__KRC_FRONT);
 
 extern std::atomic<Krc*> g_krcs;
 
@@ -92,39 +94,30 @@ BULKRCU_NOINLINE bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcep
 BULKRCU_NOINLINE void help(unsigned flags) noexcept;
 
 // Every kHelpEvery-th pointer stored on a CPU makes the storing thread free up to
-// kHelpBatch ready pointers of that CPU (glibc's tcache holds 7 chunks per size class).
-#ifdef BULKRCU_TESTING
-inline constexpr long kHelpEvery = 2;  // test blocks hold 4 pointers: nr reaches 2 and 4
-#else
-inline constexpr long kHelpEvery = 7;
-#endif
+// kHelpBatch ready pointers of its cursor (glibc's tcache holds 7 chunks per size class). Test
+// builds: every 2nd store, their blocks holding 4 pointers.
+inline constexpr long kHelpEvery = BULKRCU__KV_HELP_EVERY;
+static_assert(kMayBlock == BULKRCU__KV_MAY_BLOCK && kNoWait == BULKRCU__KV_NO_WAIT &&
+              kHelp == BULKRCU__KV_HELP);
 
-// Non-null only while the rseq fast path may run: rseq mode, the slots exist, and the runtime
-// thread runs (the runtime layer sets it after starting the thread and clears it in a fork
-// child until the thread restarts). One load replaces three checks on every retire.
-extern std::atomic<Krc*> g_fast_krcs;
+// Turns the rseq fast path on (bulkrcu__kv_fast, include/bulkrcu/rcu.h) when the process runs
+// in rseq mode: the runtime layer calls it after starting the thread, and with false in a fork
+// child until the thread restarts. One load replaces three checks on every retire.
 void enable_fast_path(bool on) noexcept;
 
-// The retire fast path: one load, about 16 instructions in the rseq sequence, and the help
-// test. False: nothing was stored, the caller runs retire_slow.
+// The retire fast path (the same code the public header inlines). False: nothing was stored,
+// the caller runs retire_slow.
 BULKRCU_ALWAYS_INLINE bool retire_fast(Deleter fn, void* ptr, unsigned flags) noexcept {
 #if BULKRCU_HAVE_RSEQ_ASM
-  Krc* base = g_fast_krcs.load(std::memory_order_acquire);
-  if (BULKRCU_LIKELY(base != nullptr)) {
 #if BULKRCU_TSAN
-    __tsan_release(&g_krcs);
+  // The sequence publishes with plain stores TSan cannot see; the monitor acquires g_krcs.
+  __tsan_release(&g_krcs);
 #endif
-    long r = subtle::rseq_store_ptr(base, sizeof(Krc), front_off(channel_of(fn)), reinterpret_cast<void*>(fn),
-                                    ptr);
-    if (BULKRCU_LIKELY(r > 0)) {
-      // Only forms with kHelp free on this thread (freeing is not async-signal-safe). `flags`
-      // is a constant at every call site, so the test folds away.
-      if ((flags & kHelp) && BULKRCU_UNLIKELY(r % kHelpEvery == 0)) help(flags);
-      return true;
-    }
-  }
-#endif
+  return bulkrcu__kv_try(fn, ptr, flags);
+#else
+  (void)fn, (void)ptr, (void)flags;
   return false;
+#endif
 }
 
 BULKRCU_ALWAYS_INLINE bool retire(Deleter fn, void* ptr, unsigned flags) noexcept {

@@ -5,6 +5,11 @@
 #include <sys/rseq.h>
 
 #include "base/base.h"
+#include "bulkrcu/rcu.h"
+
+#if BULKRCU_HAVE_RSEQ_ASM
+alignas(bulkrcu::detail::kCacheLine) long bulkrcu__rseq_offset = 0;
+#endif
 
 namespace bulkrcu::detail {
 
@@ -29,6 +34,7 @@ PercpuMode init_mode() noexcept {
     if (static_cast<int>(area->cpu_id) >= 0 &&
         subtle::membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0) {
       subtle::g_rseq_offset = __rseq_offset;
+      bulkrcu__rseq_offset = __rseq_offset;  // the public header's inline store
       m = PercpuMode::kRseq;
     }
   }

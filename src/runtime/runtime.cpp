@@ -193,8 +193,9 @@ unsigned long bulkrcu_start_poll(void) {
   return cookie;
 }
 
-// The fast path needs no ensure_started(): g_fast_krcs is set only once the thread runs.
-void bulkrcu_kvfree(void* ptr) {
+// The fast path needs no ensure_started(): bulkrcu__kv_fast is set only once the thread runs.
+// The names are parenthesized: rcu.h defines function-like macros of the same names.
+void(bulkrcu_kvfree)(void* ptr) {
   if (!ptr) return;
   constexpr unsigned kFlags = kvfree::kMayBlock | kvfree::kHelp;
   if (BULKRCU_LIKELY(kvfree::retire_fast(nullptr, ptr, kFlags))) return;
@@ -202,27 +203,27 @@ void bulkrcu_kvfree(void* ptr) {
   kvfree::retire_slow(nullptr, ptr, kFlags);
 }
 
-void bulkrcu_defer(void (*fn)(void*), void* ptr) {
+void(bulkrcu_defer)(void (*fn)(void*), void* ptr) {
   constexpr unsigned kFlags = kvfree::kMayBlock | kvfree::kHelp;
   if (BULKRCU_LIKELY(kvfree::retire_fast(fn, ptr, kFlags))) return;
   runtime::ensure_started();
   kvfree::retire_slow(fn, ptr, kFlags);
 }
 
-bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr) {
+bool(bulkrcu_defer_nowait)(void (*fn)(void*), void* ptr) {
   // No ensure_started(): it may create a thread. The runtime thread starts when the library
   // loads, and in a fork child at the first blocking call (documented in docs/KVFREE.md).
   return kvfree::retire(fn, ptr, kvfree::kNoWait | kvfree::kNoSyscall);
 }
 
-bool bulkrcu__defer_nonblocking(void (*fn)(void*), void* ptr) {
+bool(bulkrcu__defer_nonblocking)(void (*fn)(void*), void* ptr) {
   constexpr unsigned kFlags = kvfree::kNoWait | kvfree::kHelp;
   if (BULKRCU_LIKELY(kvfree::retire_fast(fn, ptr, kFlags))) return true;
   runtime::ensure_started();
   return kvfree::retire_slow(fn, ptr, kFlags);
 }
 
-void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head) {
+void(bulkrcu_kfree_head)(void* ptr, struct bulkrcu_head* head) {
   runtime::ensure_started();
   kvfree::kfree_head(ptr, head);
 }
