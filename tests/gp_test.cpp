@@ -119,6 +119,38 @@ TEST(Gp, SynchronizeWithoutReadersReturns) {
   bulkrcu_synchronize();  // the caller's own finished section does not block it
 }
 
+TEST(Gp, TryGracePeriodNowFailsWhileAReaderHoldsASectionAndLeavesNoTrace) {
+  bulkrcu_kvfree_barrier();  // nothing pending: the runtime thread has no grace period to run
+  bulkrcu_synchronize();
+  std::atomic<bool> never{false};
+  HeldReader reader(&never);
+  const unsigned long cookie = bulkrcu_get_state();
+  const unsigned long seq = bulkrcu::detail::gp::current_seq();
+  EXPECT_FALSE(bulkrcu::detail::gp::try_grace_period_now());
+  // The attempt is undone: the sequence is back where it was (even), the cookie unsatisfied.
+  EXPECT_EQ(bulkrcu::detail::gp::current_seq(), seq);
+  EXPECT_EQ(seq & 1, 0u);
+  EXPECT_FALSE(bulkrcu_poll_state(cookie));
+  reader.release_and_join();
+  // Without readers it completes a grace period on this thread (retried: the runtime thread
+  // may hold the engine's mutex for a moment).
+  bool ok = false;
+  for (int i = 0; i < 100000 && !ok; ++i) ok = bulkrcu::detail::gp::try_grace_period_now();
+  EXPECT_TRUE(ok);
+  bulkrcu_synchronize();  // whatever the attempts did, a full grace period satisfies the cookie
+  EXPECT_TRUE(bulkrcu_poll_state(cookie));
+}
+
+TEST(Gp, TryGracePeriodNowSatisfiesACookie) {
+  const unsigned long cookie = bulkrcu_get_state();
+  bool done = false;
+  for (int i = 0; i < 100000 && !done; ++i) {
+    bulkrcu::detail::gp::try_grace_period_now();
+    done = bulkrcu_poll_state(cookie);
+  }
+  EXPECT_TRUE(done);
+}
+
 TEST(Gp, CookieNotSatisfiedBeforeGracePeriodSatisfiedAfter) {
   bulkrcu_read_lock();  // no grace period that starts after the cookie can end before unlock
   const unsigned long cookie = bulkrcu_get_state();

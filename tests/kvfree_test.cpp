@@ -284,6 +284,25 @@ TEST_F(Kvfree, AThreadThatStopsWithAPartlyFreedCursorStrandsNothing) {
   t.join();
 }
 
+TEST_F(Kvfree, RetiringThreadsDriveTheMonitorWhenNothingIsReady) {
+  // Test builds let every help that finds nothing to free make a lite monitor pass (hand-over,
+  // collection, a grace period if none needs waiting), concurrently with the runtime thread's
+  // passes and with each other.
+  const bulkrcu_stats s0 = snap();
+  constexpr int kThreads = 4, kPer = 20000;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([] {
+      for (int i = 0; i < kPer; ++i) bulkrcu_defer(obj_delete, new Obj);
+    });
+  for (auto& th : ts) th.join();
+  const bulkrcu_stats s1 = snap();
+  bulkrcu_kvfree_barrier();
+  EXPECT_EQ(g_deleted.load(), static_cast<long>(kThreads) * kPer);
+  EXPECT_GT(s1.kv_helps_dry, s0.kv_helps_dry);
+  EXPECT_GT(s1.kv_retirer_passes, s0.kv_retirer_passes);
+}
+
 // Retires from a signal handler that interrupts retires in progress.
 // malloc is not async-signal-safe: the handler takes objects allocated beforehand.
 constexpr int kSigObjs = 4096;

@@ -151,6 +151,15 @@ void kfree_scale(const Params& prm, ResultWriter& out) {
   if constexpr (I::kBulkrcu) {
     out.metric("grace_periods", static_cast<double>(gp1 - gp0));
     out.metric("objs_per_gp", gp1 > gp0 ? objs / static_cast<double>(gp1 - gp0) : objs);
+    // Where the frees ran, and how often retiring threads drove the monitor (diagnostics:
+    // whole-process counters, in the CSV only).
+    bulkrcu_stats st;
+    bulkrcu_get_stats(&st, sizeof st);
+    const double freed = static_cast<double>(st.kv_freed_by_retirers + st.kv_freed_by_runtime);
+    if (freed > 0)
+      out.metric("freed_by_runtime_pct", 100.0 * static_cast<double>(st.kv_freed_by_runtime) / freed);
+    out.metric("retirer_passes", static_cast<double>(st.kv_retirer_passes));
+    out.metric("helps_dry", static_cast<double>(st.kv_helps_dry));
   }
   out.metric("peak_rss_mb", peak_rss_bytes() / 1048576.0);
   out.metric("rss_after_mb", rss_bytes() / 1048576.0);

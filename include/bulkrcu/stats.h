@@ -67,6 +67,8 @@ struct bulkrcu_stats {
   uint64_t kv_budget_bytes;         /* BULKRCU_MAX_PENDING */
   uint64_t kv_monitor_passes;       /* passes of the runtime thread over the CPUs' blocks */
   uint64_t kv_cursors_stolen;       /* threads' reclaim blocks taken back by the runtime thread */
+  uint64_t kv_retirer_passes;       /* lite monitor passes made by retiring threads (runtime late) */
+  uint64_t kv_helps_dry;            /* helps that found nothing elapsed to free (tcache runs dry) */
 };
 
 /* Copies min(size, sizeof(struct bulkrcu_stats)) bytes of a fresh snapshot into *out; pass

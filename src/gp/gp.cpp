@@ -302,6 +302,29 @@ bool poll_state(unsigned long cookie) noexcept {
 
 unsigned long current_seq() noexcept { return g.seq.load(std::memory_order_acquire); }
 
+bool try_grace_period_now() noexcept {
+  if (pthread_mutex_trylock(&g.gp_mutex) != 0) return false;
+  const unsigned long s = g.seq.load(std::memory_order_relaxed);
+  g.seq.store(s + 1, std::memory_order_relaxed);
+  master_fence();  // M1
+  // No reader inside a section at some instant after M1 means every section that began before
+  // M1 has ended (the same test as run_grace_period's shortcut, taken a little later). Short
+  // sections (a retiring thread's help, a spinning reader between sections) pass it within a
+  // few checks.
+  bool ok = false;
+  for (int i = 0; i < 16 && !(ok = !any_active()); ++i)
+    for (int j = 0; j < 32; ++j) cpu_relax();
+  if (ok) {
+    master_fence();                                 // M2
+    g.seq.store(s + 2, std::memory_order_release);  // pairs with poll_state's acquire
+    g.nr_gp.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    g.seq.store(s, std::memory_order_relaxed);  // abandoned, as a fork child does
+  }
+  pthread_mutex_unlock(&g.gp_mutex);
+  return ok;
+}
+
 void wait_for_cookie(unsigned long cookie, bool expedited) noexcept {
   if (poll_state(cookie)) return;
   if (expedited) g.expedite.fetch_add(1, std::memory_order_relaxed);

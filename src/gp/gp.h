@@ -29,6 +29,14 @@ unsigned long current_seq() noexcept;
 // share grace periods. `expedited`: spin and yield instead of sleeping.
 void wait_for_cookie(unsigned long cookie, bool expedited) noexcept;
 
+// Runs one grace period on the calling thread if that needs no waiting: gp_mutex is free and,
+// within a few microseconds of spinning after the first fence, no reader is inside a critical
+// section. Otherwise undoes the attempt
+// (the sequence goes back to the even value it had; a cookie taken meanwhile only becomes
+// harder to satisfy) and returns false. Never blocks; one or two membarrier calls. Not inside
+// a reader (it would see itself and fail).
+bool try_grace_period_now() noexcept;
+
 // Asks the runtime thread for a grace period that satisfies `cookie` (lock-free; at most one
 // futex wake through the base layer's doorbell). The runtime thread reads requested_cookie().
 void request(unsigned long cookie) noexcept;

@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +65,19 @@ constexpr std::size_t kNonFreeObjectEstimate = 32;
 // memory pressure asks): one grace period then covers every block closed meanwhile.
 // DESIGN.md 5a measured 0.25-1 ms as the range where one covers 100-280 blocks.
 constexpr std::uint64_t kGpPaceNs = 500000;
+// A retiring thread that finds nothing to free while the runtime thread has not made a pass
+// for this long makes a lite pass itself (drive_if_late), at most once per kDriveEveryNs.
+// Measured on this 2-CPU machine: when both CPUs are busy, the runtime thread's wakeups are
+// sometimes a scheduler tick or more late, and the retiring threads then ran dry for
+// milliseconds (no frees, so glibc's tcache emptied) before catching up twice as fast.
+#ifdef BULKRCU_TESTING
+constexpr std::uint64_t kDriveAfterNs = 0;  // test builds: every dry help may drive
+constexpr std::uint64_t kDriveEveryNs = 20000;
+#else
+constexpr std::uint64_t kDriveAfterNs = 600000;
+constexpr std::uint64_t kDriveEveryNs = 100000;
+#endif
+constexpr std::uint64_t kBacklogWindowNs = 2 * kGpPaceNs;
 
 std::size_t g_page = 0;
 std::size_t g_capacity = 0;
@@ -79,7 +93,8 @@ struct alignas(kCacheLine) Counters {
   alignas(kCacheLine) std::atomic<std::uint64_t> fb_head{0}, fb_inplace{0}, fb_reserve{0}, fb_sync{0};
   std::atomic<std::uint64_t> nowait_refused{0}, fallback_objects{0}, budget_hits{0};
   alignas(kCacheLine) std::atomic<std::uint64_t> cache_hits{0}, cache_misses{0}, lockless{0};
-  std::atomic<std::uint64_t> helped{0}, cursors_stolen{0};
+  std::atomic<std::uint64_t> helped{0}, cursors_stolen{0}, drives{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> helps_dry{0};
 };
 Counters c;
 
@@ -427,27 +442,6 @@ void push_incoming(Krc& k, Block* first, Block* last) noexcept {
       !k.incoming.compare_exchange_weak(head, first, std::memory_order_release, std::memory_order_relaxed));
 }
 
-#if BULKRCU_HAVE_RSEQ_ASM
-// This CPU's ready list is empty: adopt the blocks the monitor handed over. Returns true when
-// `ready` now holds them. (An exchange once per block of ~500 pointers.)
-bool adopt_incoming(Krc* base) noexcept {
-  Krc& k = base[current_cpu()];
-  if (!k.incoming.load(std::memory_order_relaxed)) return false;
-  Block* list = k.incoming.exchange(nullptr, std::memory_order_acquire);
-  if (!list) return false;
-  const auto u = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
-#if BULKRCU_TSAN
-  __tsan_release(&g_krcs);  // pop_ready acquires: the blocks' headers were written before
-#endif
-  if (bulkrcu::detail::subtle::rseq_cmpxchg_slot(base, sizeof(Krc), kReadyOff, 0, u(list)) == 1) return true;
-  // Another CPU's slot, a locked slot or a refilled ready list: give the blocks back.
-  Block* last = list;
-  while (last->next) last = last->next;
-  push_incoming(k, list, last);
-  return false;
-}
-#endif
-
 void spin_a_little(int attempt) noexcept {
   if (attempt < 64)
     cpu_relax();
@@ -530,30 +524,52 @@ namespace {
 // and its `done` is final. Whoever exchanges the word from the block to nullptr owns the block:
 // the thread when it empties it, the monitor when it steals it.
 
-// Pops the head of this CPU's ready list (adopting the monitor's hand-over when the list is
-// empty). nullptr when there is nothing ready or the slot is busy.
+// Takes one block off slot k's hand-over list (an exchange of the whole list, then a push of
+// the rest back). Lock-free and open to any thread: the list is shared by design.
+Block* take_incoming(Krc& k) noexcept {
+  if (!k.incoming.load(std::memory_order_relaxed)) return nullptr;
+  Block* list = k.incoming.exchange(nullptr, std::memory_order_acquire);
+  if (!list) return nullptr;
+  if (Block* rest = list->next) {
+    Block* last = rest;
+    while (last->next) last = last->next;
+    push_incoming(k, rest, last);
+  }
+  list->next = nullptr;
+  return list;
+}
+
+// A block for this thread's cursor: this CPU's ready list (the monitor's locked passes fill
+// it), else this CPU's hand-over list, else another CPU's. What keeps glibc's tcache balanced
+// is that a thread frees as many pointers as it retires, whichever CPU filled them: threads
+// migrate, and a CPU whose thread moved away for a while has a backlog while the thread's new
+// CPU has none (measured: one thread ran dry for milliseconds while the other CPU held 10-30k
+// elapsed pointers). Hand-over lists are taken one block at a time so that this stays possible.
 Block* pop_ready(Krc* base) noexcept {
   Block* b = nullptr;
 #if BULKRCU_HAVE_RSEQ_ASM
   if (mode() == PercpuMode::kRseq) {
     void* p = bulkrcu::detail::subtle::rseq_pop<kReadyOff, kNextOff>(base, sizeof(Krc));
-    if (p == nullptr && adopt_incoming(base))
-      p = bulkrcu::detail::subtle::rseq_pop<kReadyOff, kNextOff>(base, sizeof(Krc));
-    if (p == bulkrcu::detail::subtle::kSlotLocked) return nullptr;
+    if (p != nullptr && p != bulkrcu::detail::subtle::kSlotLocked) {
 #if BULKRCU_TSAN
-    __tsan_acquire(&g_krcs);  // released by whoever put the block on the ready list
+      __tsan_acquire(&g_krcs);  // released by the monitor when it filled the ready list
 #endif
-    return static_cast<Block*>(p);
+      b = static_cast<Block*>(p);
+    }
+  } else
+#endif
+  {
+    with_locked_slot([&](Krc& kr, int) {
+      b = kr.ready;
+      if (b) kr.ready = b->next;
+    });
   }
-#else
-  (void)base;
-#endif
-  with_locked_slot([&](Krc& kr, int) {
-    if (!kr.ready) kr.ready = kr.incoming.exchange(nullptr, std::memory_order_acquire);
-    b = kr.ready;
-    if (b) kr.ready = b->next;
-  });
-  return b;
+  if (b) return b;
+  const int n = nr_slots();
+  const int self = current_cpu();
+  for (int d = 0; d < n; ++d)
+    if ((b = take_incoming(base[(self + d) % n]))) return b;
+  return nullptr;
 }
 
 // The thread's cursor block is empty: release it, unless the monitor stole it meanwhile.
@@ -615,12 +631,19 @@ void help(unsigned flags) noexcept {
   std::atomic<void*>* word = gp::thread_word(bulkrcu__tls_reader);
   std::uint64_t home = 0;
   // Backlog control (Krc::ready_objs): a second batch while the cursor's CPU is behind.
-  if (help_step(base, word, flags, &home) == kHelpBatch) {
+  const long got = help_step(base, word, flags, &home);
+  if (got == kHelpBatch) {
     const Krc& k = base[home];
     if (k.ready_objs.load(std::memory_order_relaxed) > k.behind_limit.load(std::memory_order_relaxed))
       help_step(base, word, flags, &home);
   }
   bulkrcu__read_unlock_inline();
+  // Nothing was ready: if the runtime thread is late, do its hand-over here (outside the
+  // section above: the lite pass may run a grace period).
+  if (got == 0) {
+    c.helps_dry.fetch_add(1, std::memory_order_relaxed);
+    if (flags & kMayBlock) drive_if_late();
+  }
   t_in_help = false;
 }
 
@@ -644,7 +667,8 @@ struct CpuMon {
   Block* seen_front[kChannels] = {};  // fronts at the previous drain-timer pass
   Block* seen_ready = nullptr;        // ready head at the previous drain-timer pass
   Block* handoff = nullptr;           // elapsed blocks to push onto this CPU's ready list
-  std::uint64_t handoff_objs = 0;     // pointers in this pass's hand-over (backlog control)
+  std::uint64_t handoff_objs = 0;     // pointers handed over in this window (backlog control)
+  std::uint64_t win_start_ns = 0;
 };
 
 // The blocks one pass collected, waiting for the newest cookie among them (polled: a batch
@@ -667,6 +691,17 @@ struct Monitor {
   bool deferred = false;              // a cookie waits for the pace before it is requested
 };
 Monitor* g_mon = nullptr;
+// Guards the Monitor (and the monitor's right to change a front's link): held by the runtime
+// thread's passes and by the lite passes of retiring threads (drive_if_late), and across fork.
+pthread_mutex_t g_mon_mutex = PTHREAD_MUTEX_INITIALIZER;
+std::atomic<std::uint64_t> g_last_pass_ns{0};   // end of the runtime thread's latest pass
+std::atomic<std::uint64_t> g_next_drive_ns{0};  // rate limit of lite passes
+struct MonLock {
+  MonLock() { pthread_mutex_lock(&g_mon_mutex); }
+  ~MonLock() { pthread_mutex_unlock(&g_mon_mutex); }
+  MonLock(const MonLock&) = delete;
+  MonLock& operator=(const MonLock&) = delete;
+};
 
 Monitor& mon() {
   if (!g_mon) {
@@ -787,16 +822,20 @@ void publish_progress() noexcept {
 
 }  // namespace
 
-void monitor_pass() noexcept {
+namespace {
+// One pass; g_mon_mutex held. A lite pass (a retiring thread's, drive_if_late) only hands over
+// elapsed blocks, collects closed chains and asks for their grace period: no locked round, no
+// reclaim on this thread, no barrier.
+void monitor_pass_locked(bool lite) noexcept {
   if (BULKRCU_UNLIKELY(g_page == 0)) init_sizes();
   Monitor& m = mon();
   Krc* base = krcs();
   const std::uint64_t now = now_ns();
   const std::uint64_t barrier_target = g_barrier_req.load(std::memory_order_acquire);
-  const bool full = barrier_target > g_barrier_done.load(std::memory_order_relaxed);
-  const bool timer = now >= m.next_timer_ns;
-  const bool pressure = over_budget();
-  const bool refill = now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure;
+  const bool full = !lite && barrier_target > g_barrier_done.load(std::memory_order_relaxed);
+  const bool timer = !lite && now >= m.next_timer_ns;
+  const bool pressure = !lite && over_budget();
+  const bool refill = !lite && now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure;
   g_kick.store(0, std::memory_order_relaxed);
   c.passes.fetch_add(1, std::memory_order_relaxed);
 
@@ -827,12 +866,23 @@ void monitor_pass() noexcept {
     delete batch;
   }
   for (std::size_t i = 0; i < m.cpus.size(); ++i) {
-    // A backlog above two hand-overs of this size (plus two blocks) means the CPU's helpers fall
-    // behind: they free two batches per help until it is below again.
+    // Backlog control. The limit is what the CPU was handed in the last window of kBacklogWindowNs
+    // (about that long of its retires), plus two blocks: a backlog above it means its helpers
+    // fall behind, and they free two batches per help until it is below again. Below it, the
+    // backlog is a buffer against late hand-overs. (The size of the last hand-over alone
+    // swung between a pace's worth and a few blocks; the small limits drained the buffer,
+    // and helpers then ran dry at the next late hand-over.)
     CpuMon& cm = m.cpus[i];
-    if (cm.handoff_objs == 0) continue;
-    base[i].behind_limit.store(2 * cm.handoff_objs + 2 * g_capacity, std::memory_order_relaxed);
-    cm.handoff_objs = 0;
+    if (cm.win_start_ns == 0) cm.win_start_ns = now;
+    const std::uint64_t elapsed = now - cm.win_start_ns;
+    if (elapsed >= kBacklogWindowNs) {
+      const std::uint64_t per_window =
+          static_cast<std::uint64_t>(static_cast<double>(cm.handoff_objs) *
+                                     static_cast<double>(kBacklogWindowNs) / static_cast<double>(elapsed));
+      base[i].behind_limit.store(per_window + 2 * g_capacity, std::memory_order_relaxed);
+      cm.handoff_objs = 0;
+      cm.win_start_ns = now;
+    }
   }
 
   // 2. A round over the CPUs. The common pass takes no lock and sends no IPI: only this
@@ -900,7 +950,7 @@ void monitor_pass() noexcept {
       }
       if (timer) cm.seen_front[ch] = k.front[ch];
     }
-    // Handed-over blocks (this pass's and those no helper adopted yet) join the ready list.
+    // Handed-over blocks (this pass's and those no helper has taken yet) join the ready list.
     for (Block* b = k.incoming.exchange(nullptr, std::memory_order_acquire); b;) {
       Block* next = b->next;
       push(&cm.handoff, b);
@@ -998,7 +1048,7 @@ void monitor_pass() noexcept {
 
   // 4. Reclaim what no retiring thread will, and return spare pages.
   reclaim_list(to_reclaim);
-  for (Block* b = g_spare.exchange(nullptr, std::memory_order_acquire); b;) {
+  for (Block* b = lite ? nullptr : g_spare.exchange(nullptr, std::memory_order_acquire); b;) {
     Block* next = b->next;
     push(&spare_pages, b);
     b = next;
@@ -1023,12 +1073,40 @@ void monitor_pass() noexcept {
   }
   if (timer) m.next_timer_ns = now + config().drain_ns;
   if (refill) refill_reserve();
+  if (!lite) g_last_pass_ns.store(now_ns(), std::memory_order_relaxed);
   publish_progress();
+}
+}  // namespace
+
+void monitor_pass() noexcept {
+  MonLock lock;
+  monitor_pass_locked(false);
+}
+
+void drive_if_late() noexcept {
+  const std::uint64_t now = now_ns();
+  if (now < g_last_pass_ns.load(std::memory_order_relaxed) + kDriveAfterNs) return;
+  std::uint64_t next = g_next_drive_ns.load(std::memory_order_relaxed);
+  if (now < next ||
+      !g_next_drive_ns.compare_exchange_strong(next, now + kDriveEveryNs, std::memory_order_relaxed))
+    return;
+  if (pthread_mutex_trylock(&g_mon_mutex) != 0) return;
+  Monitor& m = mon();
+  monitor_pass_locked(true);  // hand over what has elapsed; collect what has closed
+  // The grace period of the oldest batch, if it needs no waiting; then its hand-over.
+  if (m.oldest && !gp::poll_state(m.oldest->cookie) && gp::reader_nesting() == 0) {
+    gp::try_grace_period_now();
+    if (!gp::poll_state(m.oldest->cookie)) gp::try_grace_period_now();  // a cookie may need two
+    if (gp::poll_state(m.oldest->cookie)) monitor_pass_locked(true);
+  }
+  pthread_mutex_unlock(&g_mon_mutex);
+  c.drives.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool has_work() noexcept {
   if (g_barrier_req.load(std::memory_order_acquire) > g_barrier_done.load(std::memory_order_relaxed))
     return true;
+  MonLock lock;
   Monitor& m = mon();
   // Kicks (a block closed) and deferred cookies wait for the pace: one grace period then
   // covers every block closed meanwhile.
@@ -1041,6 +1119,7 @@ bool has_work() noexcept {
 }
 
 std::uint64_t next_timeout_ns() noexcept {
+  MonLock lock;
   Monitor& m = mon();
   std::uint64_t now = now_ns();
   if (m.deferred || g_kick.load(std::memory_order_relaxed)) {
@@ -1105,7 +1184,11 @@ void enable_fast_path(bool on) noexcept {
 #endif
 }
 
+void before_fork() noexcept { pthread_mutex_lock(&g_mon_mutex); }
+void after_fork_parent() noexcept { pthread_mutex_unlock(&g_mon_mutex); }
+
 void after_fork_child() noexcept {
+  pthread_mutex_init(&g_mon_mutex, nullptr);
   // Threads that held a slot lock at fork time do not exist in the child.
   if (Krc* base = g_krcs.load(std::memory_order_acquire))
     for (int i = 0; i < nr_slots(); ++i) base[i].lock.unlock();
@@ -1137,6 +1220,8 @@ Stats stats() noexcept {
   s.budget_bytes = config().max_pending_bytes;
   s.passes = c.passes.load(std::memory_order_relaxed);
   s.cursors_stolen = c.cursors_stolen.load(std::memory_order_relaxed);
+  s.retirer_passes = c.drives.load(std::memory_order_relaxed);
+  s.helps_dry = c.helps_dry.load(std::memory_order_relaxed);
   return s;
 }
 

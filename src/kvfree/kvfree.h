@@ -65,11 +65,11 @@ struct alignas(1 << BULKRCU__KRC_SHIFT) Krc {
   Block* ready = nullptr;        // owner: rseq claims/pops; remote: runtime pushes/takes
   Block* cache = nullptr;        // empty pages; owner pops/pushes; runtime trims and refills
   // Blocks whose grace period has elapsed, pushed by the runtime thread without the slot's
-  // lock (compare-and-swap); a helper that finds `ready` empty adopts the whole list.
+  // lock (compare-and-swap); any helper may take one block from it (exchange, push back).
   std::atomic<Block*> incoming{nullptr};
-  // Backlog control: pointers handed over to this CPU (incoming or ready, wherever they were
-  // adopted) and not yet freed, counted per block; above `behind_limit` (set by the monitor
-  // from the size of its last hand-over) a helping thread frees a second batch per help.
+  // Backlog control: pointers handed over to this CPU (incoming, ready or a thread's cursor)
+  // and not yet freed, counted per block; above `behind_limit` (set by the monitor: what it
+  // handed this CPU in its last window) a helping thread frees a second batch per help.
   std::atomic<std::uint64_t> ready_objs{0};
   std::atomic<std::uint64_t> behind_limit{0};
 };
@@ -133,6 +133,12 @@ void memory_pressure() noexcept;
 // (and, on the drain timer, idle fronts and ready lists), tag cookies, request the grace
 // period. A pending kvfree barrier makes it a full pass that waits and reclaims everything.
 void monitor_pass() noexcept;
+// A retiring thread found nothing to free: if the runtime thread has made no pass for a while,
+// make a lite pass here (hand over elapsed blocks, collect closed ones, and run their grace
+// period if that needs no waiting). Never waits; a few system calls at most. Outside readers.
+void drive_if_late() noexcept;
+void before_fork() noexcept;
+void after_fork_parent() noexcept;
 // True when monitor_pass() has something to do now.
 bool has_work() noexcept;
 // Nanoseconds until the drain timer needs a pass (0: nothing is pending anywhere).
@@ -143,7 +149,7 @@ struct Stats {
   std::uint64_t retired, freed, pending_objects, pending_bytes, blocks_in_use, grace_periods;
   std::uint64_t fb_head, fb_inplace, fb_reserve, fb_synchronize, nowait_refused;
   std::uint64_t cache_hits, cache_misses, lockless_pages, budget_hits, helped, monitor_freed;
-  std::uint64_t budget_bytes, passes, cursors_stolen;
+  std::uint64_t budget_bytes, passes, cursors_stolen, retirer_passes, helps_dry;
 };
 
 // For tests: whether the calling thread holds a reclaim cursor (a ready block it frees from).

@@ -118,8 +118,10 @@ void start_thread() {
 // this one: parent and child handlers run in registration order.
 void prepare_fork() {
   if (!t_is_runtime) pthread_mutex_lock(&g_driver_mutex);
+  kvfree::before_fork();  // after the driver mutex: the runtime thread takes them in this order
 }
 void parent_fork() {
+  kvfree::after_fork_parent();
   if (!t_is_runtime) pthread_mutex_unlock(&g_driver_mutex);
 }
 void child_fork() {
@@ -276,6 +278,8 @@ void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   s.kv_budget_bytes = k.budget_bytes;
   s.kv_monitor_passes = k.passes;
   s.kv_cursors_stolen = k.cursors_stolen;
+  s.kv_retirer_passes = k.retirer_passes;
+  s.kv_helps_dry = k.helps_dry;
   pool::Stats p = pool::stats();
   s.pool_allocs = p.allocs;
   s.pool_frees = p.frees;
