@@ -291,7 +291,22 @@ void* get_page(unsigned flags, bool in_reader) noexcept {
 
 // Flood detection. Only the first kick after a monitor pass rings: in a flood a block closes
 // every few microseconds, and the monitor acts at most once per kGpPaceNs anyway.
+bool drive_from_kick(std::uint64_t now) noexcept;
+bool retirers_driving(std::uint64_t now) noexcept;
+std::atomic<std::uint64_t> g_pace_due_ns{0};  // the monitor's last grace-period request + pace
+
+// A retiring thread closed a block. Blocking forms whose pace is due make the monitor's pass
+// themselves (drive_from_kick): no wakeup of the runtime thread, no wait for the scheduler.
 void kick_monitor(unsigned flags = 0) noexcept {
+  if (flags & kMayBlock) {
+    const std::uint64_t now = now_ns();
+    if (now >= g_pace_due_ns.load(std::memory_order_relaxed)) {
+      if (drive_from_kick(now)) return;
+    } else if (retirers_driving(now)) {
+      g_kick.store(1, std::memory_order_relaxed);  // a later close drives; the runtime thread
+      return;                                      // backs it up after twice the pace
+    }
+  }
   if (g_kick.load(std::memory_order_relaxed)) return;
   g_kick.store(1, std::memory_order_relaxed);
   if (flags & kNoSyscall)
@@ -692,13 +707,16 @@ struct Monitor {
   bool requested_any = false;
   std::uint64_t last_request_ns = 0;  // pacing
   bool deferred = false;              // a cookie waits for the pace before it is requested
+  bool has_want = false;              // lite passes: the grace period they want (not requested)
+  unsigned long want = 0;
 };
 Monitor* g_mon = nullptr;
 // Guards the Monitor (and the monitor's right to change a front's link): held by the runtime
 // thread's passes and by the lite passes of retiring threads (drive_if_late), and across fork.
 pthread_mutex_t g_mon_mutex = PTHREAD_MUTEX_INITIALIZER;
-std::atomic<std::uint64_t> g_last_pass_ns{0};   // end of the runtime thread's latest pass
-std::atomic<std::uint64_t> g_next_drive_ns{0};  // rate limit of lite passes
+std::atomic<std::uint64_t> g_last_pass_ns{0};   // end of the latest pass (either kind)
+std::atomic<std::uint64_t> g_next_drive_ns{0};  // rate limit of lite passes from dry helps
+std::atomic<std::uint64_t> g_last_drive_ns{0};  // latest lite pass
 struct MonLock {
   MonLock() { pthread_mutex_lock(&g_mon_mutex); }
   ~MonLock() { pthread_mutex_unlock(&g_mon_mutex); }
@@ -1055,7 +1073,13 @@ void monitor_pass_locked(bool lite) noexcept {
         m.requested_any = true;
       }
       m.last_request_ns = now;
-      gp::request(newest);
+      g_pace_due_ns.store(now + kGpPaceNs, std::memory_order_relaxed);
+      if (lite) {  // the driving thread runs it, or requests it if it cannot
+        m.has_want = true;
+        m.want = newest;
+      } else {
+        gp::request(newest);
+      }
     } else {
       m.deferred = true;
     }
@@ -1089,7 +1113,7 @@ void monitor_pass_locked(bool lite) noexcept {
   }
   if (timer) m.next_timer_ns = now + config().drain_ns;
   if (refill) refill_reserve();
-  if (!lite) g_last_pass_ns.store(now_ns(), std::memory_order_relaxed);
+  g_last_pass_ns.store(now_ns(), std::memory_order_relaxed);
   publish_progress();
 }
 }  // namespace
@@ -1099,6 +1123,38 @@ void monitor_pass() noexcept {
   monitor_pass_locked(false);
 }
 
+namespace {
+// A lite pass on a retiring thread (g_mon_mutex not held; returns false when another pass
+// holds it): hand over what has elapsed, collect what has closed, run the wanted grace period
+// here if that needs no waiting (else ask the runtime thread for it), and hand over again.
+bool drive(std::uint64_t now) noexcept {
+  if (pthread_mutex_trylock(&g_mon_mutex) != 0) return false;
+  Monitor& m = mon();
+  m.has_want = false;
+  monitor_pass_locked(true);
+  if (m.oldest && !gp::poll_state(m.oldest->cookie) && gp::reader_nesting() == 0) {
+    // Two at most: a cookie taken while a grace period ran needs the next one too.
+    for (int i = 0; i < 2 && !gp::poll_state(m.oldest->cookie); ++i)
+      if (!gp::try_grace_period_now()) break;
+    if (gp::poll_state(m.oldest->cookie)) monitor_pass_locked(true);
+  }
+  if (m.has_want && !gp::poll_state(m.want)) gp::request(m.want);  // the runtime thread runs it
+  m.has_want = false;
+  g_last_drive_ns.store(now, std::memory_order_relaxed);
+  pthread_mutex_unlock(&g_mon_mutex);
+  c.drives.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+bool drive_from_kick(std::uint64_t now) noexcept { return drive(now); }
+
+// Retiring threads made a lite pass within twice the pace: the runtime thread need not wake
+// at every pace (it keeps a backstop of twice the pace).
+bool retirers_driving(std::uint64_t now) noexcept {
+  return now < g_last_drive_ns.load(std::memory_order_relaxed) + 2 * kGpPaceNs;
+}
+}  // namespace
+
 void drive_if_late() noexcept {
   const std::uint64_t now = now_ns();
   if (now < g_last_pass_ns.load(std::memory_order_relaxed) + kDriveAfterNs) return;
@@ -1106,17 +1162,7 @@ void drive_if_late() noexcept {
   if (now < next ||
       !g_next_drive_ns.compare_exchange_strong(next, now + kDriveEveryNs, std::memory_order_relaxed))
     return;
-  if (pthread_mutex_trylock(&g_mon_mutex) != 0) return;
-  Monitor& m = mon();
-  monitor_pass_locked(true);  // hand over what has elapsed; collect what has closed
-  // The grace period of the oldest batch, if it needs no waiting; then its hand-over.
-  if (m.oldest && !gp::poll_state(m.oldest->cookie) && gp::reader_nesting() == 0) {
-    gp::try_grace_period_now();
-    if (!gp::poll_state(m.oldest->cookie)) gp::try_grace_period_now();  // a cookie may need two
-    if (gp::poll_state(m.oldest->cookie)) monitor_pass_locked(true);
-  }
-  pthread_mutex_unlock(&g_mon_mutex);
-  c.drives.fetch_add(1, std::memory_order_relaxed);
+  drive(now);
 }
 
 bool has_work() noexcept {
@@ -1126,7 +1172,9 @@ bool has_work() noexcept {
   Monitor& m = mon();
   // Kicks (a block closed) and deferred cookies wait for the pace: one grace period then
   // covers every block closed meanwhile.
-  const bool pace_ok = now_ns() >= m.last_request_ns + kGpPaceNs || over_budget();
+  const std::uint64_t now = now_ns();
+  const std::uint64_t pace = retirers_driving(now) ? 2 * kGpPaceNs : kGpPaceNs;
+  const bool pace_ok = now >= m.last_request_ns + pace || over_budget();
   if (pace_ok && (m.deferred || g_kick.load(std::memory_order_relaxed))) return true;
   if (m.oldest && gp::poll_state(m.oldest->cookie)) return true;
   for (const CpuMon& cm : m.cpus)
@@ -1139,7 +1187,7 @@ std::uint64_t next_timeout_ns() noexcept {
   Monitor& m = mon();
   std::uint64_t now = now_ns();
   if (m.deferred || g_kick.load(std::memory_order_relaxed)) {
-    std::uint64_t pace = m.last_request_ns + kGpPaceNs;
+    std::uint64_t pace = m.last_request_ns + (retirers_driving(now) ? 2 * kGpPaceNs : kGpPaceNs);
     return pace > now ? pace - now : 1;
   }
   if (!m.oldest && !cpu_state_pending()) return 0;
