@@ -131,7 +131,10 @@ void bulkrcu_barrier(void);
  * possibly taking the pool's zone lock, when those are empty).
  * Async-signal-safe: no (use bulkrcu_defer_nowait). Inside a reader: yes; it never waits
  * there: with no page at all it takes one from a small emergency reserve, and aborts with a
- * message if even that is exhausted. */
+ * message if even that is exhausted.
+ * System calls: a call whose store closes a block (one in ~500) may make the kvfree monitor's
+ * pass on this thread, about once per 500 us under load: a try-lock, no waiting, up to four
+ * membarrier(2) calls (the grace period, when no reader is inside a section). */
 void bulkrcu_kvfree(void* ptr);
 
 /* fn(ptr) after a grace period; pointers with the same fn share blocks (a channel).
