@@ -116,15 +116,14 @@ struct FreeImpl {
   static void synchronize() {}
 };
 
-// bulkrcu_call with struct bulkrcu_head embedded after the payload.
-struct BulkrcuCallImpl {
-  static constexpr const char* kName = "call";
-  static constexpr const char* kWhat = "bulkrcu_call(&obj->head, cb), cb frees (embedded bulkrcu_head)";
-  static constexpr bool kDefers = true, kBulkrcu = true, kCountsFreed = true, kHasSync = true;
+// An object with a callback head (bulkrcu_head or liburcu's rcu_head) after the payload; the
+// callback counts and frees the whole object. Shared by the two call_rcu-shaped rows.
+template <class Head>
+struct EmbeddedHeadObject {
   template <class P>
   struct Box {
     P p;
-    bulkrcu_head head;
+    Head head;
   };
   template <class P>
   static std::size_t size() {
@@ -135,10 +134,17 @@ struct BulkrcuCallImpl {
     return &static_cast<Box<P>*>(std::malloc(sizeof(Box<P>)))->p;
   }
   template <class P>
-  static void cb(bulkrcu_head* h) {
+  static void cb(Head* h) {
     count_freed();
     std::free(reinterpret_cast<char*>(h) - offsetof(Box<P>, head));
   }
+};
+
+// bulkrcu_call with struct bulkrcu_head embedded after the payload.
+struct BulkrcuCallImpl : EmbeddedHeadObject<bulkrcu_head> {
+  static constexpr const char* kName = "call";
+  static constexpr const char* kWhat = "bulkrcu_call(&obj->head, cb), cb frees (embedded bulkrcu_head)";
+  static constexpr bool kDefers = true, kBulkrcu = true, kCountsFreed = true, kHasSync = true;
   template <class P>
   static void retire(P* p) {
     bulkrcu_call(&reinterpret_cast<Box<P>*>(p)->head, &cb<P>);
@@ -220,28 +226,10 @@ struct ObjRetireImpl {
 
 // liburcu (memb) call_rcu with struct rcu_head embedded after the payload. Every thread
 // registers as a reader (call_rcu itself enters a read-side section on some paths).
-struct UrcuCallImpl {
+struct UrcuCallImpl : EmbeddedHeadObject<rcu_head> {
   static constexpr const char* kName = "urcu_call_rcu";
   static constexpr const char* kWhat = "liburcu memb call_rcu(&obj->head, cb), cb frees (embedded rcu_head)";
   static constexpr bool kDefers = true, kBulkrcu = false, kCountsFreed = true, kHasSync = true;
-  template <class P>
-  struct Box {
-    P p;
-    rcu_head head;
-  };
-  template <class P>
-  static std::size_t size() {
-    return sizeof(Box<P>);
-  }
-  template <class P>
-  static P* make() {
-    return &static_cast<Box<P>*>(std::malloc(sizeof(Box<P>)))->p;
-  }
-  template <class P>
-  static void cb(rcu_head* h) {
-    count_freed();
-    std::free(reinterpret_cast<char*>(h) - offsetof(Box<P>, head));
-  }
   template <class P>
   static void retire(P* p) {
     urcu_memb_call_rcu(&reinterpret_cast<Box<P>*>(p)->head, &cb<P>);
