@@ -1259,34 +1259,31 @@ void after_fork_child() noexcept {
   g_progress_waiters.store(0, std::memory_order_relaxed);
 }
 
-Stats stats() noexcept {
-  Stats s{};
-  const std::uint64_t helped = c.helped.load(std::memory_order_relaxed);
-  s.freed = helped + c.monitor_freed.load(std::memory_order_relaxed) +
-            c.fb_sync.load(std::memory_order_relaxed) + cb::stats().head_frees;
-  s.retired =
-      c.collected.load(std::memory_order_relaxed) + c.fallback_objects.load(std::memory_order_relaxed);
-  s.pending_objects = s.retired > s.freed ? s.retired - s.freed : 0;
-  s.pending_bytes = c.pending_bytes.load(std::memory_order_relaxed);
-  s.blocks_in_use = c.blocks.load(std::memory_order_relaxed);
-  s.grace_periods = c.gps.load(std::memory_order_relaxed);
-  s.fb_head = c.fb_head.load(std::memory_order_relaxed);
-  s.fb_inplace = c.fb_inplace.load(std::memory_order_relaxed);
-  s.fb_reserve = c.fb_reserve.load(std::memory_order_relaxed);
-  s.fb_synchronize = c.fb_sync.load(std::memory_order_relaxed);
-  s.nowait_refused = c.nowait_refused.load(std::memory_order_relaxed);
-  s.cache_hits = c.cache_hits.load(std::memory_order_relaxed);
-  s.cache_misses = c.cache_misses.load(std::memory_order_relaxed);
-  s.lockless_pages = c.lockless.load(std::memory_order_relaxed);
-  s.budget_hits = c.budget_hits.load(std::memory_order_relaxed);
-  s.helped = helped;
-  s.monitor_freed = c.monitor_freed.load(std::memory_order_relaxed);
-  s.budget_bytes = config().max_pending_bytes;
-  s.passes = c.passes.load(std::memory_order_relaxed);
-  s.cursors_stolen = c.cursors_stolen.load(std::memory_order_relaxed);
-  s.retirer_passes = c.drives.load(std::memory_order_relaxed);
-  s.helps_dry = c.helps_dry.load(std::memory_order_relaxed);
-  return s;
+void fill_stats(bulkrcu_stats* s) noexcept {
+  const auto ld = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  s->kv_freed_by_retirers = ld(c.helped);
+  s->kv_freed_by_runtime = ld(c.monitor_freed);
+  s->kv_fallback_synchronize = ld(c.fb_sync);
+  s->kv_freed =
+      s->kv_freed_by_retirers + s->kv_freed_by_runtime + s->kv_fallback_synchronize + cb::stats().head_frees;
+  s->kv_retired = ld(c.collected) + ld(c.fallback_objects);
+  s->kv_pending_objects = s->kv_retired > s->kv_freed ? s->kv_retired - s->kv_freed : 0;
+  s->kv_pending_bytes = ld(c.pending_bytes);
+  s->kv_blocks_in_use = ld(c.blocks);
+  s->kv_grace_periods = ld(c.gps);
+  s->kv_fallback_head = ld(c.fb_head);
+  s->kv_fallback_inplace = ld(c.fb_inplace);
+  s->kv_fallback_reserve = ld(c.fb_reserve);
+  s->kv_nowait_refused = ld(c.nowait_refused);
+  s->kv_cache_hits = ld(c.cache_hits);
+  s->kv_cache_misses = ld(c.cache_misses);
+  s->kv_lockless_pages = ld(c.lockless);
+  s->kv_budget_hits = ld(c.budget_hits);
+  s->kv_budget_bytes = config().max_pending_bytes;
+  s->kv_monitor_passes = ld(c.passes);
+  s->kv_cursors_stolen = ld(c.cursors_stolen);
+  s->kv_retirer_passes = ld(c.drives);
+  s->kv_helps_dry = ld(c.helps_dry);
 }
 
 }  // namespace bulkrcu::detail::kvfree

@@ -27,6 +27,7 @@
 
 #include "base/base.h"
 #include "bulkrcu/rcu.h"
+#include "bulkrcu/stats.h"
 #include "percpu/percpu.h"
 
 namespace bulkrcu::detail::kvfree {
@@ -145,15 +146,10 @@ bool has_work() noexcept;
 std::uint64_t next_timeout_ns() noexcept;
 void after_fork_child() noexcept;
 
-struct Stats {
-  std::uint64_t retired, freed, pending_objects, pending_bytes, blocks_in_use, grace_periods;
-  std::uint64_t fb_head, fb_inplace, fb_reserve, fb_synchronize, nowait_refused;
-  std::uint64_t cache_hits, cache_misses, lockless_pages, budget_hits, helped, monitor_freed;
-  std::uint64_t budget_bytes, passes, cursors_stolen, retirer_passes, helps_dry;
-};
+// Fills the kv_* fields of a bulkrcu_stats snapshot (include/bulkrcu/stats.h).
+void fill_stats(bulkrcu_stats* s) noexcept;
 
 // For tests: whether the calling thread holds a reclaim cursor (a ready block it frees from).
 bool thread_has_cursor() noexcept;
-Stats stats() noexcept;
 
 }  // namespace bulkrcu::detail::kvfree
