@@ -8,11 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "../clock.h"  // now_ns, process_cpu_ns
+
 namespace bench {
 
-std::uint64_t now_ns();
-// CPU time of the whole process (every thread, background threads of the libraries included).
-std::uint64_t process_cpu_ns();
 // Resident set now (/proc/self/statm) and the peak so far (getrusage ru_maxrss), in bytes.
 std::uint64_t rss_bytes();
 std::uint64_t peak_rss_bytes();

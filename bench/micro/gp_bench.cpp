@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "../clock.h"
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
 
@@ -65,17 +66,8 @@ struct Urcu {
   static void synchronize() { urcu_memb_synchronize_rcu(); }
 };
 
-std::uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-std::uint64_t process_cpu_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
+using bench::now_ns;
+using bench::process_cpu_ns;
 
 int online_cpus() { return static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)); }
 
