@@ -50,23 +50,14 @@ TEST(Callback, RunsOnceAfterBarrier) {
 // A reader active when bulkrcu_call is made blocks the callback until it unlocks.
 TEST(Callback, WaitsForPreExistingReader) {
   Counted c;
-  std::atomic<bool> in{false}, release{false};
   int runs_seen_inside = -1;
   const uint64_t queued_before = stats().callbacks_queued;
-  std::thread reader([&] {
-    bulkrcu_read_lock();
-    in = true;
-    wait_until([&] { return release.load(); });
-    runs_seen_inside = c.runs.load();
-    bulkrcu_read_unlock();
-  });
-  wait_until([&] { return in.load(); });
+  SectionHolder reader({}, 1, [&] { runs_seen_inside = c.runs.load(); });
   bulkrcu_call(&c.head, count_cb);
   // The runtime thread has swept the callback and is running its grace period.
   wait_until([&] { return stats().callbacks_queued == queued_before + 1 && gp_in_progress(); });
   give_window();
-  release = true;
-  reader.join();
+  reader.release_and_join();
   bulkrcu_barrier();
   EXPECT_EQ(runs_seen_inside, 0) << "callback ran while a pre-existing reader was inside";
   EXPECT_EQ(c.runs.load(), 1);

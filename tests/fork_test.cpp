@@ -83,19 +83,9 @@ TEST(Fork, ChildWhileAnotherParentThreadIsInsideReader) {
   // ("dup thread with used id" when a new thread reuses a vanished parent thread's id).
   GTEST_SKIP() << "ThreadSanitizer limitation: threads started after a multi-threaded fork";
 #endif
-  std::atomic<bool> in{false}, release{false};
-  std::thread reader([&] {
-    bulkrcu_read_lock();
-    bulkrcu_read_lock();
-    in = true;
-    wait_until([&] { return release.load(); });
-    bulkrcu_read_unlock();
-    bulkrcu_read_unlock();
-  });
-  wait_until([&] { return in.load(); });
+  SectionHolder reader({}, 2);
   int status = fork_and_check();
-  release = true;
-  reader.join();
+  reader.release_and_join();
   ASSERT_TRUE(WIFEXITED(status)) << "child died (a grace period stalled on the vanished reader?), status "
                                  << status;
   EXPECT_EQ(WEXITSTATUS(status), 0);
@@ -108,14 +98,7 @@ TEST(Fork, ChildWithCallbacksPendingInParent) {
   GTEST_SKIP() << "ThreadSanitizer limitation: threads started after a multi-threaded fork";
 #endif
   // A reader holds the parent's callbacks back at fork time: both processes must run them.
-  std::atomic<bool> in{false}, release{false};
-  std::thread reader([&] {
-    bulkrcu_read_lock();
-    in = true;
-    wait_until([&] { return release.load(); });
-    bulkrcu_read_unlock();
-  });
-  wait_until([&] { return in.load(); });
+  SectionHolder reader;
   static bulkrcu_head pending[8];
   g_child_cb_runs = 0;
   for (auto& h : pending) bulkrcu_call(&h, child_cb);
@@ -130,8 +113,7 @@ TEST(Fork, ChildWithCallbacksPendingInParent) {
   ASSERT_GT(pid, 0);
   int status = -1;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  release = true;
-  reader.join();
+  reader.release_and_join();
   bulkrcu_barrier();
   EXPECT_EQ(g_child_cb_runs.load(), 8);
   ASSERT_TRUE(WIFEXITED(status)) << "child died, status " << status;
@@ -147,14 +129,8 @@ TEST(Fork, ChildWhileSynchronizeWaitsForReader) {
   // ("dup thread with used id" when a new thread reuses a vanished parent thread's id).
   GTEST_SKIP() << "ThreadSanitizer limitation: threads started after a multi-threaded fork";
 #endif
-  std::atomic<bool> in{false}, release{false}, sync_done{false};
-  std::thread reader([&] {
-    bulkrcu_read_lock();
-    in = true;
-    wait_until([&] { return release.load(); });
-    bulkrcu_read_unlock();
-  });
-  wait_until([&] { return in.load(); });
+  std::atomic<bool> sync_done{false};
+  SectionHolder reader;
   std::thread syncer([&] {
     bulkrcu_synchronize();
     sync_done = true;
@@ -162,8 +138,7 @@ TEST(Fork, ChildWhileSynchronizeWaitsForReader) {
   wait_until([] { return gp_in_progress(); });
   int status = fork_and_check();
   const bool done_before_release = sync_done.load();
-  release = true;
-  reader.join();
+  reader.release_and_join();
   syncer.join();
   EXPECT_FALSE(done_before_release);
   ASSERT_TRUE(WIFEXITED(status)) << "child died, status " << status;

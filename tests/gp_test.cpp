@@ -271,17 +271,12 @@ TEST(GpStall, OneWarningNamingTheThread) {
     alarm(120);  // deadlock guard only
     bulkrcu::detail::set_stall_timeout_ns(50 * 1000 * 1000);
     int code = 0;
-    std::atomic<bool> in{false}, release{false}, sync_done{false};
+    std::atomic<bool> sync_done{false};
     std::atomic<int> tid{0};
-    std::thread reader([&] {
+    SectionHolder reader([&] {
       pthread_setname_np(pthread_self(), "rcu-staller");
       tid = static_cast<int>(syscall(SYS_gettid));
-      bulkrcu_read_lock();
-      in = true;
-      wait_until([&] { return release.load(); });
-      bulkrcu_read_unlock();
     });
-    wait_until([&] { return in.load(); });
     std::thread syncer([&] {
       bulkrcu_synchronize();
       sync_done = true;
@@ -291,8 +286,7 @@ TEST(GpStall, OneWarningNamingTheThread) {
     // Stay stalled for several more timeouts: a second warning for the same stall is a bug.
     nap_us(300 * 1000);
     if (sync_done.load()) code |= 2;
-    release = true;
-    reader.join();
+    reader.release_and_join();
     syncer.join();
     if (!sync_done.load()) code |= 4;
     if (stats().stall_warnings != 1) code |= 8;

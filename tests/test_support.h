@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <thread>
 
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
@@ -55,6 +56,36 @@ inline bool env_set(const char* name) {
   const char* v = getenv(name);
   return v && *v && strcmp(v, "0") != 0;
 }
+
+// A thread that runs `setup`, enters a read-side critical section `depth` times nested, and
+// holds it until release_and_join(); `at_release` runs inside the section just before it ends.
+// The constructor returns once the section has begun.
+class SectionHolder {
+ public:
+  explicit SectionHolder(std::function<void()> setup = {}, int depth = 1,
+                         std::function<void()> at_release = {}) {
+    t_ = std::thread([this, setup, depth, at_release] {
+      if (setup) setup();
+      for (int i = 0; i < depth; ++i) bulkrcu_read_lock();
+      in_ = true;
+      wait_until([this] { return release_.load(); });
+      if (at_release) at_release();
+      for (int i = 0; i < depth; ++i) bulkrcu_read_unlock();
+    });
+    wait_until([this] { return in_.load(); });
+  }
+  void release_and_join() {
+    release_ = true;
+    if (t_.joinable()) t_.join();
+  }
+  ~SectionHolder() { release_and_join(); }
+  SectionHolder(const SectionHolder&) = delete;
+  SectionHolder& operator=(const SectionHolder&) = delete;
+
+ private:
+  std::atomic<bool> in_{false}, release_{false};
+  std::thread t_;
+};
 
 // Installs `handler` for `sig` with SA_RESTART (and SA_SIGINFO off).
 inline void install_handler(int sig, void (*handler)(int)) {
