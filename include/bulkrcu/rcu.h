@@ -107,8 +107,9 @@ void bulkrcu_barrier(void);
 
 /* ---- kvfree: bulk reclamation through per-CPU blocks of pointers -------------------------
  * Retired pointers are stored in per-CPU page-sized blocks; one grace period covers a whole
- * block, and its deleter then runs over the block's pointers in a tight loop, mostly on threads
- * that keep retiring on that CPU (their allocator caches are warm), else on the runtime thread.
+ * block, and its deleter then runs over the block's pointers a few at a time, mostly on threads
+ * that keep retiring (each frees about as many as it retires, so its allocator caches stay
+ * warm), else on the runtime thread.
  * Nothing is stranded: the runtime thread frees what idle CPUs and exited threads leave, within
  * about 2 x BULKRCU_DRAIN_MS (default 100 ms) plus one grace period.
  *
@@ -138,8 +139,9 @@ void bulkrcu_barrier(void);
 void bulkrcu_kvfree(void* ptr);
 
 /* fn(ptr) after a grace period; pointers with the same fn share blocks (a channel).
- * fn runs on a thread that retires on the same CPU, or on the runtime thread, inside a
- * bulkrcu-internal read-side critical section: it must not wait for a grace period.
+ * fn runs on some thread that retires (through any form but bulkrcu_defer_nowait, on any CPU)
+ * or on the runtime thread, inside a bulkrcu-internal read-side critical section: it must not
+ * wait for a grace period.
  * Blocks, allocates, async-signal-safe, inside a reader: as bulkrcu_kvfree. */
 void bulkrcu_defer(void (*fn)(void*), void* ptr);
 
@@ -253,6 +255,12 @@ static inline __attribute__((always_inline)) bool bulkrcu__read_lock_held_inline
  * runtime thread started); otherwise, and whenever the block is full or the slot is busy, the
  * exported function does the whole job. Under ThreadSanitizer the exported functions are always
  * called (their annotations let it follow the per-CPU protocol). */
+/* The channel (0-15) of a deleter: a multiplicative hash of its address. The library's slow
+ * paths use the same function: both sides must pick the same block. */
+static inline __attribute__((always_inline)) unsigned long bulkrcu__kv_channel(void (*fn)(void*)) {
+  return (unsigned long)(((unsigned long long)(__UINTPTR_TYPE__)fn * 0x9E3779B97F4A7C15ull) >> 60);
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BULKRCU__HAVE_RSEQ_STORE 1
 extern void* bulkrcu__kv_fast;         /* per-CPU slots (256 bytes each) while the fast path is on */
@@ -320,11 +328,6 @@ static inline __attribute__((always_inline)) long bulkrcu__kv_store(void* base, 
       [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [front] "r"(front_off), [fn] "r"(fn), [ptr] "r"(ptr)
       : "rax", "rcx", "rdx", "memory", "cc");
   return res;
-}
-
-/* The channel (0-15) of a deleter: a multiplicative hash of its address. */
-static inline __attribute__((always_inline)) unsigned long bulkrcu__kv_channel(void (*fn)(void*)) {
-  return (unsigned long)(((unsigned long long)(__UINTPTR_TYPE__)fn * 0x9E3779B97F4A7C15ull) >> 60);
 }
 
 /* The retire fast path: true when ptr was stored (and, with BULKRCU__KV_HELP in flags, this

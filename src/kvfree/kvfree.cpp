@@ -291,17 +291,17 @@ void* get_page(unsigned flags, bool in_reader) noexcept {
 
 // Flood detection. Only the first kick after a monitor pass rings: in a flood a block closes
 // every few microseconds, and the monitor acts at most once per kGpPaceNs anyway.
-bool drive_from_kick(std::uint64_t now) noexcept;
+bool drive(std::uint64_t now) noexcept;
 bool retirers_driving(std::uint64_t now) noexcept;
 std::atomic<std::uint64_t> g_pace_due_ns{0};  // the monitor's last grace-period request + pace
 
 // A retiring thread closed a block. Blocking forms whose pace is due make the monitor's pass
-// themselves (drive_from_kick): no wakeup of the runtime thread, no wait for the scheduler.
+// themselves (drive): no wakeup of the runtime thread, no wait for the scheduler.
 void kick_monitor(unsigned flags = 0) noexcept {
   if (flags & kMayBlock) {
     const std::uint64_t now = now_ns();
     if (now >= g_pace_due_ns.load(std::memory_order_relaxed)) {
-      if (drive_from_kick(now)) return;
+      if (drive(now)) return;
     } else if (retirers_driving(now)) {
       g_kick.store(1, std::memory_order_relaxed);  // a later close drives; the runtime thread
       return;                                      // backs it up after twice the pace
@@ -1145,8 +1145,6 @@ bool drive(std::uint64_t now) noexcept {
   c.drives.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
-
-bool drive_from_kick(std::uint64_t now) noexcept { return drive(now); }
 
 // Retiring threads made a lite pass within twice the pace: the runtime thread need not wake
 // at every pace (it keeps a backstop of twice the pace).

@@ -78,9 +78,7 @@ static_assert(sizeof(Krc) == (1u << BULKRCU__KRC_SHIFT) && offsetof(Krc, front) 
 
 extern std::atomic<Krc*> g_krcs;
 
-BULKRCU_ALWAYS_INLINE std::size_t channel_of(Deleter fn) noexcept {
-  return static_cast<std::size_t>((reinterpret_cast<std::uintptr_t>(fn) * 0x9E3779B97F4A7C15ull) >> 60);
-}
+BULKRCU_ALWAYS_INLINE std::size_t channel_of(Deleter fn) noexcept { return bulkrcu__kv_channel(fn); }
 BULKRCU_ALWAYS_INLINE std::size_t front_off(std::size_t ch) noexcept {
   return offsetof(Krc, front) + ch * sizeof(Block*);
 }
