@@ -4,8 +4,10 @@
 // Retired pointers go into per-CPU blocks: one pool page holding a Block header and an array
 // of pointers, one block per deleter channel at the front of each CPU's Krc slot. One grace
 // period covers a whole block; once it has elapsed, the block's deleter runs over its pointers
-// in small steps on threads that keep retiring on that CPU (their allocator caches are warm),
-// and the runtime thread frees only what no retiring thread will (idle CPUs, barriers).
+// in small steps on threads that keep retiring (each frees about as many as it retires, so its
+// allocator caches stay warm), and the runtime thread frees only what no retiring thread will
+// (idle CPUs, barriers). Retiring threads also make the monitor's passes when they can
+// (drive_if_late, and kick_monitor in kvfree.cpp).
 //
 // Block life cycle (owner of each state in brackets):
 //   active  [this CPU: rseq appends; remote: the runtime thread under lock + fence]
@@ -13,12 +15,14 @@
 //   closed  [nobody appends: cap was set to 0 (sealed) or nr == cap (full)]
 //       chained behind front[ch] through `next`; cookie: the grace period that covers every
 //       pointer in it (set by the closing thread after the seal, or by the runtime thread)
-//   waiting [runtime thread only] in the monitor's list until poll_state(cookie)
-//   ready   [this CPU's ready list] done == nr; a retiring thread pops it (rseq) as its
-//       reclaim cursor, the runtime thread takes idle lists
+//   waiting [whoever holds the monitor's mutex] in the monitor's list until poll_state(cookie)
+//   ready   [a Krc's `incoming` list (lock-free; any thread takes the whole list) or `ready`
+//       list (this CPU pops with rseq; the runtime thread pushes and takes idle lists under
+//       lock)] done == nr unless it is a stolen cursor handed back; taken as a cursor
 //   cursor  [the thread whose reader-slot word holds it] 0 <= done <= nr: ptrs[0, done) are
 //       still to be freed, kHelpBatch at a time from the top; the runtime thread may steal it
-//       (exchange the word, then wait a grace period) and hand it back to its CPU
+//       (exchange the word, then wait a grace period) and hand it back to its CPU. A cursor
+//       is a chain through `next`; the word moves along it as blocks empty
 //   empty   [whoever popped it] back to the CPU's page cache or to the pool
 #pragma once
 
