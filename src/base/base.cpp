@@ -117,6 +117,7 @@ Config load_config() {
   c.no_membarrier = env_flag("BULKRCU_NO_MEMBARRIER");
   c.drain_ns = env_u64("BULKRCU_DRAIN_MS", 100, 1, false) * 1000000ull;
   c.max_pending_bytes = env_u64("BULKRCU_MAX_PENDING", 64ull << 20, 1, true);
+  c.max_pending_objects = env_u64("BULKRCU_MAX_PENDING_OBJECTS", 1ull << 20, 1, true);
   return c;
 }
 

@@ -74,11 +74,12 @@ void log_warning(const char* fmt, ...) noexcept __attribute__((format(printf, 1,
 
 // --- environment configuration (read once, on first use) ---------------------------------
 struct Config {
-  std::uint64_t stall_timeout_ns;   // BULKRCU_STALL_TIMEOUT (seconds, default 21)
-  bool no_rseq;                     // BULKRCU_NO_RSEQ=1 forces the try-lock fallback
-  bool no_membarrier;               // BULKRCU_NO_MEMBARRIER=1 forces fenced readers
-  std::uint64_t drain_ns;           // BULKRCU_DRAIN_MS (milliseconds, default 100)
-  std::uint64_t max_pending_bytes;  // BULKRCU_MAX_PENDING (bytes, K/M/G suffixes; default 64M)
+  std::uint64_t stall_timeout_ns;     // BULKRCU_STALL_TIMEOUT (seconds, default 21)
+  bool no_rseq;                       // BULKRCU_NO_RSEQ=1 forces the try-lock fallback
+  bool no_membarrier;                 // BULKRCU_NO_MEMBARRIER=1 forces fenced readers
+  std::uint64_t drain_ns;             // BULKRCU_DRAIN_MS (milliseconds, default 100)
+  std::uint64_t max_pending_bytes;    // BULKRCU_MAX_PENDING (bytes, K/M/G suffixes; default 64M)
+  std::uint64_t max_pending_objects;  // BULKRCU_MAX_PENDING_OBJECTS (objects of unknown size; 1M)
 };
 const Config& config() noexcept;
 // Test hook: replaces the stall timeout at run time.

@@ -3,6 +3,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "base/user_code.h"
+
 namespace bulkrcu::detail::cb {
 namespace {
 
@@ -36,8 +38,6 @@ Segment* g_seg_tail = nullptr;
 std::uint64_t g_sweeps = 0;
 std::uint64_t g_invoked_through = 0;
 std::atomic<std::uint64_t> g_nr_queued{0}, g_nr_invoked{0}, g_nr_pending{0}, g_nr_head_frees{0};
-
-thread_local bool t_in_callback = false;
 
 void push_overflow(bulkrcu_head* head) {
   bulkrcu_head* old = g_overflow.load(std::memory_order_relaxed);
@@ -169,7 +169,7 @@ std::uint64_t invoke_ready() noexcept {
     g_seg_head = seg.next;
     if (!g_seg_head) g_seg_tail = nullptr;
     std::uint64_t head_frees = 0;
-    t_in_callback = true;
+    UserCode user(Section::kNone);  // base/user_code.h: until the end of this segment
     for (bulkrcu_head* h = seg.first; h;) {
       bulkrcu_head* next = h->next;  // read before func: func may free or requeue h
       const auto f = reinterpret_cast<std::uintptr_t>(h->func);
@@ -181,7 +181,6 @@ std::uint64_t invoke_ready() noexcept {
       }
       h = next;
     }
-    t_in_callback = false;
     g_nr_invoked.fetch_add(seg.n, std::memory_order_relaxed);
     g_nr_head_frees.fetch_add(head_frees, std::memory_order_relaxed);
     g_nr_pending.fetch_sub(seg.n, std::memory_order_relaxed);
@@ -191,7 +190,7 @@ std::uint64_t invoke_ready() noexcept {
   return g_invoked_through;
 }
 
-bool in_callback() noexcept { return t_in_callback; }
+bool in_callback() noexcept { return in_user_code(); }
 
 Stats stats() noexcept {
   Stats s{};

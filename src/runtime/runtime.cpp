@@ -2,9 +2,11 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/base.h"
+#include "base/user_code.h"
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
 #include "callback/callback.h"
@@ -62,6 +64,13 @@ void one_pass() {
     cb::sweep();
   }
   if (kvfree::has_work()) kvfree::monitor_pass();
+  // User deleters (and a kvfree barrier's completion) with no lock held: a deleter may take
+  // any lock, even one a thread calling fork() holds.
+  if (kvfree::deleters_pending()) {
+    pthread_mutex_unlock(&g_driver_mutex);
+    kvfree::run_deleters();
+    pthread_mutex_lock(&g_driver_mutex);
+  }
   unsigned long cookie;
   if (cb::oldest_pending(&cookie) && !gp::poll_state(cookie)) wait_for_cookie_unlocked(cookie);
   unsigned long req = gp::requested_cookie();
@@ -71,6 +80,7 @@ void one_pass() {
 
 void* runtime_main(void*) {
   t_is_runtime = true;
+  t_bulkrcu_thread = true;  // base/user_code.h: never throttles, may run deleters inline
   pthread_setname_np(pthread_self(), "bulkrcu-rt");
   // Its passes and grace periods must not wait for a busy CPU's slice to end (base.h).
   become_latency_sensitive();
@@ -134,8 +144,13 @@ void child_fork() {
   kvfree::after_fork_child();
 }
 
+// exit(): no user deleter starts once exit() reaches this handler, and those running have
+// returned (bounded wait); objects still pending are left to the OS (docs/KVFREE.md).
+void at_exit() { kvfree::quiesce(); }
+
 __attribute__((constructor(103))) void runtime_init() {
   pthread_atfork(prepare_fork, parent_fork, child_fork);
+  atexit(at_exit);
   ensure_started();
 }
 
@@ -231,6 +246,10 @@ void(bulkrcu_kfree_head)(void* ptr, struct bulkrcu_head* head) {
 }
 
 void bulkrcu_kvfree_barrier(void) {
+  if (in_user_code())  // before the reader check: deleters run inside a read-side section
+    fatal(
+        "bulkrcu_kvfree_barrier() called from inside an RCU callback or deleter: it would wait "
+        "for itself");
   gp::assert_not_in_reader("bulkrcu_kvfree_barrier()");
   runtime::ensure_started();
   kvfree::barrier();
@@ -238,6 +257,23 @@ void bulkrcu_kvfree_barrier(void) {
 }
 
 void bulkrcu_memory_pressure(void) { kvfree::memory_pressure(); }
+
+size_t bulkrcu_kvfree_reclaim(void) {
+  runtime::ensure_started();
+  return kvfree::run_deleters();
+}
+
+void(bulkrcu__defer_sized)(void (*fn)(void*), void* ptr, size_t size) {
+  constexpr unsigned kFlags = kvfree::kMayBlock | kvfree::kHelp;
+  runtime::ensure_started();
+  kvfree::retire_slow(fn, ptr, kFlags, size);
+}
+
+bool(bulkrcu__defer_nonblocking_sized)(void (*fn)(void*), void* ptr, size_t size) {
+  constexpr unsigned kFlags = kvfree::kNoWait | kvfree::kHelp;
+  runtime::ensure_started();
+  return kvfree::retire_slow(fn, ptr, kFlags, size);
+}
 
 void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   struct bulkrcu_stats s;
