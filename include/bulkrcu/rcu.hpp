@@ -104,7 +104,12 @@ class rcu_obj_base {
     d(static_cast<T*>(base));
   }
   static void run_deleter(void* p) { destroy(static_cast<rcu_obj_base*>(static_cast<T*>(p))); }
-  static void invoke(bulkrcu_head* h) { destroy(reinterpret_cast<Node*>(h)->owner); }
+  // The embedded-head fallback runs as a callback; like every deleter, inside a reader.
+  static void invoke(bulkrcu_head* h) {
+    bulkrcu__read_lock_inline();
+    destroy(reinterpret_cast<Node*>(h)->owner);
+    bulkrcu__read_unlock_inline();
+  }
   Node node_{};
   [[no_unique_address]] D deleter_{};
 };

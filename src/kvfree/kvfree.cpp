@@ -88,6 +88,7 @@ struct alignas(kCacheLine) Counters {
   alignas(kCacheLine) std::atomic<std::uint64_t> pending_bytes{0};
   std::atomic<std::uint64_t> blocks{0};
   std::atomic<std::uint64_t> pending_objs{0};  // objects of unknown size in closed blocks
+  std::atomic<std::uint64_t> throttles{0};
   alignas(kCacheLine) std::atomic<std::uint64_t> collected{0}, gps{0}, monitor_freed{0}, passes{0};
   alignas(kCacheLine) std::atomic<std::uint64_t> fb_head{0}, fb_inplace{0}, fb_reserve{0}, fb_sync{0};
   std::atomic<std::uint64_t> nowait_refused{0}, fallback_objects{0}, budget_hits{0};
@@ -353,7 +354,7 @@ void arm_timer(unsigned flags) noexcept {
 // progress. Never on bulkrcu's threads or inside user code that bulkrcu called (a deleter or
 // callback): the passes it waits for are made by the runtime thread (retire_slow).
 void throttle() noexcept {
-  c.budget_hits.fetch_add(1, std::memory_order_relaxed);
+  c.throttles.fetch_add(1, std::memory_order_relaxed);
   gp::request(gp::get_state());
   for (int round = 0; round < 200 && over_budget(); ++round) {
     help(kMayBlock | kHelp);
@@ -541,6 +542,7 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
       c.nowait_refused.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
+    c.budget_hits.fetch_add(1, std::memory_order_relaxed);
     // Never on bulkrcu's threads or in a deleter or callback: they would wait for passes only
     // the runtime thread makes (a deleter runs inside a reader anyway).
     if (!in_reader && (flags & kMayBlock) && !on_bulkrcu_thread() && !in_user_code()) throttle();
@@ -1321,6 +1323,10 @@ std::size_t run_deleters() noexcept {
   const std::uint64_t bar = g_barrier_pending.load(std::memory_order_acquire);
   std::size_t ran = 0;
   if (g_deleter_ready.load(std::memory_order_relaxed) || g_sync_nodes.load(std::memory_order_relaxed)) {
+    // exit(): registered before the first user deleter runs, so it runs before the destructors
+    // of every static object constructed before then (atexit runs in reverse order).
+    static std::atomic<bool> s_at_exit{false};
+    if (!s_at_exit.exchange(true, std::memory_order_relaxed)) atexit([] { quiesce(); });
     g_deleter_runners.fetch_add(1, std::memory_order_seq_cst);  // quiesce's Dekker pair
     if (!g_quiesced.load(std::memory_order_seq_cst)) {
       // One section from before the lists are taken until their last deleter has returned: a
@@ -1336,9 +1342,14 @@ std::size_t run_deleters() noexcept {
       }
       for (Block* b = g_deleter_ready.exchange(nullptr, std::memory_order_acquire); b;) {
         Block* next = b->next;
-        reclaim_ptrs(b->fn, b->ptrs, b->done);
-        ran += b->done;
-        c.monitor_freed.fetch_add(b->done, std::memory_order_relaxed);
+        std::uint64_t i = 0;
+        for (; i < b->done && !g_quiesced.load(std::memory_order_relaxed); ++i) {
+          if (i + 16 < b->done) __builtin_prefetch(b->ptrs[i + 16]);
+          b->fn(b->ptrs[i]);
+        }
+        ran += i;
+        c.monitor_freed.fetch_add(i, std::memory_order_relaxed);
+        if (i < b->done) break;  // exit(): the rest is left to the OS
         b->done = 0;
         if (b->est_bytes) credit(b);
         bulkrcu_free_page(b);
@@ -1536,6 +1547,9 @@ void fill_stats(bulkrcu_stats* s) noexcept {
   s->kv_cursors_stolen = ld(c.cursors_stolen);
   s->kv_retirer_passes = ld(c.drives);
   s->kv_helps_dry = ld(c.helps_dry);
+  s->kv_throttles = ld(c.throttles);
+  s->kv_pending_unsized = ld(c.pending_objs);
+  s->kv_budget_objects = config().max_pending_objects;
 }
 
 }  // namespace bulkrcu::detail::kvfree

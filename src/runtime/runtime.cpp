@@ -144,13 +144,8 @@ void child_fork() {
   kvfree::after_fork_child();
 }
 
-// exit(): no user deleter starts once exit() reaches this handler, and those running have
-// returned (bounded wait); objects still pending are left to the OS (docs/KVFREE.md).
-void at_exit() { kvfree::quiesce(); }
-
 __attribute__((constructor(103))) void runtime_init() {
   pthread_atfork(prepare_fork, parent_fork, child_fork);
-  atexit(at_exit);
   ensure_started();
 }
 
