@@ -2,13 +2,15 @@
 # The test command (README): installs what is missing, checks formatting, then builds and runs
 # every test in three builds (Release, AddressSanitizer+UBSan, ThreadSanitizer), the Release
 # tests again without rseq and without membarrier, and an install + consumer check.
-# Usage: scripts/test.sh [release|asan|tsan|fallback|format|install ...]  (default: all)
+# The production step builds the kvfree and C++ API tests once more against the real `bulkrcu`
+# library (production constants: 507-pointer blocks, the real budget sizing) and runs them.
+# Usage: scripts/test.sh [release|asan|tsan|fallback|format|install|production ...]  (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(format release fallback install asan tsan)
+[ ${#steps[@]} -eq 0 ] && steps=(format release fallback install production asan tsan)
 jobs=$(nproc)
 
 configure_build() {  # dir, extra cmake args...
@@ -46,6 +48,10 @@ for step in "${steps[@]}"; do
       cmake --install build-ci-release --prefix "$prefix" >/dev/null
       bash tests/install/check.sh "$prefix"
       rm -rf "$prefix"
+      ;;
+    production)
+      configure_build build-ci-prod -DCMAKE_BUILD_TYPE=Release -DBULKRCU_TEST_PRODUCTION=ON
+      run_ctest build-ci-prod -R '^prod\.'
       ;;
     asan)
       CC=clang-14 CXX=clang++-14 configure_build build-ci-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \

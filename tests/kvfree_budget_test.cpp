@@ -23,14 +23,23 @@ bulkrcu_stats snap() {
 // Objects of every form retired inside a reader (nothing waits there, nothing is reclaimed
 // while it lasts), so the budget's count can be compared with what was retired.
 // One block per CPU and channel may still be filling: its objects are not counted yet.
-std::uint64_t filling_slack_objects() { return snap().nr_cpu_slots * 4 * 2; }
+// Pointers a block holds: 4 in the shrunk test library, a page's worth in production (the
+// prod.* run of scripts/test.sh's production step).
+std::uint64_t block_capacity() {
+#ifdef BULKRCU_TESTING
+  return 4;
+#else
+  return (static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) - 64) / sizeof(void*);
+#endif
+}
+std::uint64_t filling_slack_objects() { return snap().nr_cpu_slots * block_capacity() * 2; }
 
 // A flood of 16-byte objects with every 16th one 64 KiB (never the first of a block): the
 // count must see the large ones (before: blocks were charged by their first pointer's size).
 TEST(KvfreeBudget, LargeObjectsInsideBlocksAreCounted) {
   bulkrcu_kvfree_barrier();
   const bulkrcu_stats s0 = snap();
-  constexpr int kN = 1600;
+  const int kN = static_cast<int>(16 * 4 * filling_slack_objects());
   std::uint64_t large = 0;
   bulkrcu_read_lock();
   for (int i = 0; i < kN; ++i) {
@@ -46,22 +55,27 @@ TEST(KvfreeBudget, LargeObjectsInsideBlocksAreCounted) {
 }
 
 // C++ retire passes sizeof(T): 64 KiB objects are counted in bytes, not against the object bound.
+#ifdef BULKRCU_TESTING
+constexpr std::size_t kBig = 65536;
+#else
+constexpr std::size_t kBig = 4096;  // production blocks hold ~500: keep the test's memory small
+#endif
 struct Big {
-  char payload[65536];
+  char payload[kBig];
 };
 struct BigNode : bulkrcu::rcu_obj_base<BigNode> {
-  char payload[65536];
+  char payload[kBig];
 };
 TEST(KvfreeBudget, CxxRetireCountsSizeofT) {
   bulkrcu_kvfree_barrier();
   const bulkrcu_stats s0 = snap();
-  constexpr std::uint64_t kN = 200;
+  const std::uint64_t kN = 4 * filling_slack_objects();
   bulkrcu_read_lock();
   for (std::uint64_t i = 0; i < kN; ++i) bulkrcu::rcu_retire(new Big);
   const bulkrcu_stats s1 = snap();
   bulkrcu_read_unlock();
   const std::uint64_t uncounted = filling_slack_objects();
-  EXPECT_GE(s1.kv_pending_bytes - s0.kv_pending_bytes, (kN - uncounted) * 65536);
+  EXPECT_GE(s1.kv_pending_bytes - s0.kv_pending_bytes, (kN - uncounted) * kBig);
   EXPECT_EQ(s1.kv_pending_unsized, s0.kv_pending_unsized);
   bulkrcu_kvfree_barrier();
   // rcu_obj_base::retire too, until its first block closes (over the budget it takes its
@@ -69,12 +83,14 @@ TEST(KvfreeBudget, CxxRetireCountsSizeofT) {
   const bulkrcu_stats s2 = snap();
   bulkrcu_read_lock();
   bulkrcu_stats s3 = s2;
-  for (int i = 0; i < 1000 && s3.kv_pending_bytes - s2.kv_pending_bytes < 4 * 65536; ++i) {
+  const std::uint64_t block_bytes = block_capacity() * kBig;
+  for (std::uint64_t i = 0;
+       i < 4 * filling_slack_objects() && s3.kv_pending_bytes - s2.kv_pending_bytes < block_bytes; ++i) {
     (new BigNode)->retire();
     s3 = snap();
   }
   bulkrcu_read_unlock();
-  EXPECT_GE(s3.kv_pending_bytes - s2.kv_pending_bytes, 4u * 65536);
+  EXPECT_GE(s3.kv_pending_bytes - s2.kv_pending_bytes, block_bytes);
   EXPECT_EQ(s3.kv_pending_unsized, s2.kv_pending_unsized);
   bulkrcu_kvfree_barrier();
 }
@@ -92,7 +108,7 @@ TEST(KvfreeBudget, ObjectsOfUnknownSizeAreBoundedByCount) {
   ASSERT_EQ(s0.kv_budget_objects, 2000u);
   std::uint64_t peak = 0;
   for (int i = 0; i < 8000; ++i) {
-    bulkrcu_defer(free_counted, malloc(65536));
+    bulkrcu_defer(free_counted, malloc(kBig));
     if (i % 16 == 0) {
       const std::uint64_t p = snap().kv_pending_unsized;
       if (p > peak) peak = p;
@@ -146,7 +162,7 @@ TEST(KvfreeBudget, BudgetHoldsUnderAFlood) {
       }
       bulkrcu_stats s;
       bulkrcu_get_stats(&s, sizeof s);
-      const std::uint64_t slack = s.nr_cpu_slots * (4096 + 4 * 128) * 2;
+      const std::uint64_t slack = s.nr_cpu_slots * (4096 + block_capacity() * 128) * 2;
       bool ok = budget == 64 * 1024 && s.kv_budget_hits > 0 && peak <= budget + slack;
       if (!ok)
         fprintf(stderr, "budget=%lu peak=%lu hits=%lu\n", (unsigned long)budget, (unsigned long)peak,
