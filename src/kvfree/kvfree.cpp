@@ -149,7 +149,7 @@ Block* init_block(void* page, Deleter fn, std::uint64_t home, std::size_t size =
   b->done = 0;
   b->est_bytes = 0;
   b->home = static_cast<std::uint32_t>(home);
-  b->obj_size = size < kUnsized ? static_cast<std::uint32_t>(size) : kUnsized - 1;
+  b->obj_size = size < kUnsized ? static_cast<std::uint32_t>(size) : kUnsized - 1;  // never kCharged
   return b;
 }
 
@@ -165,25 +165,30 @@ void charge_page(Block* b) noexcept {
 }
 
 void charge_objects(Block* b, bool may_size) noexcept {
+  // Two closers may both seal a block (S1 checks only the front): the first to set kCharged
+  // charges. Every cookie of the block is taken after that (see close_and_install_rseq).
+  const std::uint32_t size = __atomic_fetch_or(&b->obj_size, kCharged, __ATOMIC_ACQ_REL);
+  if (size & kCharged) return;
   const std::uint64_t n = b->nr;
   std::uint64_t bytes = 0;
   if (b->fn == nullptr && may_size) {
     for (std::uint64_t i = 0; i < n; ++i) bytes += malloc_usable_size(b->ptrs[i]);
-  } else if (b->obj_size != 0 && b->obj_size != kUnsized) {
-    bytes = n * b->obj_size;
+  } else if (size != 0 && size != kUnsized) {
+    bytes = n * size;
   } else {
-    b->obj_size = kUnsized;
+    __atomic_store_n(&b->obj_size, kCharged | kUnsized, __ATOMIC_RELAXED);
     c.pending_objs.fetch_add(n, std::memory_order_relaxed);
     bytes = n * sizeof(void*);  // the object holds at least a pointer
   }
-  b->est_bytes += bytes;
+  __atomic_fetch_add(&b->est_bytes, bytes, __ATOMIC_RELAXED);
   c.pending_bytes.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 void credit(Block* b) noexcept {
-  c.pending_bytes.fetch_sub(b->est_bytes, std::memory_order_relaxed);
+  c.pending_bytes.fetch_sub(__atomic_load_n(&b->est_bytes, __ATOMIC_RELAXED), std::memory_order_relaxed);
   c.blocks.fetch_sub(1, std::memory_order_relaxed);
-  if (b->obj_size == kUnsized) c.pending_objs.fetch_sub(b->nr, std::memory_order_relaxed);
+  if (__atomic_load_n(&b->obj_size, __ATOMIC_RELAXED) == (kCharged | kUnsized))
+    c.pending_objs.fetch_sub(b->nr, std::memory_order_relaxed);
   b->est_bytes = 0;
   b->obj_size = 0;
 }

@@ -41,7 +41,10 @@ using Deleter = void (*)(void*);
 inline constexpr int kChannels = 16;              // active channels per CPU (hash of the deleter)
 inline constexpr unsigned long kCookieUnset = 1;  // cookies are even
 inline constexpr unsigned long kCookieReady = 3;  // handed over: counted in Krc::ready_objs
-inline constexpr std::uint32_t kUnsized = 0xFFFFFFFFu;
+// Block::obj_size: kCharged is set (atomically) by whoever charges a closed block's objects,
+// once; kUnsized (with kCharged) marks objects counted against the object bound.
+inline constexpr std::uint32_t kCharged = 0x80000000u;
+inline constexpr std::uint32_t kUnsized = 0x7FFFFFFFu;
 #ifdef BULKRCU_TESTING
 inline constexpr std::size_t kTestBlockCapacity = 4;  // reach every block-full path
 #endif
