@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <thread>
 
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/rcu.hpp"
@@ -114,12 +115,32 @@ TEST(KvfreeBudget, ObjectsOfUnknownSizeAreBoundedByCount) {
       if (p > peak) peak = p;
     }
   }
-  const bulkrcu_stats s1 = snap();
-  EXPECT_GT(s1.kv_throttles, s0.kv_throttles);
   // The bound, plus the blocks closed while a throttled retire waits (one per CPU, twice).
   EXPECT_LE(peak, 2000 + filling_slack_objects());
   bulkrcu_kvfree_barrier();
   EXPECT_EQ(g_freed.load(), 8000);
+  // With a reader held elsewhere nothing can be reclaimed: a blocking retire past the bound
+  // must throttle (the reclaim above may have kept it under the bound all along).
+  g_freed = 0;
+  const bulkrcu_stats s1 = snap();
+  std::atomic<bool> in{false}, release{false};
+  std::thread reader([&] {
+    bulkrcu_read_lock();
+    in = true;
+    while (!release.load()) usleep(100);
+    bulkrcu_read_unlock();
+  });
+  while (!in.load()) usleep(100);
+  long n = 0;
+  while (snap().kv_throttles == s1.kv_throttles) {
+    bulkrcu_defer(free_counted, malloc(64));
+    ++n;
+  }
+  release = true;
+  reader.join();
+  EXPECT_GT(snap().kv_throttles, s1.kv_throttles);
+  bulkrcu_kvfree_barrier();
+  EXPECT_EQ(g_freed.load(), n);
 }
 
 // The runtime thread never waits for itself: callbacks (and deleters) that retire while the
