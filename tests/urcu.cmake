@@ -1,0 +1,26 @@
+# The liburcu drop-in (compat/urcu): a torture through every entry point (with and without
+# _LGPL_SOURCE), link-time failure for what it does not provide, and liburcu-cds's cds_lfht on
+# bulkrcu, with the same lfht source also built on real liburcu.
+if(TARGET bulkrcu_urcu_shrunk)
+  set(urcu_dir ${CMAKE_CURRENT_SOURCE_DIR}/urcu)
+  add_executable(urcu_torture ${urcu_dir}/torture.c)
+  add_executable(urcu_torture_lgpl ${urcu_dir}/torture.c)
+  target_compile_definitions(urcu_torture_lgpl PRIVATE _LGPL_SOURCE)
+  add_executable(urcu_lfht_bulkrcu ${urcu_dir}/lfht.c)
+  foreach(t urcu_torture urcu_torture_lgpl urcu_lfht_bulkrcu)
+    target_link_libraries(${t} PRIVATE bulkrcu_urcu_shrunk)
+    target_compile_options(${t} PRIVATE -Wall -Wextra -Werror)
+    set_target_properties(${t} PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON)
+    add_test(NAME ${t} COMMAND ${t})
+    set_tests_properties(${t} PROPERTIES TIMEOUT 300)
+  endforeach()
+  # The same lfht source on real liburcu (memb): the reference the drop-in must match.
+  pkg_check_modules(BULKRCU_REAL_URCU IMPORTED_TARGET liburcu-memb liburcu-cds)
+  if(BULKRCU_REAL_URCU_FOUND)
+    add_executable(urcu_lfht_liburcu ${urcu_dir}/lfht.c)
+    target_link_libraries(urcu_lfht_liburcu PRIVATE PkgConfig::BULKRCU_REAL_URCU Threads::Threads)
+    target_compile_options(urcu_lfht_liburcu PRIVATE -Wall -Wextra -Werror)
+    set_target_properties(urcu_lfht_liburcu PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON)
+    add_test(NAME urcu_lfht_liburcu COMMAND urcu_lfht_liburcu)
+  endif()
+endif()
