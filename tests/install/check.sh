@@ -27,18 +27,50 @@ for cxx in c++ clang++; do
     "$here/consumer_cxx/consumer.cpp" $flags
   LD_LIBRARY_PATH="$prefix/lib" "$work/cxx17_pc"
 done
-so=$(ls "$prefix"/lib/libbulkrcu.so.* 2>/dev/null | head -n1 || true)
-if [ -n "$so" ]; then
-  # Every defined dynamic symbol (functions, data, TLS), sorted: must equal the expected list.
+# Every defined dynamic symbol (functions, data, TLS), sorted: must equal the expected list.
+# The PLT check looks for calls to the library's own symbols (pattern after the second colon).
+for lib in 'bulkrcu:exports.txt:bulkrcu' 'bulkrcu-urcu:exports-urcu.txt:urcu_memb|rcu_\w+_sym'; do
+  own=${lib##*:}
+  lib=${lib%:*}
+  so=$(ls "$prefix"/lib/lib${lib%%:*}.so.* 2>/dev/null | head -n1 || true)
+  [ -n "$so" ] || continue
   nm -D --defined-only "$so" | awk '{print $3}' | grep -v '^$' | sort -u >"$work/exports"
-  if ! diff -u "$here/exports.txt" "$work/exports"; then
-    echo "install check: $so exports differ from tests/install/exports.txt" >&2
+  if ! diff -u "$here/${lib#*:}" "$work/exports"; then
+    echo "install check: $so exports differ from tests/install/${lib#*:}" >&2
     exit 1
   fi
-  if objdump -d --no-show-raw-insn "$so" | grep -E '(call|jmp).*<bulkrcu\w*@plt>'; then
+  if objdump -d --no-show-raw-insn "$so" | grep -E "(call|jmp).*<($own)\\w*@plt>"; then
     echo "install check: calls inside $so go through the PLT" >&2
     exit 1
   fi
-  echo "install check: $so exports exactly tests/install/exports.txt, no internal PLT call"
-fi
+  echo "install check: $so exports exactly tests/install/${lib#*:}, no internal PLT call"
+done
 echo "install check: CMake (C, C++) and pkg-config (C11, C++ default, C++17) consumers built and ran"
+
+# The liburcu drop-in: one liburcu program (cds_lfht + call_rcu), unchanged, built on real
+# liburcu and on bulkrcu-urcu (pkg-config and CMake); both must run. A liburcu function the
+# drop-in does not provide must fail at link time, naming it.
+if [ -f "$prefix/lib/pkgconfig/bulkrcu-urcu.pc" ]; then
+  lfht="$here/../urcu/lfht.c"
+  cc -std=c11 -Wall -Wextra -Werror -o "$work/lfht_liburcu" "$lfht" $(pkg-config --cflags --libs liburcu liburcu-cds) -pthread
+  "$work/lfht_liburcu" >/dev/null
+  urcu_flags=$(pkg-config --cflags --libs bulkrcu-urcu)
+  cc -std=c11 -Wall -Wextra -Werror -o "$work/lfht_bulkrcu" "$lfht" $urcu_flags
+  LD_LIBRARY_PATH="$prefix/lib" "$work/lfht_bulkrcu" >/dev/null
+  if ldd "$work/lfht_bulkrcu" | grep -q 'liburcu-memb\|liburcu\.so'; then
+    echo "install check: the bulkrcu-urcu build links real liburcu" >&2
+    exit 1
+  fi
+  cmake -S "$here/consumer_urcu" -B "$work/consumer_urcu" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+  cmake --build "$work/consumer_urcu" >/dev/null
+  LD_LIBRARY_PATH="$prefix/lib" "$work/consumer_urcu/consumer_urcu" >/dev/null
+  if cc -std=c11 -o "$work/missing" "$here/urcu_missing.c" $urcu_flags 2>"$work/missing.err"; then
+    echo "install check: a program using an unprovided liburcu function linked" >&2
+    exit 1
+  fi
+  grep -q "undefined reference to .urcu_qsbr_synchronize_rcu" "$work/missing.err" || {
+    cat "$work/missing.err" >&2
+    exit 1
+  }
+  echo "install check: cds_lfht program built on liburcu and on bulkrcu-urcu (pkg-config, CMake) and ran; unprovided function fails at link time"
+fi
