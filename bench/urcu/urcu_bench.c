@@ -99,7 +99,7 @@ static void* lfht_worker(void* arg) {
 }
 
 static int run_lfht(double seconds, int threads) {
-  ht = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE, NULL);
+  ht = cds_lfht_new(KEYS, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
   for (unsigned long k = 0; k < KEYS; k += 2) add_key(k); /* half full */
   pthread_t t[64];
   double t0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
