@@ -26,12 +26,12 @@
 static inline void rcu_read_lock(void) { bulkrcu__read_lock_inline(); }
 static inline void rcu_read_unlock(void) { bulkrcu__read_unlock_inline(); }
 static inline int rcu_read_lock_held(void) { return bulkrcu__read_lock_held_inline(); }
-static inline void synchronize_rcu(void) { (bulkrcu_synchronize)(); }
-static inline void synchronize_rcu_expedited(void) { (bulkrcu_synchronize_expedited)(); }
+static inline void synchronize_rcu(void) { bulkrcu_synchronize(); }
+static inline void synchronize_rcu_expedited(void) { bulkrcu_synchronize_expedited(); }
 static inline unsigned long get_state_synchronize_rcu(void) { return (bulkrcu_get_state)(); }
 static inline unsigned long start_poll_synchronize_rcu(void) { return (bulkrcu_start_poll)(); }
-static inline bool poll_state_synchronize_rcu(unsigned long cookie) { return (bulkrcu_poll_state)(cookie); }
-static inline void cond_synchronize_rcu(unsigned long cookie) { (bulkrcu_cond_synchronize)(cookie); }
+static inline bool poll_state_synchronize_rcu(unsigned long cookie) { return bulkrcu_poll_state(cookie); }
+static inline void cond_synchronize_rcu(unsigned long cookie) { bulkrcu_cond_synchronize(cookie); }
 static inline void call_rcu(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*)) {
   (bulkrcu_call)(head, func);
 }

@@ -200,10 +200,21 @@ struct bulkrcu__reader {
  * of the counter are the release the grace period's load of it acquires: TSan sees every
  * access of a section happen before the grace period that waited for it ends. */
 #define BULKRCU__FULL_FENCE(ctr) ((void)__atomic_fetch_add((ctr), 0, __ATOMIC_SEQ_CST))
+/* When the library itself is not built with TSan (an installed Release library under a user's
+ * -fsanitize=thread build), TSan cannot see the grace period's loads. So, in TSan builds only,
+ * every outermost unlock releases the address of bulkrcu__gp_ctr and the waits below acquire
+ * it on return: each section that ended happens-before the return of every later wait (a
+ * superset of the real order, so no false reports on memory freed after a wait). */
+void __tsan_acquire(void* addr);
+void __tsan_release(void* addr);
+#define BULKRCU__TSAN_RELEASE_GP() __tsan_release((void*)&bulkrcu__gp_ctr)
+#define BULKRCU__TSAN_ACQUIRE_GP() __tsan_acquire((void*)&bulkrcu__gp_ctr)
 #else
 #define BULKRCU__MO_LOCK __ATOMIC_RELAXED   /* ordered by fence A (see below) */
 #define BULKRCU__MO_UNLOCK __ATOMIC_RELAXED /* ordered by fence B */
 #define BULKRCU__FULL_FENCE(ctr) __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define BULKRCU__TSAN_RELEASE_GP() ((void)0)
+#define BULKRCU__TSAN_ACQUIRE_GP() ((void)0)
 #endif
 
 /* initial-exec TLS: one pointer, reached with one %fs-relative load (no __tls_get_addr). */
@@ -246,6 +257,7 @@ static inline __attribute__((always_inline)) void bulkrcu__read_unlock_inline(vo
       BULKRCU__FULL_FENCE(&r->ctr);
     else
       __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    BULKRCU__TSAN_RELEASE_GP();
     __atomic_store_n(&r->ctr, tmp - 1, BULKRCU__MO_UNLOCK);
   } else {
     if (__builtin_expect(!(tmp & BULKRCU__NEST_MASK), 0)) bulkrcu__unlock_unbalanced();
@@ -383,6 +395,33 @@ static inline __attribute__((always_inline)) bool bulkrcu__defer_nonblocking_inl
 
 /* The function-like macros inline the fast paths; `(bulkrcu_read_lock)()` and the function's
  * address still reach the exported function. Define BULKRCU_NO_INLINE to call it always. */
+#if defined(BULKRCU__TSAN) && !defined(BULKRCU__BUILDING_LIBRARY)
+/* TSan builds: the waits acquire what the readers' unlocks released (see BULKRCU__TSAN above).
+ * (The library's own sources, which define these functions, build with
+ * BULKRCU__BUILDING_LIBRARY.) */
+static inline void bulkrcu__synchronize_tsan(void) {
+  (bulkrcu_synchronize)();
+  BULKRCU__TSAN_ACQUIRE_GP();
+}
+static inline void bulkrcu__synchronize_expedited_tsan(void) {
+  (bulkrcu_synchronize_expedited)();
+  BULKRCU__TSAN_ACQUIRE_GP();
+}
+static inline void bulkrcu__cond_synchronize_tsan(unsigned long cookie) {
+  (bulkrcu_cond_synchronize)(cookie);
+  BULKRCU__TSAN_ACQUIRE_GP();
+}
+static inline bool bulkrcu__poll_state_tsan(unsigned long cookie) {
+  bool done = (bulkrcu_poll_state)(cookie);
+  if (done) BULKRCU__TSAN_ACQUIRE_GP();
+  return done;
+}
+#define bulkrcu_synchronize() bulkrcu__synchronize_tsan()
+#define bulkrcu_synchronize_expedited() bulkrcu__synchronize_expedited_tsan()
+#define bulkrcu_cond_synchronize(cookie) bulkrcu__cond_synchronize_tsan(cookie)
+#define bulkrcu_poll_state(cookie) bulkrcu__poll_state_tsan(cookie)
+#endif
+
 #ifndef BULKRCU_NO_INLINE
 #define bulkrcu_read_lock() bulkrcu__read_lock_inline()
 #define bulkrcu_read_unlock() bulkrcu__read_unlock_inline()

@@ -27,6 +27,14 @@ for cxx in c++ clang++; do
     "$here/consumer_cxx/consumer.cpp" $flags
   LD_LIBRARY_PATH="$prefix/lib" "$work/cxx17_pc"
 done
+# A user's ThreadSanitizer build against the installed library: no -Wtsan warning from the
+# headers, and no report (the headers' annotations carry the reader/grace-period order).
+for tcc in gcc clang; do
+  $tcc -std=c11 -O1 -g -fsanitize=thread -Wall -Wextra -Werror -o "$work/tsan_$tcc" \
+    "$here/tsan_consumer.c" $flags
+  LD_LIBRARY_PATH="$prefix/lib" TSAN_OPTIONS=halt_on_error=1:exitcode=66 "$work/tsan_$tcc" >/dev/null
+done
+
 # Every defined dynamic symbol (functions, data, TLS), sorted: must equal the expected list.
 # The PLT check looks for calls to the library's own symbols (pattern after the second colon).
 for lib in 'bulkrcu:exports.txt:bulkrcu' 'bulkrcu-urcu:exports-urcu.txt:urcu_memb|rcu_\w+_sym'; do
