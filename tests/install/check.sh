@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds consumers against an installed bulkrcu and runs them, with only the flags the package
-# gives: a C-only CMake project (project(x C)), a C++ CMake project that sets no standard,
-# pkg-config from C (C11) and from C++ (the compiler's default, and -std=c++17, the lowest
-# supported). With a shared library installed, also checks its export list against
+# gives: a C-only CMake project (project(x C)), a C++ CMake project that sets no standard
+# (gcc and clang), pkg-config from C (C11) and from C++ (gcc's default, and -std=c++17, the
+# lowest supported, with gcc and clang), a -fsanitize=thread consumer, the liburcu drop-in. With a shared library installed, also checks its export list against
 # tests/install/exports.txt and that calls inside it avoid the PLT.
 # Usage: check.sh PREFIX
 set -euo pipefail
@@ -11,10 +11,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
-for proj in consumer consumer_cxx; do
-  cmake -S "$here/$proj" -B "$work/$proj" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
-  cmake --build "$work/$proj" >/dev/null
-  LD_LIBRARY_PATH="$prefix/lib" "$work/$proj/$proj"
+# gcc 12 defaults to C++17, clang 14 to C++14: the target's compile features (C11, C++17)
+# must raise the standard when the project sets none.
+for compilers in gcc:g++ clang-14:clang++-14; do
+  for proj in consumer consumer_cxx; do
+    dir="$work/$proj-${compilers%%:*}"
+    CC=${compilers%%:*} CXX=${compilers##*:} cmake -S "$here/$proj" -B "$dir" -G Ninja \
+      -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+    cmake --build "$dir" >/dev/null
+    LD_LIBRARY_PATH="$prefix/lib" "$dir/$proj"
+  done
 done
 pkg-config --exists bulkrcu
 flags=$(pkg-config --cflags --libs bulkrcu)
@@ -22,14 +28,14 @@ cc -std=c11 -Wall -Wextra -Werror -o "$work/c_pc" "$here/consumer/consumer.c" $f
 LD_LIBRARY_PATH="$prefix/lib" "$work/c_pc"
 c++ -Wall -Wextra -Werror -o "$work/cxx_pc" "$here/consumer_cxx/consumer.cpp" $flags
 LD_LIBRARY_PATH="$prefix/lib" "$work/cxx_pc"
-for cxx in c++ clang++; do
+for cxx in c++ clang++-14; do
   $cxx -std=c++17 -Wall -Wextra -Werror -pedantic -o "$work/cxx17_pc" \
     "$here/consumer_cxx/consumer.cpp" $flags
   LD_LIBRARY_PATH="$prefix/lib" "$work/cxx17_pc"
 done
 # A user's ThreadSanitizer build against the installed library: no -Wtsan warning from the
 # headers, and no report (the headers' annotations carry the reader/grace-period order).
-for tcc in gcc clang; do
+for tcc in gcc clang-14; do
   $tcc -std=c11 -O1 -g -fsanitize=thread -Wall -Wextra -Werror -o "$work/tsan_$tcc" \
     "$here/tsan_consumer.c" $flags
   LD_LIBRARY_PATH="$prefix/lib" TSAN_OPTIONS=halt_on_error=1:exitcode=66 "$work/tsan_$tcc" >/dev/null
