@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
 
@@ -194,6 +195,11 @@ BULKRCU_API void urcu_memb_free_all_cpu_call_rcu_data(void) {
 
 BULKRCU_API pthread_t urcu_memb_get_call_rcu_thread(struct call_rcu_data* crdp) {
   (void)crdp; /* every handle is served by bulkrcu's invocation threads */
+  /* On one of bulkrcu's threads (inside a callback): that thread; a probe would wait for
+   * itself. bulkrcu names its threads "bulkrcu-...". */
+  char name[16];
+  if (pthread_getname_np(pthread_self(), name, sizeof name) == 0 && strncmp(name, "bulkrcu", 7) == 0)
+    return pthread_self();
   if (!__atomic_load_n(&invoker_known, __ATOMIC_ACQUIRE)) {
     /* Ask bulkrcu: a callback records the thread that runs it. Concurrent first callers
      * each probe; any answer is right. No lock is held across the wait. */

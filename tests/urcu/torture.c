@@ -48,6 +48,15 @@ static void free_obj(struct obj* o) {
 static void free_head(struct rcu_head* h) { free_obj(caa_container_of(h, struct obj, head)); }
 static void free_ptr(void* p) { free_obj(p); }
 
+/* get_call_rcu_thread from inside a callback: must answer (the callback's thread), not wait. */
+static pthread_t cb_thread, cb_answer;
+static struct rcu_head probe_head;
+static void probe_in_callback(struct rcu_head* h) {
+  (void)h;
+  cb_thread = pthread_self();
+  cb_answer = get_call_rcu_thread(get_default_call_rcu_data());
+}
+
 static void* reader(void* arg) {
   unsigned long i = (unsigned long)arg;
   rcu_register_thread();
@@ -183,6 +192,9 @@ int main(void) {
   pthread_t invoker = get_call_rcu_thread(get_default_call_rcu_data());
   if (pthread_equal(invoker, pthread_self())) fail("get_call_rcu_thread returned the caller");
   if (!pthread_equal(invoker, get_call_rcu_thread(get_cpu_call_rcu_data(0)))) fail("invoker differs");
+  call_rcu(&probe_head, probe_in_callback);
+  rcu_barrier();
+  if (!pthread_equal(cb_thread, cb_answer)) fail("get_call_rcu_thread in a callback is not its thread");
 
   pthread_t r[NREADERS], w[NWRITERS];
   for (unsigned long i = 0; i < NREADERS; i++) pthread_create(&r[i], NULL, reader, (void*)i);
