@@ -65,8 +65,7 @@ unsigned init_flags() noexcept {
 #ifdef BULKRCU_TESTING
   f |= kDebug;
 #else
-  const char* v = getenv("BULKRCU_POOL_DEBUG");
-  if (v && *v && strcmp(v, "0") != 0) f |= kDebug;
+  if (config().pool_debug) f |= kDebug;  // BULKRCU_POOL_DEBUG, parsed by base/
 #endif
   g_zone.set_debug(f & kDebug);
   unsigned expected = 0;
