@@ -379,7 +379,8 @@ TEST(PoolApi, FaultInjectionAndHigherOrders) {
   pool::free_pages(big, 3);
   EXPECT_EQ(pool::alloc_pages(pool::max_order() + 1), nullptr);
   EXPECT_EQ(pool::check_zone(), nullptr);
-  EXPECT_TRUE(pool::debug()) << "test builds always run the debug checks";
+  // Test builds run the debug checks unless BULKRCU_POOL_DEBUG turns them off explicitly.
+  EXPECT_EQ(pool::debug(), bulkrcu::detail::config().pool_debug);
   EXPECT_EQ(bulkrcu_page_size(), static_cast<size_t>(sysconf(_SC_PAGESIZE)));
   bulkrcu_free_page(nullptr);  // no-op
 }
@@ -608,6 +609,55 @@ TEST(PoolFallback, ChildProcessWithoutRseq) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "pool tests failed with BULKRCU_NO_RSEQ=1 (output above)";
+}
+
+// The release fast path (no debug checks: the fast pop and the bounded push in pool_rseq.h)
+// runs only with BULKRCU_POOL_DEBUG off, which test builds turn on by default: the same tests
+// again in a child with it off.
+TEST(PoolFastPath, ChildProcessWithoutDebugChecks) {
+  if (!pool::debug()) GTEST_SKIP() << "this process already runs without the debug checks";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("BULKRCU_POOL_DEBUG", "0", 1);
+    execl("/proc/self/exe", "pool_test",
+          "--gtest_filter=PoolPcp.*:PoolSignal.*:PoolMigrate.*:PoolApi.*:PoolShrink.*:PoolFastPath.*",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "pool tests failed with BULKRCU_POOL_DEBUG=0 (output above)";
+}
+
+TEST(PoolFastPath, OpenExactlyWhenNothingIsChecked) {
+  const bool open = !pool::debug() && mode() == PercpuMode::kRseq;
+  EXPECT_EQ(pool::fast_path_open(), open);
+  pool::set_fail_injection(1);
+  EXPECT_FALSE(pool::fast_path_open());
+  EXPECT_EQ(bulkrcu_alloc_page_lockless(), nullptr);
+  pool::set_fail_injection(0);
+  EXPECT_EQ(pool::fast_path_open(), open);
+  // Pages go round the fast path and come back intact: pop, write, push, pop again.
+  std::vector<void*> pages;
+  for (int i = 0; i < 40; ++i) {
+    void* p = bulkrcu_alloc_page();
+    ASSERT_NE(p, nullptr);
+    memset(p, i, bulkrcu_page_size());
+    pages.push_back(p);
+  }
+  for (void* p : pages) bulkrcu_free_page(p);
+  for (int round = 0; round < 1000; ++round) {
+    void* p = bulkrcu_alloc_page_lockless();
+    if (!p) p = bulkrcu_alloc_page();
+    ASSERT_NE(p, nullptr);
+    ASSERT_EQ(reinterpret_cast<std::uintptr_t>(p) % bulkrcu_page_size(), 0u);
+    static_cast<char*>(p)[bulkrcu_page_size() - 1] = 1;
+    bulkrcu_free_page(p);
+  }
+  bulkrcu_page_pool_drain();
+  EXPECT_EQ(pool::check_zone(), nullptr);
 }
 
 // ---- debug-mode aborts ------------------------------------------------------------------------------

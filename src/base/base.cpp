@@ -131,7 +131,11 @@ constexpr EnvSpec kSpecs[kNrSpecs] = {
     {"BULKRCU_NO_MEMBARRIER", EnvKind::kBool, 0, 0, 1, nullptr},
     {"BULKRCU_DRAIN_MS", EnvKind::kUint, 100, 1, 60000, "milliseconds"},
     {"BULKRCU_MAX_PENDING", EnvKind::kSize, 64ull << 20, 4096, 1ull << 40, "bytes"},
+#ifdef BULKRCU_TESTING
+    {"BULKRCU_POOL_DEBUG", EnvKind::kBool, 1, 0, 1, nullptr},  // test builds check by default
+#else
     {"BULKRCU_POOL_DEBUG", EnvKind::kBool, 0, 0, 1, nullptr},
+#endif
 };
 
 Config load_config() {

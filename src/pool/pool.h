@@ -47,8 +47,11 @@ struct Params {
 };
 const Params& params() noexcept;
 
-// True when debug checks run (BULKRCU_POOL_DEBUG=1, or any BULKRCU_TESTING build).
+// True when debug checks run (BULKRCU_POOL_DEBUG on; its default is on in BULKRCU_TESTING builds).
 bool debug() noexcept;
+// True when the public calls take the release fast path (rseq mode, no debug checks, no fault
+// injection); else every call takes the checked path. For tests.
+bool fast_path_open() noexcept;
 
 // ---- runtime hooks (called by the runtime thread only) ----------------------------------------
 // A racy peek: true when some CPU asked for a refill since the last refill_step().
