@@ -145,7 +145,9 @@ BULKRCU_NOINLINE void debug_handout(void* p, const char* call) noexcept {
   Chunk* c = chunk_of(p);
   if (!c) die(call, p, "about to hand out a page outside every chunk (corrupted free list)");
   std::uint8_t old = c->state[page_index(c, p)].exchange(kAllocated, std::memory_order_relaxed);
-  if (old != kOnList) die(call, p, "about to hand out a page that is not free (corrupted free list)");
+  if ((old & kStateMask) != kOnList)
+    die(call, p, "about to hand out a page that is not free (corrupted free list)");
+  if (old & kReleased) return;  // given back with MADV_DONTNEED since it was poisoned: reads as zero
   if (std::size_t off = check_poison(p)) {
     Msg m;
     m.s("page pool: ")
@@ -165,7 +167,8 @@ BULKRCU_NOINLINE void debug_on_free(void* p, const char* call) noexcept {
   if (!c) die(call, p, "not a page of this pool (never handed out by it)");
   std::uint8_t expected = kAllocated;
   if (!c->state[page_index(c, p)].compare_exchange_strong(expected, kOnList, std::memory_order_relaxed)) {
-    if (expected == kOnList || (expected & kFreeHead)) die(call, p, "double free (the page is already free)");
+    if ((expected & kStateMask) == kOnList || (expected & kFreeHead))
+      die(call, p, "double free (the page is already free)");
     die(call, p, "not a page the pool handed out (inside a free or larger block)");
   }
   poison_page(p);
