@@ -55,6 +55,11 @@ struct alignas(kCacheLine) Fast {
 Fast g_fast;
 std::atomic<std::uint32_t>& g_refill_pending = g_fast.refill_pending;
 std::atomic<std::uint64_t> g_backoff_until{0};  // now_ns() deadline; 0 = no back-off
+// After a drain or shrink the refill worker serves requests from free pages only, without
+// mapping a chunk, until this now_ns() deadline: a request pending from before the drain must
+// not take a fresh chunk right after the memory went back. bulkrcu_alloc_page still maps.
+std::atomic<std::uint64_t> g_nogrow_until{0};
+std::atomic<void (*)() noexcept> g_release_hook{nullptr};
 
 // Slow-path counters (atomic adds).
 std::atomic<std::uint64_t> g_refill_requests{0}, g_refills{0}, g_worker_refills{0}, g_drains{0};
@@ -360,7 +365,8 @@ BULKRCU_NOINLINE void* alloc_slow(PcpSlot* base, bool locked, unsigned f) noexce
 // Fills `cpu`'s list up to `target` pages (refill worker, regular context).
 void refill_cpu(PcpSlot* base, int cpu) noexcept {
   FreePage* chain;
-  std::size_t got = g_zone.alloc_bulk(kParams.target, &chain);
+  const bool may_grow = now_ns() >= g_nogrow_until.load(std::memory_order_relaxed);
+  std::size_t got = g_zone.alloc_bulk(kParams.target, &chain, may_grow);
   if (got == 0) return;
   PcpSlot* s = &base[cpu];
   lock_slot(s);               // R1
@@ -391,7 +397,16 @@ void refill_cpu(PcpSlot* base, int cpu) noexcept {
   g_worker_refills.fetch_add(1, std::memory_order_relaxed);
 }
 
+void hold_off_growth() noexcept {
+  g_nogrow_until.store(now_ns() + kParams.pressure_backoff_ns, std::memory_order_relaxed);
+}
+
+void run_release_hook() noexcept {
+  if (auto hook = g_release_hook.load(std::memory_order_acquire)) hook();
+}
+
 void drain_all() noexcept {
+  hold_off_growth();
   PcpSlot* base = slots();
   const int n = nr_slots();
   FreePage* all = nullptr;
@@ -405,6 +420,7 @@ void drain_all() noexcept {
       lists[i - first] = base[i].head;
       base[i].head = nullptr;
       base[i].count_hint.store(0, std::memory_order_relaxed);
+      base[i].want_refill.store(0, std::memory_order_relaxed);  // requests from before the drain
     }
     for (int i = first; i < end; ++i) base[i].lock.unlock();  // R3
     for (int i = first; i < end; ++i) {
@@ -492,8 +508,19 @@ void back_off_refill(std::uint64_t ns) noexcept {
 void on_memory_pressure() noexcept {
   back_off_refill(kParams.pressure_backoff_ns);
   drain_all();
+  run_release_hook();  // after the drain: pages it keeps move to the fullest chunk
+  hold_off_growth();
   g_zone.shrink();
 }
+
+bool refill_backed_off() noexcept { return backed_off(); }
+
+void set_release_hook(void (*hook)() noexcept) noexcept {
+  g_release_hook.store(hook, std::memory_order_release);
+}
+
+std::uint64_t resident_bytes() noexcept { return g_zone.resident_bytes(); }
+std::uint64_t mapped_bytes() noexcept { return g_zone.nr_chunks() * kChunkBytes; }
 
 void* alloc_pages(unsigned order) noexcept {
   unsigned f = flags();
@@ -721,6 +748,10 @@ void bulkrcu_free_page(void* page) {
 
 void bulkrcu_page_pool_drain(void) { drain_all(); }
 
-void bulkrcu_page_pool_shrink(void) { g_zone.shrink(); }
+void bulkrcu_page_pool_shrink(void) {
+  run_release_hook();
+  hold_off_growth();
+  g_zone.shrink();
+}
 
 }  // extern "C"

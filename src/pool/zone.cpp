@@ -343,7 +343,7 @@ void* Zone::alloc(unsigned order) noexcept {
   }
 }
 
-std::size_t Zone::alloc_bulk(std::size_t n, FreePage** chain) noexcept {
+std::size_t Zone::alloc_bulk(std::size_t n, FreePage** chain, bool may_grow) noexcept {
   std::size_t got = 0;
   FreePage* head = nullptr;
   while (got < n) {
@@ -356,7 +356,7 @@ std::size_t Zone::alloc_bulk(std::size_t n, FreePage** chain) noexcept {
       ++got;
     }
     unlock();
-    if (got < n && !grow()) break;
+    if (got < n && (!may_grow || !grow())) break;
   }
   *chain = head;
   return got;

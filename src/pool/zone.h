@@ -104,8 +104,9 @@ class Zone {
   // lock). nullptr only when mmap fails. Blocks: zone lock, mmap.
   void* alloc(unsigned order) noexcept;
   // Takes up to n order-0 pages, links them through FreePage::next into *chain, states kOnList.
-  // Returns the number taken (< n only when mmap fails).
-  std::size_t alloc_bulk(std::size_t n, FreePage** chain) noexcept;
+  // Returns the number taken (< n only when mmap fails, or when the free pages ran out and
+  // `may_grow` is false: then no chunk is mapped).
+  std::size_t alloc_bulk(std::size_t n, FreePage** chain, bool may_grow = true) noexcept;
   // Returns a block; merges with free buddies; may unmap a wholly free chunk (after unlocking).
   void free(void* block, unsigned order) noexcept;
   // Returns a chain of order-0 pages linked through FreePage::next.
