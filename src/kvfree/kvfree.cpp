@@ -1238,7 +1238,7 @@ void release_pages() noexcept {
   }
   for (auto& r : g_reserve) {
     if (!r.load(std::memory_order_relaxed)) continue;
-    void* fresh = pool::alloc_pages(0);
+    void* fresh = pool::alloc_pages(0, /*may_grow=*/false);
     if (!fresh) break;
     if (Block* old = r.exchange(static_cast<Block*>(fresh), std::memory_order_acq_rel))
       pool::free_pages(old, 0);

@@ -522,13 +522,13 @@ void set_release_hook(void (*hook)() noexcept) noexcept {
 std::uint64_t resident_bytes() noexcept { return g_zone.resident_bytes(); }
 std::uint64_t mapped_bytes() noexcept { return g_zone.nr_chunks() * kChunkBytes; }
 
-void* alloc_pages(unsigned order) noexcept {
+void* alloc_pages(unsigned order, bool may_grow) noexcept {
   unsigned f = flags();
   if (f & kFailAll) {
     errno = ENOMEM;
     return nullptr;
   }
-  void* p = g_zone.alloc(order);
+  void* p = g_zone.alloc(order, may_grow);
   if (p && (f & kDebug)) {
     Chunk* c = chunk_of(p);
     c->state[page_index(c, p)].store(kAllocated, std::memory_order_relaxed);
@@ -696,7 +696,7 @@ extern "C" {
 
 size_t bulkrcu_page_size(void) { return page_size(); }
 
-// About 20 instructions on a hit above the low mark.
+// About 30 instructions on a hit above the low mark, the return included.
 void* bulkrcu_alloc_page_lockless(void) {
 #if BULKRCU_HAVE_RSEQ_ASM
   if (PcpSlot* base = g_fast.slots.load(std::memory_order_acquire); BULKRCU_LIKELY(base != nullptr)) {
@@ -726,7 +726,7 @@ void* bulkrcu_alloc_page(void) {
   return alloc_page_checked();
 }
 
-// About 22 instructions when the list has room.
+// About 35 instructions when the list has room.
 void bulkrcu_free_page(void* page) {
 #if BULKRCU_HAVE_RSEQ_ASM
   PcpSlot* base = g_fast.slots.load(std::memory_order_acquire);

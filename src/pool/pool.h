@@ -90,7 +90,8 @@ void set_release_hook(void (*hook)() noexcept) noexcept;
 // A block of 2^order pages straight from the zone (order <= max_order()); NULL with errno
 // ENOMEM (or EINVAL for a bad order). Freed with free_pages(p, order), never bulkrcu_free_page.
 // Blocks: zone lock, may mmap. Not async-signal-safe.
-void* alloc_pages(unsigned order) noexcept;
+// With may_grow false, only from the zone's free blocks (never maps a chunk).
+void* alloc_pages(unsigned order, bool may_grow = true) noexcept;
 void free_pages(void* block, unsigned order) noexcept;
 
 // ---- introspection ------------------------------------------------------------------------------

@@ -326,7 +326,7 @@ Chunk* Zone::give_locked(FreePage* p, unsigned order) noexcept {
   return nullptr;
 }
 
-void* Zone::alloc(unsigned order) noexcept {
+void* Zone::alloc(unsigned order, bool may_grow) noexcept {
   if (order > max_order()) {
     errno = EINVAL;
     return nullptr;
@@ -336,7 +336,7 @@ void* Zone::alloc(unsigned order) noexcept {
     FreePage* p = take_locked(order);
     unlock();
     if (p) return p;
-    if (!grow()) {
+    if (!may_grow || !grow()) {
       errno = ENOMEM;
       return nullptr;
     }

@@ -101,8 +101,9 @@ class Zone {
   void set_debug(bool on) noexcept { debug_ = on; }
 
   // A block of 2^order pages (state kOnList for its first page). May map a chunk (outside the
-  // lock). nullptr only when mmap fails. Blocks: zone lock, mmap.
-  void* alloc(unsigned order) noexcept;
+  // lock) unless `may_grow` is false. nullptr only when mmap fails (or no block is free and
+  // `may_grow` is false). Blocks: zone lock, mmap.
+  void* alloc(unsigned order, bool may_grow = true) noexcept;
   // Takes up to n order-0 pages, links them through FreePage::next into *chain, states kOnList.
   // Returns the number taken (< n only when mmap fails, or when the free pages ran out and
   // `may_grow` is false: then no chunk is mapped).
