@@ -837,7 +837,7 @@ TEST(PoolFastPath, ChildProcessWithoutDebugChecks) {
   if (pid == 0) {
     setenv("BULKRCU_POOL_DEBUG", "0", 1);
     execl("/proc/self/exe", "pool_test",
-          "--gtest_filter=PoolPcp.*:PoolSignal.*:PoolMigrate.*:PoolApi.*:PoolShrink.*:PoolFastPath.*:"
+          "--gtest_filter=PoolPcp.*:PoolSignal.*:PoolMigrate.*:PoolApi.*:PoolShrink.*:PoolFastPath.Open*:"
           "PoolRelease.*",
           static_cast<char*>(nullptr));
     _exit(127);
