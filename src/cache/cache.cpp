@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -20,6 +21,7 @@
 #include "base/base.h"
 #include "bulkrcu/rcu.h"
 #include "cache/cache_rseq.h"
+#include "callback/callback.h"
 #include "gp/gp.h"
 #include "percpu/percpu.h"
 #include "pool/pool.h"
@@ -979,7 +981,11 @@ void child_fork() {
 // reverse order of registration, so ours runs after the runtime's (driver mutex, kvfree and
 // pool locks). The runtime thread may free to a cache (kvfree's reclaim) while it holds the
 // driver mutex; a holder of a cache mutex waits for nothing, so this order cannot deadlock.
-__attribute__((constructor(102))) void cache_init() { pthread_atfork(prepare_fork, parent_fork, child_fork); }
+void free_any(void* p) noexcept;
+__attribute__((constructor(102))) void cache_init() {
+  pthread_atfork(prepare_fork, parent_fork, child_fork);
+  cb::g_free_object = &free_any;  // kfree_rcu's embedded-head fallback reaches caches too
+}
 
 BULKRCU_ALWAYS_INLINE Cache* C(bulkrcu_cache* c) noexcept { return reinterpret_cast<Cache*>(c); }
 
@@ -993,6 +999,15 @@ void free_retired(void* p) noexcept {
   check_free(c, p, "kvfree_rcu (reclaim)", true);
   free_now(c, p);
 }
+
+namespace {
+void free_any(void* p) noexcept {
+  if (owns(p))
+    free_retired(p);
+  else
+    free(p);
+}
+}  // namespace
 
 void on_memory_pressure() noexcept {
   pthread_mutex_lock(&g_reg_mu);
