@@ -36,13 +36,17 @@ namespace {
 constexpr std::size_t kMinObjsPerSlab = 8;
 constexpr std::size_t kSheafCapMax = 4;  // every array fills within a few calls
 constexpr std::size_t kMaxReady = 2;     // ready arrays kept in the depot
+constexpr std::uint64_t kGpPaceNs = 0;   // grace periods as often as the depot asks
 constexpr std::size_t kMaxEmptySheaves = 1;
 constexpr std::size_t kKeepEmptySlabs = 0;
 #else
 constexpr std::size_t kMinObjsPerSlab = 32;  // "a few dozen objects" per slab
 constexpr std::size_t kSheafCapMax = 504;    // (4096 - 64) / 8: a sheaf is one page
 constexpr std::size_t kSheafBytes = 32768;   // cap = clamp(32 KiB / stride, 8, kSheafCapMax)
-constexpr std::size_t kMaxReady = 8;
+constexpr std::size_t kMaxReady = 32;        // 32 x 504 objects: bounded, and a grace period's worth
+// The depot asks for a grace period at most this often (one covers every array sealed before
+// it: at 25M retires a second, 250 us is about 12 arrays).
+constexpr std::uint64_t kGpPaceNs = 250000;
 constexpr std::size_t kMaxEmptySheaves = 4;
 constexpr std::size_t kKeepEmptySlabs = 1;
 #endif
@@ -124,6 +128,7 @@ struct Cache {
   PendingChain chains[kPendingChains];  // overflow chains waiting for their cookie
   std::size_t nr_ready = 0, nr_waiting = 0;
   std::uint64_t slab_allocs = 0, slab_frees = 0, reused = 0;
+  std::uint64_t gp_asked_ns = 0;  // when the depot last asked for a grace period
 
   // Lock-free, any context:
   std::atomic<Sheaf*> inbox{nullptr};        // sealed arrays (pending or free objects)
@@ -196,6 +201,10 @@ struct Msg {
 constexpr unsigned kFrameShift = 21;
 constexpr std::size_t kL2Frames = 8192;
 constexpr std::size_t kPagesPerFrameMax = 512;
+// Read on every fast path; set at load time (cache_init) and never changed.
+unsigned g_page_shift = 12;
+bool g_debug = false;
+
 std::atomic<std::uint8_t*> g_map[std::size_t{1} << (47 - kFrameShift - 13)];
 
 std::atomic<std::uint8_t>* map_entry(std::uintptr_t a, bool create) noexcept {
@@ -217,7 +226,7 @@ std::atomic<std::uint8_t>* map_entry(std::uintptr_t a, bool create) noexcept {
       l2 = expected;
     }
   }
-  const std::size_t page = (a >> pool::page_shift()) & (kPagesPerFrameMax - 1);
+  const std::size_t page = (a >> g_page_shift) & (kPagesPerFrameMax - 1);
   return reinterpret_cast<std::atomic<std::uint8_t>*>(l2 + (frame % kL2Frames) * kPagesPerFrameMax + page);
 }
 
@@ -227,7 +236,7 @@ BULKRCU_ALWAYS_INLINE Slab* slab_of(const void* p) noexcept {
   if (!e) return nullptr;
   const unsigned b = e->load(std::memory_order_relaxed);
   if (!b) return nullptr;
-  Slab* s = reinterpret_cast<Slab*>(a & ~((pool::page_size() << (b - 1)) - 1));
+  Slab* s = reinterpret_cast<Slab*>(a & ~((std::uintptr_t{1} << (g_page_shift + b - 1)) - 1));
   return s->magic == kSlabMagic ? s : nullptr;
 }
 
@@ -371,22 +380,49 @@ BULKRCU_NOINLINE void debug_on_alloc(Cache* c, void* p) noexcept {
   if (c->poison) check_poison(c, p);
 }
 
+[[noreturn]] BULKRCU_NOINLINE void die_bad_free(const Cache* c, const Slab* s, const void* p,
+                                                const char* call) noexcept {
+  if (!s) die(call, c, p, "not an object of any cache (foreign pointer)");
+  Msg m;
+  m.s("object of cache \"").s(s->cache->name).s("\" freed to the wrong cache");
+  die(call, c, p, m.buf);
+}
+
 // Every free checks that p is an object of c (in every mode: a wrong cache would corrupt both);
 // debug mode also tracks ownership (double free) and poisons.
 BULKRCU_ALWAYS_INLINE void check_free(Cache* c, void* p, const char* call, bool poison_now) noexcept {
   Slab* s = slab_of(p);
-  if (BULKRCU_UNLIKELY(!s || s->cache != c)) {
-    if (!s) die(call, c, p, "not an object of any cache (foreign pointer)");
-    Msg m;
-    m.s("object of cache \"").s(s->cache->name).s("\" freed to the wrong cache");
-    die(call, c, p, m.buf);
-  }
-  if (BULKRCU_UNLIKELY(pool::debug())) {
+  if (BULKRCU_UNLIKELY(!s || s->cache != c)) die_bad_free(c, s, p, call);
+  if (BULKRCU_UNLIKELY(g_debug)) {
     const std::size_t i = obj_index(c, s, p, call);
     const std::uint64_t bit = std::uint64_t{1} << (i % 64);
     if (!(s->bits[i / 64].fetch_and(~bit, std::memory_order_relaxed) & bit))
       die(call, c, p, "double free (the object is not allocated)");
     if (poison_now && c->poison) poison_obj(c, p);
+  }
+}
+
+// free_rcu's check: the fast path reads only the address map (hot: one byte per page), which
+// rejects foreign pointers and slabs of another order at once; the slab header (cold by now
+// for objects retired a while after their allocation) is checked when the array is sealed,
+// once per distinct slab (verify_sheaf): a wrong cache still aborts before any reuse.
+BULKRCU_ALWAYS_INLINE void check_free_rcu(Cache* c, void* p) noexcept {
+  if (BULKRCU_UNLIKELY(g_debug)) return check_free(c, p, "bulkrcu_cache_free_rcu", false);
+  std::atomic<std::uint8_t>* e = map_entry(reinterpret_cast<std::uintptr_t>(p), false);
+  if (BULKRCU_UNLIKELY(!e || e->load(std::memory_order_relaxed) != c->order + 1))
+    check_free(c, p, "bulkrcu_cache_free_rcu", false);  // aborts with the right message
+}
+
+void verify_sheaf(Cache* c, Sheaf* s) noexcept {
+  std::uintptr_t prev = 0;
+  void** o = s->objs();
+  for (std::size_t i = 0; i < s->nr; ++i) {
+    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(o[i]) & ~(c->slab_bytes - 1);
+    if (base == prev) continue;
+    prev = base;
+    const Slab* sl = reinterpret_cast<const Slab*>(base);
+    if (sl->magic != kSlabMagic || sl->cache != c)
+      die_bad_free(c, slab_of(o[i]), o[i], "bulkrcu_cache_free_rcu");
   }
 }
 
@@ -701,6 +737,15 @@ Sheaf* get_full_sheaf(Cache* c) noexcept {
   Sheaf* s = nullptr;
   pthread_mutex_lock(&c->mu);
   drain_inbox_locked(c);
+  if (!c->ready && c->nr_waiting > 0) {
+    // Retired arrays wait and none is ready: ask for a grace period, paced (one covers them
+    // all). Meanwhile this refill comes from the slabs.
+    const std::uint64_t now = now_ns();
+    if (now - c->gp_asked_ns >= kGpPaceNs) {
+      c->gp_asked_ns = now;
+      bulkrcu_start_poll();
+    }
+  }
   if (c->ready) {
     s = c->ready;
     c->ready = s->next;
@@ -836,13 +881,13 @@ BULKRCU_NOINLINE void free_rcu_fallback(Cache* c, void* p) noexcept {
   do {
     link_of(c, p) = h;
   } while (!c->overflow.compare_exchange_weak(h, p, std::memory_order_release, std::memory_order_relaxed));
-  bulkrcu_start_poll();
 }
 
 // Seals a retired array: one cookie for all its objects, then the inbox.
 void seal(Cache* c, Sheaf* s) noexcept {
+  verify_sheaf(c, s);
   s->pending = 1;
-  s->cookie = bulkrcu_start_poll();
+  s->cookie = gp::get_state();  // no grace period started here: the depot paces them
   c->sealed.fetch_add(1, std::memory_order_relaxed);
   stack_push(c->inbox, s);
 }
@@ -983,6 +1028,8 @@ void child_fork() {
 // driver mutex; a holder of a cache mutex waits for nothing, so this order cannot deadlock.
 void free_any(void* p) noexcept;
 __attribute__((constructor(102))) void cache_init() {
+  g_page_shift = pool::page_shift();
+  g_debug = pool::debug();
   pthread_atfork(prepare_fork, parent_fork, child_fork);
   cb::g_free_object = &free_any;  // kfree_rcu's embedded-head fallback reaches caches too
 }
@@ -1140,7 +1187,7 @@ void* bulkrcu_cache_alloc(struct bulkrcu_cache* cc) {
     o = cache::alloc_slow(c);
     if (!o) return nullptr;
   }
-  if (BULKRCU_UNLIKELY(pool::debug())) cache::debug_on_alloc(c, o);
+  if (BULKRCU_UNLIKELY(cache::g_debug)) cache::debug_on_alloc(c, o);
   return o;
 }
 
@@ -1151,7 +1198,7 @@ void* bulkrcu_cache_alloc_lockless(struct bulkrcu_cache* cc) {
     o = cache::alloc_lockless_slow(c);
     if (!o) return nullptr;
   }
-  if (BULKRCU_UNLIKELY(pool::debug())) cache::debug_on_alloc(c, o);
+  if (BULKRCU_UNLIKELY(cache::g_debug)) cache::debug_on_alloc(c, o);
   return o;
 }
 
@@ -1165,7 +1212,7 @@ void bulkrcu_cache_free(struct bulkrcu_cache* cc, void* p) {
 void bulkrcu_cache_free_rcu(struct bulkrcu_cache* cc, void* p) {
   if (!p) return;
   Cache* c = cache::C(cc);
-  cache::check_free(c, p, "bulkrcu_cache_free_rcu", false);
+  cache::check_free_rcu(c, p);
   long r = cache::push_local<cache::kRcuOff>(c, p);
   if (BULKRCU_LIKELY(r > 0)) return;
   cache::free_rcu_slow(c, p, r);
