@@ -43,12 +43,12 @@ constexpr std::size_t kKeepEmptySlabs = 0;
 constexpr std::size_t kMinObjsPerSlab = 32;  // "a few dozen objects" per slab
 constexpr std::size_t kSheafCapMax = 504;    // (4096 - 64) / 8: a sheaf is one page
 constexpr std::size_t kSheafBytes = 32768;   // cap = clamp(32 KiB / stride, 8, kSheafCapMax)
-constexpr std::size_t kMaxReady = 32;        // 32 x 504 objects: bounded, and a grace period's worth
+constexpr std::size_t kMaxReady = 32;        // 32 x 504 objects: bounded, about a grace period of one CPU
 // The depot asks for a grace period at most this often (one covers every array sealed before
 // it: at 25M retires a second, 250 us is about 12 arrays).
 constexpr std::uint64_t kGpPaceNs = 250000;
 constexpr std::size_t kMaxEmptySheaves = 4;
-constexpr std::size_t kKeepEmptySlabs = 1;
+constexpr std::size_t kKeepEmptySlabs = 8;  // slabs kept empty: fewer trips to the zone
 #endif
 constexpr std::size_t kSheafHeader = 64;
 
@@ -93,6 +93,7 @@ struct Slab {
   std::uint32_t bump;    // objects [bump, nobj) never handed out
   std::uint32_t list;
   std::uint32_t nobj;
+  std::uint32_t order;                 // the slab is 2^order pages
   std::atomic<std::uint64_t> bits[1];  // debug: 1 = a user holds the object (nobj bits)
 };
 constexpr std::size_t kSlabHeaderFixed = offsetof(Slab, bits);
@@ -680,10 +681,24 @@ void trim_depot_locked(Cache* c, std::size_t max_ready, std::size_t max_empty, S
   trim_empty_locked(c, keep_slabs, slabs);
 }
 
-void release_slab(Cache* c, Slab* s) noexcept {
-  set_map(s, c->order, 0);
+// Needs no Cache: memory pressure frees slabs after dropping the registry mutex.
+void release_slab(Slab* s) noexcept {
+  const unsigned order = s->order;
+  set_map(s, order, 0);
   s->magic = 0;
-  pool::free_pages(s, c->order);
+  pool::free_pages(s, order);
+}
+void release_raw(Sheaf* pages, Slab* slabs) noexcept {
+  while (pages) {
+    Sheaf* n = pages->next;
+    bulkrcu_free_page(pages);
+    pages = n;
+  }
+  while (slabs) {
+    Slab* next = slabs->next;
+    release_slab(slabs);
+    slabs = next;
+  }
 }
 
 // Frees what a locked section collected (outside the mutex: the zone lock is not a leaf).
@@ -696,7 +711,7 @@ void release_outside(Cache* c, Sheaf* pages, Slab* slabs) noexcept {
   std::uint64_t n = 0;
   while (slabs) {
     Slab* next = slabs->next;
-    release_slab(c, slabs);
+    release_slab(slabs);
     ++n;
     slabs = next;
   }
@@ -715,6 +730,7 @@ Slab* new_slab(Cache* c) noexcept {
   s->cache = c;
   s->objs = static_cast<char*>(mem) + c->objs_off;
   s->nobj = c->nobj;
+  s->order = c->order;
   if (c->poison) memset(s->objs, 0x6b, std::size_t{c->nobj} * c->stride);
   if (c->ctor)
     for (std::uint32_t i = 0; i < c->nobj; ++i) c->ctor(s->objs + std::size_t{i} * c->stride);
@@ -1057,14 +1073,28 @@ void free_any(void* p) noexcept {
 }  // namespace
 
 void on_memory_pressure() noexcept {
+  // Pages and slabs are freed after the registry mutex is dropped: fork's prepare takes the
+  // zone lock before the registry (registry -> zone here would invert it).
+  Sheaf* pages = nullptr;
+  Slab* slabs = nullptr;
   pthread_mutex_lock(&g_reg_mu);
   for (Cache* c = g_caches; c; c = c->reg_next) {
-    Sheaf* pages = nullptr;
-    Slab* slabs = nullptr;
-    flush_all(c, false, &pages, &slabs, 0);
-    release_outside(c, pages, slabs);
+    Slab* mine = nullptr;
+    flush_all(c, false, &pages, &mine, 0);
+    std::uint64_t n = 0;
+    while (mine) {
+      Slab* next = mine->next;
+      mine->next = slabs;
+      slabs = mine;
+      mine = next;
+      ++n;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->slab_frees += n;
+    pthread_mutex_unlock(&c->mu);
   }
   pthread_mutex_unlock(&g_reg_mu);
+  release_raw(pages, slabs);
 }
 
 Info info(bulkrcu_cache* cc) noexcept {
