@@ -33,7 +33,8 @@ namespace {
 struct CpuCounter {
   std::uint64_t t0 = bench::process_cpu_ns();
   void report(benchmark::State& state, double objects_per_iteration = 1) {
-    const double n = static_cast<double>(state.iterations()) * objects_per_iteration;
+    // Process CPU over all threads' objects (each thread's state counts only its own).
+    const double n = static_cast<double>(state.iterations()) * objects_per_iteration * state.threads();
     state.counters["cpu_ns"] = static_cast<double>(bench::process_cpu_ns() - t0) / (n > 0 ? n : 1);
   }
 };
@@ -79,8 +80,10 @@ void BM_CacheFreeRcu(benchmark::State& state) {
     *static_cast<volatile char*>(p) = 1;
     bulkrcu_cache_free_rcu(c, p);
   }
-  if (state.thread_index() == 0) bulkrcu_cache_barrier(c);
-  cpu.report(state);
+  if (state.thread_index() == 0) {
+    bulkrcu_cache_barrier(c);
+    cpu.report(state);
+  }
 }
 BENCHMARK(BM_CacheFreeRcu);
 BENCHMARK(BM_CacheFreeRcu)->Name("BM_CacheFreeRcuThreads")->Threads(4)->UseRealTime();
