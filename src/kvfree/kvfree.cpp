@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "bulkrcu/page_pool.h"
+#include "cache/cache.h"
 #include "callback/callback.h"
 #include "gp/gp.h"
 #include "pool/pool.h"
@@ -150,10 +151,21 @@ Block* init_block(void* page, Deleter fn, std::uint64_t home) noexcept {
   return b;
 }
 
+// The free() channel's deleter: a pointer in an object cache's slab (kvfree_rcu of a cache
+// object, as kfree_rcu in the kernel) goes back to its cache, anything else to free().
+// cache::owns is two table loads (docs/CACHE.md measures it).
+inline void free_ptr(void* p) noexcept {
+  if (BULKRCU_UNLIKELY(cache::owns(p)))
+    cache::free_retired(p);
+  else
+    free(p);
+}
+
 // `first_ptr` is sized with malloc_usable_size for the free() channel, except on the
 // non-blocking paths (they may run in a signal handler: no allocator call there).
 void charge(Block* b, void* first_ptr) noexcept {
-  std::size_t per = b->fn == nullptr && first_ptr ? malloc_usable_size(first_ptr) : kNonFreeObjectEstimate;
+  std::size_t per = b->fn == nullptr && first_ptr && !cache::owns(first_ptr) ? malloc_usable_size(first_ptr)
+                                                                             : kNonFreeObjectEstimate;
   b->est_bytes = g_page + g_capacity * per;
   c.pending_bytes.fetch_add(b->est_bytes, std::memory_order_relaxed);
   c.blocks.fetch_add(1, std::memory_order_relaxed);
@@ -178,7 +190,7 @@ void reclaim_ptrs(Deleter fn, void* const* ptrs, std::size_t n) noexcept {
     if (fn)
       fn(ptrs[i]);
     else
-      free(ptrs[i]);
+      free_ptr(ptrs[i]);
   }
 }
 
@@ -348,7 +360,7 @@ void synchronize_and_free(Deleter fn, void* ptr) noexcept {
   if (fn)
     fn(ptr);
   else
-    free(ptr);
+    free_ptr(ptr);
 }
 
 enum class Step { kDone, kRetry, kNoPage };
@@ -629,7 +641,7 @@ long help_step(Krc* base, std::atomic<void*>* word, unsigned flags, std::uint64_
     if (fn)
       fn(buf[i]);
     else
-      free(buf[i]);
+      free_ptr(buf[i]);
   }
   if (rest == 0) finish_cursor(word, b, flags);
   return static_cast<long>(k);
