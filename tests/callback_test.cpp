@@ -51,11 +51,11 @@ TEST(Callback, RunsOnceAfterBarrier) {
 TEST(Callback, WaitsForPreExistingReader) {
   Counted c;
   int runs_seen_inside = -1;
-  const uint64_t queued_before = stats().callbacks_queued;
+  const uint64_t swept_before = stats().callbacks_swept;
   SectionHolder reader({}, 1, [&] { runs_seen_inside = c.runs.load(); });
   bulkrcu_call(&c.head, count_cb);
   // The runtime thread has swept the callback and is running its grace period.
-  wait_until([&] { return stats().callbacks_queued == queued_before + 1 && gp_in_progress(); });
+  wait_until([&] { return stats().callbacks_swept == swept_before + 1 && gp_in_progress(); });
   give_window();
   reader.release_and_join();
   bulkrcu_barrier();
@@ -292,10 +292,10 @@ TEST(Callback, CallbackMayRead) {
 
 TEST(Callback, CallInsideReaderRunsAfterUnlock) {
   Counted c;
-  const uint64_t queued_before = stats().callbacks_queued;
+  const uint64_t swept_before = stats().callbacks_swept;
   bulkrcu_read_lock();
   call_rcu(&c.head, count_cb);
-  wait_until([&] { return stats().callbacks_queued == queued_before + 1 && gp_in_progress(); });
+  wait_until([&] { return stats().callbacks_swept == swept_before + 1 && gp_in_progress(); });
   give_window();
   EXPECT_EQ(c.runs.load(), 0) << "callback ran inside the caller's own section";
   bulkrcu_read_unlock();
