@@ -28,6 +28,21 @@
 //
 // Without membarrier (kernel without it, BULKRCU_NO_MEMBARRIER=1) readers run fences A and B
 // as full fences (bulkrcu__reader_fence = 1) and M1/M2 are full fences.
+//
+// Memory ordering of the no-reader shortcut (synchronize with no reader slot owned). A thread
+// can be inside a section only while it owns a slot: it claims one (a seq_cst CAS of owner
+// 0 -> 1, then F3: a full fence) before its first section's loads, and gives it back (a
+// release store of owner 0) only after its last section has ended. synchronize runs F4 (a full
+// fence, get_state's) after the caller's updates and then reads every owner. If it reads 0 for
+// every slot:
+//   - a thread that claims a slot later: F4 precedes its F3 in the fences' single total order
+//     (otherwise F4 would see its CAS), so every load of its sections sees the caller's
+//     updates; it cannot hold a pre-existing reference.
+//   - a thread that gave its slot back: the acquire load of owner 0 synchronizes with that
+//     release store, so its sections happen-before synchronize returns.
+// No other thread can be inside a section that began before the call, so returning at once is
+// a full grace period for the caller. No membarrier is needed: F3 is a real fence in the slow
+// path of a thread's first read_lock, never in the read-side fast path.
 #include "gp/gp.h"
 
 #include <errno.h>
@@ -116,8 +131,11 @@ ReaderSlot* claim_slot() {
     for (ReaderSlot& s : c->slots) {
       std::uint32_t expected = 0;
       if (s.owner.load(std::memory_order_relaxed) == 0 &&
-          s.owner.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed))
+          s.owner.compare_exchange_strong(expected, 1, std::memory_order_seq_cst,
+                                          std::memory_order_relaxed)) {
+        std::atomic_thread_fence(std::memory_order_seq_cst);  // F3 (the no-reader shortcut)
         return &s;
+      }
     }
   }
   // Every slot is taken: map a new chunk (mmap is async-signal-safe, malloc is not).
@@ -128,7 +146,8 @@ ReaderSlot* claim_slot() {
   Chunk* head = g_chunks.load(std::memory_order_relaxed);
   do {
     c->next = head;
-  } while (!g_chunks.compare_exchange_weak(head, c, std::memory_order_release, std::memory_order_relaxed));
+  } while (!g_chunks.compare_exchange_weak(head, c, std::memory_order_seq_cst, std::memory_order_relaxed));
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // F3: the owner store is visible with c
   g_nr_chunks.fetch_add(1, std::memory_order_relaxed);
   return &c->slots[0];
 }
@@ -158,6 +177,13 @@ void on_thread_exit(void* p) {
 }
 
 }  // namespace
+
+bool no_reader_slot_owned() noexcept {
+  for (Chunk* c = g_chunks.load(std::memory_order_acquire); c; c = c->next)
+    for (ReaderSlot& s : c->slots)
+      if (s.owner.load(std::memory_order_acquire) != 0) return false;
+  return true;
+}
 
 void for_each_thread_word(void (*f)(std::atomic<void*>& word, void* arg), void* arg) noexcept {
   for_each_slot([&](ReaderSlot& s) { f(s.word, arg); });
@@ -327,11 +353,18 @@ bool try_grace_period_now() noexcept {
 
 void wait_for_cookie(unsigned long cookie, bool expedited) noexcept {
   if (poll_state(cookie)) return;
+  NoCancel no_cancel;  // nanosleep is a cancellation point; gp_mutex must never stay locked
   if (expedited) g.expedite.fetch_add(1, std::memory_order_relaxed);
   pthread_mutex_lock(&g.gp_mutex);
   while (!poll_state(cookie)) run_grace_period(expedited);
   pthread_mutex_unlock(&g.gp_mutex);
   if (expedited) g.expedite.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void synchronize(bool expedited) noexcept {
+  const unsigned long cookie = get_state();  // F4 of the no-reader shortcut
+  if (no_reader_slot_owned()) return;
+  wait_for_cookie(cookie, expedited);
 }
 
 void request(unsigned long cookie) noexcept {
@@ -437,13 +470,13 @@ bool(bulkrcu_read_lock_held)(void) { return bulkrcu__read_lock_held_inline(); }
 void bulkrcu_synchronize(void) {
   gp::assert_not_in_reader("bulkrcu_synchronize()");
   gp::count_synchronize();
-  gp::wait_for_cookie(gp::get_state(), false);
+  gp::synchronize(false);
 }
 
 void bulkrcu_synchronize_expedited(void) {
   gp::assert_not_in_reader("bulkrcu_synchronize_expedited()");
   gp::count_synchronize();
-  gp::wait_for_cookie(gp::get_state(), true);
+  gp::synchronize(true);
 }
 
 unsigned long bulkrcu_get_state(void) { return gp::get_state(); }

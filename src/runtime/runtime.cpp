@@ -279,6 +279,7 @@ void callback_barrier() noexcept {
   std::uint64_t cur = g_barrier_target.load(std::memory_order_relaxed);
   while (cur < target && !g_barrier_target.compare_exchange_weak(cur, target, std::memory_order_release)) {
   }
+  gp::NoCancel no_cancel;  // not a cancellation point (rcu.h)
   g_barrier_waiters.fetch_add(1, std::memory_order_seq_cst);
   doorbell_ring();
   for (;;) {
@@ -346,6 +347,7 @@ void(bulkrcu_kfree_head)(void* ptr, struct bulkrcu_head* head) {
 
 void bulkrcu_kvfree_barrier(void) {
   gp::assert_not_in_reader("bulkrcu_kvfree_barrier()");
+  gp::NoCancel no_cancel;  // not a cancellation point (rcu.h)
   runtime::ensure_started();
   kvfree::barrier();
   runtime::callback_barrier();  // objects of the two-argument fallback, and bulkrcu_call
