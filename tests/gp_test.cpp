@@ -386,18 +386,25 @@ TEST(GpCancel, CondSynchronizeIsNotACancellationPoint) {
 TEST(GpNoReader, ShortcutInFreshProcess) {
   if (!env_set("BULKRCU_TEST_FRESH")) GTEST_SKIP() << "runs in a child (GpNoReader.Spawn)";
   ASSERT_TRUE(bulkrcu::detail::gp::no_reader_slot_owned());
-  const uint64_t gp0 = stats().grace_periods;
+  // No membarrier and no wait: the shortcut's grace periods are counted, but never expedited
+  // and never wait (no stall; a cookie taken before is satisfied after).
+  const bulkrcu_stats st0 = stats();
+  const unsigned long cookie = bulkrcu_get_state();
   for (int i = 0; i < 100; ++i) bulkrcu_synchronize();
   bulkrcu_synchronize_expedited();
-  EXPECT_EQ(stats().grace_periods, gp0) << "synchronize ran grace periods with no reader at all";
+  EXPECT_TRUE(bulkrcu_poll_state(cookie));
+  EXPECT_EQ(stats().expedited_grace_periods, st0.expedited_grace_periods)
+      << "synchronize ran the full engine with no reader at all";
+  const uint64_t gp0 = stats().grace_periods;
   // A thread that read and exited leaves no owned slot behind.
   std::thread([] {
     bulkrcu_read_lock();
     bulkrcu_read_unlock();
   }).join();
   EXPECT_TRUE(bulkrcu::detail::gp::no_reader_slot_owned());
-  bulkrcu_synchronize();
-  EXPECT_EQ(stats().grace_periods, gp0);
+  const uint64_t exp0 = stats().expedited_grace_periods;
+  bulkrcu_synchronize_expedited();
+  EXPECT_EQ(stats().expedited_grace_periods, exp0);
   // With a reader inside a section, synchronize must wait for it.
   expect_waits_for_reader([] { bulkrcu_synchronize(); });
   EXPECT_GT(stats().grace_periods, gp0);

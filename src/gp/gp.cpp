@@ -41,8 +41,12 @@
 //   - a thread that gave its slot back: the acquire load of owner 0 synchronizes with that
 //     release store, so its sections happen-before synchronize returns.
 // No other thread can be inside a section that began before the call, so returning at once is
-// a full grace period for the caller. No membarrier is needed: F3 is a real fence in the slow
-// path of a thread's first read_lock, never in the read-side fast path.
+// a full grace period for the caller. To satisfy other threads' cookies too, the shortcut runs
+// under gp_mutex (trylock) as a grace period without membarrier: seq odd, a full fence, the
+// owner scan, seq even. A cookie taken before the odd store was preceded by its taker's fence,
+// which therefore precedes the scan's fence: the same argument covers that taker's updates. No membarrier is
+// needed: F3 is a real fence in the slow path of a thread's first read_lock, never in the read-side fast
+// path.
 #include "gp/gp.h"
 
 #include <errno.h>
@@ -369,7 +373,22 @@ void wait_for_cookie(unsigned long cookie, bool expedited) noexcept {
 
 void synchronize(bool expedited) noexcept {
   const unsigned long cookie = get_state();  // F4 of the no-reader shortcut
-  if (no_reader_slot_owned()) return;
+  // The shortcut also completes the sequence (seq odd, F4 again, scan, even), so that cookies
+  // taken before it are satisfied as after any synchronize; when gp_mutex is busy, the full path.
+  if (no_reader_slot_owned() && pthread_mutex_trylock(&g.gp_mutex) == 0) {
+    const unsigned long s = g.seq.load(std::memory_order_relaxed);
+    g.seq.store(s + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // F4 after the odd store
+    const bool none = no_reader_slot_owned();
+    if (none) {
+      g.seq.store(s + 2, std::memory_order_release);
+      g.nr_gp.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      g.seq.store(s, std::memory_order_relaxed);  // abandoned, as try_grace_period_now does
+    }
+    pthread_mutex_unlock(&g.gp_mutex);
+    if (none) return;
+  }
   wait_for_cookie(cookie, expedited);
 }
 
