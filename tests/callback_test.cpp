@@ -375,6 +375,13 @@ void free_cb(bulkrcu_head* h) { free(h); }
 // mode (BULKRCU_NO_RSEQ=1: ctest runs this test that way too) a caller may hold its slot's
 // lock at the fork; the child resets the locks. A child that hangs is caught by the timeout.
 TEST(CallbackFork, ChildBarrierWhileOthersCall) {
+#if defined(__SANITIZE_ADDRESS__) || BULKRCU_TSAN
+  GTEST_SKIP() << "the sanitizer's allocator is not fork-safe while other threads allocate";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  GTEST_SKIP() << "the sanitizer's allocator is not fork-safe while other threads allocate";
+#endif
+#endif
   std::atomic<bool> stop{false};
   std::vector<std::thread> callers;
   for (int t = 0; t < 2; ++t)
