@@ -24,6 +24,12 @@
  *  - bulkrcu_read_lock and bulkrcu_read_unlock emit no fence and no atomic read-modify-write
  *    on machines with membarrier(2) (the grace period pays with membarrier instead); without
  *    membarrier, each outermost lock and unlock adds one full fence.
+ *
+ * Cancellation: no bulkrcu call is a cancellation point. The waits (bulkrcu_synchronize,
+ * _synchronize_expedited, _cond_synchronize, _barrier, _kvfree_barrier) disable cancellation
+ * while they wait; a pthread_cancel that arrives meanwhile acts at the thread's next
+ * cancellation point after the call returns. No lock stays held and nothing unwinds through
+ * the library.
  */
 #ifndef BULKRCU_RCU_H
 #define BULKRCU_RCU_H
@@ -63,7 +69,9 @@ BULKRCU_API void bulkrcu_read_unlock(void);
 BULKRCU_API bool bulkrcu_read_lock_held(void);
 
 /* Waits for a grace period: returns after every read-side critical section that began before
- * the call has ended. Concurrent callers share grace periods.
+ * the call has ended. Concurrent callers share grace periods. Returns at once, without a
+ * grace period, when no thread owns a reader slot (no thread that ever called
+ * bulkrcu_read_lock is alive): no section can be running then.
  * Blocks: yes. Allocates: no. Async-signal-safe: no.
  * Inside a reader: forbidden; aborts at once with a message (it would wait for itself). */
 BULKRCU_API void bulkrcu_synchronize(void);
@@ -93,8 +101,11 @@ BULKRCU_API bool bulkrcu_poll_state(unsigned long cookie);
  * Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts). */
 BULKRCU_API void bulkrcu_cond_synchronize(unsigned long cookie);
 
-/* Queues `head` so that func(head) runs on the runtime thread after a grace period.
- * Callbacks queued on one CPU run in the order they were queued.
+/* Queues `head` so that func(head) runs after a grace period on one of bulkrcu's invocation
+ * threads: the runtime thread, and invocation workers it starts when callbacks pile up.
+ * Callbacks queued on one CPU run in the order they were queued, one at a time.
+ * The backlog (queued, not yet run) is visible as callbacks_pending in <bulkrcu/stats.h>;
+ * when it grows, grace periods are expedited and invocation spreads over more threads.
  * Blocks: no. Allocates: no. Takes no contended lock: an rseq push onto this CPU's list (or a
  * try-lock of it), else a lock-free push onto a shared overflow list. Async-signal-safe: yes,
  * except as the first bulkrcu call of a fork child (it then starts the runtime thread).
