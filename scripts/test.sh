@@ -46,6 +46,13 @@ for step in "${steps[@]}"; do
       cmake --install build-ci-release --prefix "$prefix" >/dev/null
       bash tests/install/check.sh "$prefix"
       rm -rf "$prefix"
+      echo "-- shared library (BUILD_SHARED_LIBS=ON): consumers, export list, no internal PLT" >&2
+      configure_build build-ci-shared -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+        -DBULKRCU_BUILD_TESTS=OFF -DBULKRCU_BUILD_BENCH=OFF
+      prefix=$(mktemp -d)
+      cmake --install build-ci-shared --prefix "$prefix" >/dev/null
+      bash tests/install/check.sh "$prefix"
+      rm -rf "$prefix"
       ;;
     asan)
       CC=clang-14 CXX=clang++-14 configure_build build-ci-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \

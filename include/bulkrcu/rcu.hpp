@@ -22,6 +22,26 @@
 #include "bulkrcu/cache.h"
 #include "bulkrcu/rcu.h"
 
+// C++17 is the lowest standard this header supports (tests/install builds a consumer with
+// -std=c++17). [[no_unique_address]] is used whenever the compiler has it, in every standard,
+// so rcu_obj_base has one layout in C++17 and C++20 translation units alike.
+#if __cplusplus < 201703L
+#error "bulkrcu/rcu.hpp needs C++17 or later"
+#endif
+#if defined(__has_cpp_attribute)
+#if __has_cpp_attribute(no_unique_address)
+#define BULKRCU__NO_UNIQUE_ADDRESS [[no_unique_address]]
+#endif
+#endif
+#ifndef BULKRCU__NO_UNIQUE_ADDRESS
+#define BULKRCU__NO_UNIQUE_ADDRESS
+#endif
+#if defined(__cpp_constinit)
+#define BULKRCU__CONSTINIT constinit
+#else
+#define BULKRCU__CONSTINIT /* constexpr constructor: constant-initialized in C++17 too */
+#endif
+
 namespace bulkrcu {
 
 namespace detail {
@@ -69,7 +89,7 @@ class rcu_domain {
 
 // Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes.
 inline rcu_domain& rcu_default_domain() noexcept {
-  static constinit rcu_domain domain;  // constant-initialized: no guard, no destructor
+  static BULKRCU__CONSTINIT rcu_domain domain;  // constant-initialized: no guard, no destructor
   return domain;
 }
 
@@ -123,7 +143,7 @@ class rcu_obj_base {
   static void run_deleter(void* p) { destroy(static_cast<rcu_obj_base*>(static_cast<T*>(p))); }
   static void invoke(bulkrcu_head* h) { destroy(reinterpret_cast<Node*>(h)->owner); }
   Node node_{};
-  [[no_unique_address]] D deleter_{};
+  BULKRCU__NO_UNIQUE_ADDRESS D deleter_{};
 };
 
 namespace detail {
@@ -136,7 +156,7 @@ void run_stateless_deleter(void* p) {
 template <class T, class D>
 struct RetireNode {
   T* ptr;
-  [[no_unique_address]] D deleter;
+  BULKRCU__NO_UNIQUE_ADDRESS D deleter;
   static void run(void* p) {
     RetireNode* n = static_cast<RetireNode*>(p);
     D del = std::move(n->deleter);

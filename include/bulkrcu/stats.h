@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bulkrcu/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -78,7 +80,7 @@ struct bulkrcu_stats {
  * sizeof(*out) so that a program built against an older header keeps working.
  * Blocks: no. Allocates: no. Async-signal-safe: no (walks shared lists with relaxed loads; it
  * takes no lock, but is not meant for handlers). Inside a reader: yes. */
-void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size);
+BULKRCU_API void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size);
 
 #ifdef __cplusplus
 }

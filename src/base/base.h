@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <ctime>
 
+#include "bulkrcu/export.h"
+
 #define BULKRCU_LIKELY(x) __builtin_expect(!!(x), 1)
 #define BULKRCU_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define BULKRCU_NOINLINE __attribute__((noinline))
@@ -27,7 +29,7 @@
 #define BULKRCU_TSAN 0
 #endif
 
-extern "C" int bulkrcu__reader_fence;  // 1 until membarrier registration succeeds
+extern "C" BULKRCU_API int bulkrcu__reader_fence;  // 1 until membarrier registration succeeds
 
 namespace bulkrcu::detail {
 
