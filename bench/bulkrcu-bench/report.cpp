@@ -67,27 +67,6 @@ std::string csv_escape(const std::string& s) {
   return o + "\"";
 }
 
-// The last successful run of a case (the one whose series and histograms are plotted).
-const CaseResult* last_ok(const CaseRuns& r) {
-  for (auto it = r.runs.rbegin(); it != r.runs.rend(); ++it)
-    if (it->ok) return &*it;
-  return nullptr;
-}
-
-// Distinct line colours (the default gnuplot cycle repeats after 8); dashed after these.
-const char* const kColors[] = {"#000000", "#e41a1c", "#377eb8", "#4daf4a", "#984ea3",
-                               "#ff7f00", "#a65628", "#f781bf", "#17becf", "#999999"};
-std::string line_style(std::size_t i) {
-  const std::size_t n = sizeof kColors / sizeof kColors[0];
-  return std::string("lc rgb '") + kColors[i % n] + "' dt " + std::to_string(1 + i / n);
-}
-
-std::string gp_quote(const std::string& s) {
-  std::string o = "'";
-  for (char c : s) o += c == '\'' ? std::string("''") : std::string(1, c);
-  return o + "'";
-}
-
 }  // namespace
 
 std::string fmt(double v) {
@@ -121,6 +100,12 @@ bool stat_of(const CaseRuns& r, const std::string& key, Stat* s) {
   s->max = v.back();
   s->n = static_cast<int>(n);
   return true;
+}
+
+const CaseResult* last_ok(const CaseRuns& r) {
+  for (auto it = r.runs.rbegin(); it != r.runs.rend(); ++it)
+    if (it->ok) return &*it;
+  return nullptr;
 }
 
 std::string row_name(const Case& c) { return c.label.empty() ? c.impl : c.label; }
@@ -360,147 +345,6 @@ std::vector<std::string> write_csv(const WorkloadDef& w, const std::vector<CaseR
     files.push_back(hp);
   }
   return files;
-}
-
-std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
-                                    const std::vector<std::vector<CaseRuns>>& all, const std::string& dir,
-                                    bool run, std::string* error) {
-  const std::string pdir = dir + "/plot-data";
-  mkdir(pdir.c_str(), 0777);
-  std::string script = dir + "/plots.gp";
-  std::ofstream gp(script);
-  gp << "# gnuplot script written by bulkrcu-bench; run: gnuplot plots.gp (from this directory)\n"
-        "set terminal pngcairo size 1000,600 noenhanced font ',10'\n"
-        "set key outside right top\nset grid\nset datafile separator whitespace\n";
-  std::vector<std::string> pngs;
-
-  auto bars = [&](const WorkloadDef& w, const std::vector<CaseRuns>& runs, const std::string& variant,
-                  const std::string& key, const std::string& png, const std::string& title,
-                  const std::string& ylabel) {
-    std::string dat = "plot-data/" + png + ".dat";
-    std::ofstream d(dir + "/" + dat);
-    int n = 0;
-    for (const auto& r : runs) {
-      Stat s;
-      if (r.c->variant != variant || !stat_of(r, key, &s)) continue;
-      d << n++ << " " << r.c->impl << " " << s.median << " " << s.min << " " << s.max << "\n";
-    }
-    if (!n) return;
-    (void)w;
-    gp << "\nset output '" << png << ".png'\nset title " << gp_quote(title) << "\nset ylabel "
-       << gp_quote(ylabel)
-       << "\nset xlabel ''\nunset logscale\nset style fill solid 0.6\nset boxwidth 0.6\nset yrange [0:*]\n"
-       << "set xtics rotate by -30\nplot '" << dat
-       << "' using 1:3:xtic(2) with boxes title 'median', '' using 1:3:4:5 "
-       << "with yerrorbars lc rgb 'black' pt 0 title 'min-max'\nset xtics norotate\nset yrange [*:*]\n";
-    pngs.push_back(dir + "/" + png + ".png");
-  };
-
-  auto lines = [&](const std::vector<CaseRuns>& runs, const std::string& variant, const std::string& series,
-                   int xcol, int ycol, bool logy, const std::string& png, const std::string& title,
-                   const std::string& xlabel, const std::string& ylabel) {
-    std::string dat = "plot-data/" + png + ".dat";
-    std::ofstream d(dir + "/" + dat);
-    std::vector<std::string> names;
-    for (const auto& r : runs) {
-      const CaseResult* run = last_ok(r);
-      if (r.c->variant != variant || !run || !run->series.count(series)) continue;
-      const auto& rows = run->series.at(series);
-      int kept = 0;
-      std::string block;
-      for (std::size_t i = 1; i < rows.size(); ++i) {
-        if (rows[i].size() <= static_cast<std::size_t>(std::max(xcol, ycol))) continue;
-        if (std::stod(rows[i][static_cast<std::size_t>(ycol)]) < 0) continue;  // n/a
-        block +=
-            rows[i][static_cast<std::size_t>(xcol)] + " " + rows[i][static_cast<std::size_t>(ycol)] + "\n";
-        ++kept;
-      }
-      if (!kept) continue;
-      d << "# " << r.c->impl << "\n" << block << "\n\n";
-      names.push_back(r.c->impl);
-    }
-    if (names.empty()) return;
-    gp << "\nset output '" << png << ".png'\nset title " << gp_quote(title) << "\nset xlabel "
-       << gp_quote(xlabel) << "\nset ylabel " << gp_quote(ylabel)
-       << "\nunset logscale\nset style fill empty\n"
-       << (logy ? "set logscale y\n" : "") << "plot ";
-    for (std::size_t i = 0; i < names.size(); ++i)
-      gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2 with lines lw 2 " << line_style(i)
-         << " title " << gp_quote(names[i]);
-    gp << "\n";
-    pngs.push_back(dir + "/" + png + ".png");
-  };
-
-  auto hist = [&](const std::vector<CaseRuns>& runs, const std::string& variant, const std::string& name,
-                  const std::string& png, const std::string& title) {
-    std::string dat = "plot-data/" + png + ".dat";
-    std::ofstream d(dir + "/" + dat);
-    std::vector<std::string> names;
-    for (const auto& r : runs) {
-      const CaseResult* run = last_ok(r);
-      if (r.c->variant != variant || !run || !run->hists.count(name)) continue;
-      double total = 0;
-      for (const auto& b : run->hists.at(name)) total += static_cast<double>(b.second);
-      d << "# " << r.c->impl << "\n";
-      // Plotted as 1 - CDF: the fraction of calls taking at least x, readable down to the tail.
-      double at_least = total;
-      for (const auto& [lo, n] : run->hists.at(name)) {
-        d << std::max(lo, 0.5) << " " << at_least / total << "\n";
-        at_least -= static_cast<double>(n);
-      }
-      d << "\n\n";
-      names.push_back(r.c->impl);
-    }
-    if (names.empty()) return;
-    gp << "\nset output '" << png << ".png'\nset title " << gp_quote(title)
-       << "\nset xlabel 'latency (ns)'\nset ylabel 'fraction of calls taking at least x (1 - CDF)'\n"
-       << "set style fill empty\n"
-       << "set logscale x\nset logscale y\nplot ";
-    for (std::size_t i = 0; i < names.size(); ++i)
-      gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2 with steps lw 2 " << line_style(i)
-         << " title " << gp_quote(names[i]);
-    gp << "\nunset logscale\n";
-    pngs.push_back(dir + "/" + png + ".png");
-  };
-
-  for (std::size_t i = 0; i < defs.size(); ++i) {
-    const WorkloadDef& w = defs[i];
-    const auto& runs = all[i];
-    if (w.file == "kfree_scale") {
-      bars(w, runs, "", "cpu_ns_per_obj", "kfree_scale_cpu", "kfree-scale: CPU per object (all threads)",
-           "CPU ns per object");
-    } else if (w.file == "flood") {
-      bars(w, runs, "flat out", "cpu_ns_per_obj", "flood_cpu",
-           "flood, flat out: CPU per object (reader excluded)", "CPU ns per object");
-      lines(runs, "flat out", "series", 0, 2, true, "flood_pending",
-            "flood, flat out: objects retired, not yet freed (free: always 0, off the log scale)", "time (s)",
-            "pending objects (log)");
-      lines(runs, "flat out", "series", 0, 3, false, "flood_rss", "flood, flat out: resident memory",
-            "time (s)", "RSS (MiB)");
-      lines(runs, "5 M/s", "series", 0, 2, true, "flood_pending_5M",
-            "flood at 5 M/s: objects retired, not yet freed", "time (s)", "pending objects (log)");
-    } else if (w.file == "read_mostly") {
-      bars(w, runs, "95/5", "cpu_ns_per_op", "read_mostly_cpu", "read-mostly 95/5: CPU per operation",
-           "CPU ns per operation");
-    } else if (w.file == "latency_retire") {
-      hist(runs, "", "retire", "latency_retire_hist", "retire latency under the flood (last run of each)");
-    } else if (w.file == "pool") {
-      bars(w, runs, "1 thread, alloc/free pairs", "cpu_ns_per_page", "pool_cpu",
-           "pool: CPU per page, 1 thread, alloc/free pairs", "CPU ns per page");
-    } else if (w.file == "latency_sync") {
-      hist(runs, "1 reader", "sync", "latency_sync_hist", "synchronize latency, 1 spinning reader");
-    }
-  }
-  gp.close();
-  if (!run) return {};
-  std::string cmd = "cd '" + dir + "' && gnuplot plots.gp";
-  int rc = std::system(cmd.c_str());
-  if (rc != 0) {
-    *error = "gnuplot failed (exit " + std::to_string(WIFEXITED(rc) ? WEXITSTATUS(rc) : -1) +
-             "); the data and " + script + " are kept";
-    return {};
-  }
-  return pngs;
 }
 
 }  // namespace bench

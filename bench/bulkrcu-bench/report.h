@@ -19,6 +19,9 @@ struct CaseRuns {
 // The table(s) of one workload definition, as printed on stdout and put in report.md.
 std::string table_text(const WorkloadDef& w, const std::vector<CaseRuns>& runs);
 
+// The last successful run of a case (the one whose series and histograms are plotted).
+const CaseResult* last_ok(const CaseRuns& r);
+
 // The row name of a case: what ran (the synchronize rows) or the implementation.
 std::string row_name(const Case& c);
 
@@ -35,7 +38,7 @@ void write_report(const Report& r, const std::string& dir);
 std::vector<std::string> write_csv(const WorkloadDef& w, const std::vector<CaseRuns>& runs,
                                    const std::string& dir);
 
-// Writes the gnuplot scripts for everything written so far and runs gnuplot on them unless
+// plots.cpp: writes the gnuplot scripts for everything written so far and runs gnuplot on them unless
 // `run` is false. Returns the PNG files made (or, when gnuplot fails, an empty list and a
 // message in *error).
 std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,

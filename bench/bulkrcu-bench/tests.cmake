@@ -68,7 +68,7 @@ bench_check(tiny_scale 0 ARGS --tiny --workload scale
 if(bench_have_pool)
   bench_check(tiny_pool 0 ARGS --tiny --workload pool
     STDOUT "== pool.*malloc.*mmap.*pool_locked.*pool_lockless.*runs in")
-  set(bench_pool_png pool_cpu.png)
+  set(bench_pool_png pool_cpu.png pool_ratio.png)
 endif()
 bench_check(tiny_alloc_jemalloc 0 ARGS --tiny --workload kfree-scale --impl free,call --alloc jemalloc
   STDOUT "malloc served by: jemalloc \\(/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\\)")
@@ -83,5 +83,7 @@ bench_check(progress 0 ARGS --tiny --workload kfree-scale --impl free,call
 bench_check(tiny_out 0 ARGS --tiny --out ${CMAKE_CURRENT_BINARY_DIR}/test-out
   OUT_DIR ${CMAKE_CURRENT_BINARY_DIR}/test-out
   FILES report.md kfree_scale.csv flood.csv flood_series.csv read_mostly.csv latency_retire.csv latency_retire_hist.csv
-        latency_sync.csv plots.gp kfree_scale_cpu.png flood_cpu.png flood_pending.png flood_rss.png
-        read_mostly_cpu.png latency_retire_hist.png latency_sync_hist.png ${bench_pool_png})
+        latency_sync.csv scale_retire.csv scale_sync.csv plots.gp kfree_scale_cpu.png kfree_scale_ratio.png
+        flood_cpu.png flood_ratio.png flood_pending.png flood_pending_5M.png flood_rss.png read_mostly_cpu.png
+        read_mostly_ratio.png latency_retire_hist.png latency_retire_ratio.png latency_sync_hist.png
+        latency_sync_ratio.png scale_cpu.png scale_rss.png scale_ratio.png scale_sync.png ${bench_pool_png})
