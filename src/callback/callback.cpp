@@ -3,6 +3,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "base/trace.h"
+
 namespace bulkrcu::detail::cb {
 namespace {
 
@@ -183,6 +185,7 @@ std::uint64_t invoke_ready() noexcept {
     }
     t_in_callback = false;
     g_nr_invoked.fetch_add(seg.n, std::memory_order_relaxed);
+    BULKRCU_TRACE(callbacks_invoked, seg.n, head_frees);
     g_nr_head_frees.fetch_add(head_frees, std::memory_order_relaxed);
     g_nr_pending.fetch_sub(seg.n, std::memory_order_relaxed);
     g_invoked_through = seg.sweep;
