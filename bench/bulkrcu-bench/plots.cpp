@@ -357,8 +357,10 @@ struct Plotter {
     for (const auto& n : order) d << "# " << n << "\n" << blocks[n] << "\n\n";
     gp << "set xlabel " << gp_quote(xlabel) << "\nset ylabel " << gp_quote(ylabel)
        << "\nset logscale x 2\nset format x '%g'\nset xrange [*:*]\n"
-       << ((logy || (lo > 0 && hi / lo > 30)) ? "set logscale y\nset format y '%.0s%c'\n"
-                                              : "set yrange [0:*]\nset format y '%g'\n")
+       << (!(logy || (lo > 0 && hi / lo > 30)) ? std::string("set yrange [0:*]\nset format y '%g'\n")
+           : ylabel.find("(ns)") != std::string::npos
+               ? std::string("set logscale y\nset ytics ") + kNsTics + "\n"  // time labels: 1 us, 10 us
+               : std::string("set logscale y\nset format y '%.0s%c'\n"))
        << "plot ";
     for (std::size_t i = 0; i < order.size(); ++i)
       gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2:3:4 with yerrorlines lw 2 pt 7 "
