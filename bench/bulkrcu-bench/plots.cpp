@@ -170,7 +170,7 @@ struct Plotter {
   }
 
   // Ratio of each row's median to the floor row's, per variant, as grouped bars.
-  void ratio(const WorkloadDef& w, const std::vector<CaseRuns>& runs, const std::string& key,
+  void ratio(const std::vector<CaseRuns>& runs, const std::string& key, const std::string& what,
              const std::string& base, const std::string& png, const std::string& title) {
     std::vector<std::string> lines, labels;
     double lo = INFINITY, hi = 0, x = 0;
@@ -211,7 +211,7 @@ struct Plotter {
     for (const auto& r : runs)
       if (r.c->impl == base) any_base = &r;
     const std::string base_name = any_base ? row_name(*any_base->c) : base;
-    gp << "set ylabel " << gp_quote(w.primary_header + " / " + base_name + "'s (x)")
+    gp << "set ylabel " << gp_quote(what + " / " + base_name + "'s (x)")
        << "\nset style fill solid 0.7\nset boxwidth 0.7\nset xtics rotate by -45 font ',8'\nset xrange [-0.7:"
        << x - 0.3 << "]\nset tmargin 5\nset title offset 0,1.2\n"
        << y_axis(lo, hi, "%gx", "%gx") << "plot '" << dat
@@ -387,12 +387,12 @@ std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
     if (w.file == "kfree_scale") {
       p.bars(runs, "", "cpu_ns_per_obj", "kfree_scale_cpu", "kfree-scale: CPU per object (all threads)",
              "CPU ns per object");
-      p.ratio(w, runs, "cpu_ns_per_obj", "free", "kfree_scale_ratio",
+      p.ratio(runs, "cpu_ns_per_obj", "CPU ns/obj", "free", "kfree_scale_ratio",
               "kfree-scale: CPU per object / the floor's");
     } else if (w.file == "flood") {
       p.bars(runs, "flat out", "cpu_ns_per_obj", "flood_cpu",
              "flood, flat out: CPU per object (reader excluded)", "CPU ns per object");
-      p.ratio(w, runs, "cpu_ns_per_obj", "free", "flood_ratio",
+      p.ratio(runs, "cpu_ns_per_obj", "CPU ns/obj", "free", "flood_ratio",
               "flood: CPU per object / the floor's, at each rate");
       p.series(runs, "flat out", 2, true, "flood_pending",
                "flood, flat out: objects retired, not yet freed (sampled by the writer every 10 ms)",
@@ -404,25 +404,25 @@ std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
     } else if (w.file == "read_mostly") {
       p.bars(runs, "95/5", "cpu_ns_per_op", "read_mostly_cpu", "read-mostly 95/5: CPU per operation",
              "CPU ns per operation");
-      p.ratio(w, runs, "cpu_ns_per_op", "free", "read_mostly_ratio",
+      p.ratio(runs, "cpu_ns_per_op", "CPU ns/op", "free", "read_mostly_ratio",
               "read-mostly: CPU per operation / the floor's (free keeps replaced nodes)");
     } else if (w.file == "latency_retire") {
       p.hists(runs, {""}, "retire", "latency_retire_hist",
               "retire latency under the flood (last run of each)");
-      p.ratio(w, runs, "p99_ns", "free", "latency_retire_ratio",
+      p.ratio(runs, "p99_ns", "p99 ns", "free", "latency_retire_ratio",
               "retire latency: p99 / the floor's (free())");
     } else if (w.file == "latency_sync") {
       p.hists(runs, {"1 reader", "2 readers", "4 readers"}, "sync", "latency_sync_hist",
               "synchronize latency (last run of each), 2 CPUs");
       p.ratio(
-          w, runs, "p50_ns", "urcu_call_rcu", "latency_sync_ratio",
+          runs, "p50_ns", "p50 ns", "urcu_call_rcu", "latency_sync_ratio",
           "synchronize p50 / liburcu synchronize_rcu's, by spinning readers (no floor: liburcu is the base)");
     } else if (w.file == "scale_retire") {
       p.scaling(runs, "cpu_ns_per_obj", false, "scale_cpu", "scale: CPU per object against retiring threads",
                 "retiring threads (2 CPUs)", "CPU ns per object");
       p.scaling(runs, "peak_rss_mb", false, "scale_rss", "scale: peak RSS against retiring threads",
                 "retiring threads (2 CPUs)", "peak RSS (MiB)");
-      p.ratio(w, runs, "cpu_ns_per_obj", "free", "scale_ratio",
+      p.ratio(runs, "cpu_ns_per_obj", "CPU ns/obj", "free", "scale_ratio",
               "scale: CPU per object / the floor's, by threads");
     } else if (w.file == "scale_sync") {
       p.scaling(runs, "p50_ns", true, "scale_sync", "scale: synchronize p50 against idle registered threads",
@@ -430,7 +430,8 @@ std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
     } else if (w.file == "pool") {
       p.bars(runs, "1 thread, alloc/free pairs", "cpu_ns_per_page", "pool_cpu",
              "pool: CPU per page, 1 thread, alloc/free pairs", "CPU ns per page");
-      p.ratio(w, runs, "cpu_ns_per_page", "malloc", "pool_ratio", "pool: CPU per page / malloc(4096)'s");
+      p.ratio(runs, "cpu_ns_per_page", "CPU ns/page", "malloc", "pool_ratio",
+              "pool: CPU per page / malloc(4096)'s");
     }
   }
   p.gp.close();
