@@ -399,8 +399,8 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
   }
   if (bulkrcu::detail::subtle::rseq_cmpxchg_slot(base, sizeof(Krc), off, u(old), u(nb)) != 1)
     return undo();  // S3
-  // 0: closed by a retiring thread (rseq)
-  if (old) BULKRCU_TRACE(block_close, old->nr, 0);
+  // 0: closed by a retiring thread (rseq). Not old->nr: old is the monitor's after S3.
+  if (old) BULKRCU_TRACE(block_close, cpu, 0);
   if (old)
     kick_monitor(flags);  // this CPU now holds a closed block: flood detection
   else
@@ -443,7 +443,7 @@ Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_read
       old->cap = 0;
       old->cookie = gp::get_state();  // under the lock: no append can follow it
       closed = true;
-      BULKRCU_TRACE(block_close, old->nr, 1);  // 1: by a retiring thread (try-lock mode)
+      BULKRCU_TRACE(block_close, idx, 1);  // 1: by a retiring thread (try-lock mode)
     }
     nb->next = old;
     __atomic_store_n(&k.front[ch], nb, __ATOMIC_RELEASE);  // the monitor reads it without the lock
@@ -990,7 +990,7 @@ void monitor_pass_locked(bool lite) noexcept {
         f->cap = 0;
         f->cookie = kCookieUnset;
         f->home = static_cast<std::uint64_t>(i);
-        BULKRCU_TRACE(block_close, f->nr, 2);  // 2: a partial block, by the monitor (timer, barrier)
+        BULKRCU_TRACE(block_close, i, 2);  // 2: a partial block, by the monitor (timer, barrier)
         collected_objs += f->nr;
         push(&collected, f);
       }
