@@ -2,13 +2,13 @@
 # The test command (README): installs what is missing, checks formatting, then builds and runs
 # every test in three builds (Release, AddressSanitizer+UBSan, ThreadSanitizer), the Release
 # tests again without rseq and without membarrier, and an install + consumer check.
-# Usage: scripts/test.sh [release|asan|tsan|fallback|format|install ...]  (default: all)
+# Usage: scripts/test.sh [release|asan|tsan|fallback|format|install|cache-busted ...]  (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(format release fallback install asan tsan)
+[ ${#steps[@]} -eq 0 ] && steps=(format release fallback install cache-busted asan tsan)
 jobs=$(nproc)
 
 configure_build() {  # dir, extra cmake args...
@@ -56,6 +56,16 @@ for step in "${steps[@]}"; do
       configure_build build-ci-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBULKRCU_SANITIZE=thread \
         -DBULKRCU_BUILD_BENCH=OFF
       TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_ctest build-ci-tsan
+      ;;
+    cache-busted)
+      # The cache torture's self-check: with every cookie read as elapsed it must fail.
+      cmake -S . -B build-ci-cache-busted -G Ninja -DCMAKE_BUILD_TYPE=Release -DBULKRCU_CACHE_BUSTED=ON \
+        -DBULKRCU_BUILD_BENCH=OFF >/dev/null
+      cmake --build build-ci-cache-busted -j "$jobs" --target cache_torture_test
+      if timeout 600 build-ci-cache-busted/tests/cache_torture_test >/dev/null 2>&1; then
+        echo "cache-busted: the cache torture passed against a broken cache" >&2; exit 1
+      fi
+      echo "-- cache-busted: the torture caught the broken cache, as it must" >&2
       ;;
     *) echo "unknown step: $step" >&2; exit 2 ;;
   esac

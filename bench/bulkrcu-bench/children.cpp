@@ -654,6 +654,8 @@ const std::vector<ImplEntry>& impl_table() {
       entry<KfreeHeadImpl>(),
       entry<DeferImpl>(),
 #endif
+      entry<CacheImpl>(),
+      entry<CacheTypesafeImpl>(),
       entry<BulkrcuCallImpl>(),
       entry<RcuRetireImpl>(),
       entry<ObjRetireImpl>(),

@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "bulkrcu/cache.h"
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/rcu.hpp"
 #include "bulkrcu/stats.h"
@@ -363,5 +364,74 @@ struct DeferImpl : KvfreeBase, HeadlessObject {
   }
 };
 #endif  // BENCH_HAVE_KVFREE
+
+// ---- object caches (issue 13): objects from a bulkrcu_cache of the row's object size ----
+template <unsigned kFlags>
+struct CacheBase {
+  static constexpr bool kBulkrcu = true, kCountsFreed = false, kHasSync = false;
+  template <class P>
+  struct Box {
+    P p;
+    unsigned char room[16];
+  };
+  template <class P>
+  static std::size_t size() {
+    return sizeof(Box<P>);
+  }
+  // One cache per payload type (a workload uses one or two); barrier() covers them all.
+  static inline std::atomic<bulkrcu_cache*> all[4];
+  template <class P>
+  static bulkrcu_cache* cache() {
+    static bulkrcu_cache* c = [] {
+      bulkrcu_cache* made = bulkrcu_cache_create("bench", sizeof(Box<P>), 0, kFlags);
+      for (auto& slot : all) {
+        bulkrcu_cache* expected = nullptr;
+        if (slot.compare_exchange_strong(expected, made)) break;
+      }
+      return made;
+    }();
+    return c;
+  }
+  static void barrier_all() {
+    for (auto& slot : all)
+      if (bulkrcu_cache* c = slot.load()) bulkrcu_cache_barrier(c);
+  }
+  template <class P>
+  static P* make() {
+    return &static_cast<Box<P>*>(bulkrcu_cache_alloc(cache<P>()))->p;
+  }
+  static void thread_online() {}
+  static void thread_offline() {}
+  static void read_lock() { bulkrcu_read_lock(); }
+  static void read_unlock() { bulkrcu_read_unlock(); }
+  static void synchronize() { bulkrcu_synchronize(); }
+};
+
+// bulkrcu_cache_free_rcu: a retired array is reused whole after one grace period.
+struct CacheImpl : CacheBase<0> {
+  static constexpr const char* kName = "cache";
+  static constexpr const char* kWhat =
+      "bulkrcu_cache_alloc + bulkrcu_cache_free_rcu (per-CPU arrays, no free())";
+  static constexpr bool kDefers = true;
+  template <class P>
+  static void retire(P* p) {
+    bulkrcu_cache_free_rcu(cache<P>(), p);
+  }
+  static void barrier() { barrier_all(); }
+};
+
+// A typesafe-by-rcu cache: bulkrcu_cache_free reuses at once (readers revalidate); no grace
+// period per object, slabs go back to the pool after one.
+struct CacheTypesafeImpl : CacheBase<BULKRCU_CACHE_TYPESAFE_BY_RCU> {
+  static constexpr const char* kName = "cache_typesafe";
+  static constexpr const char* kWhat =
+      "typesafe-by-rcu cache: bulkrcu_cache_alloc + bulkrcu_cache_free at once";
+  static constexpr bool kDefers = false;
+  template <class P>
+  static void retire(P* p) {
+    bulkrcu_cache_free(cache<P>(), p);
+  }
+  static void barrier() {}
+};
 
 }  // namespace bench

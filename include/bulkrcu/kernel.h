@@ -53,4 +53,58 @@
  * Inside a reader: yes. */
 #define rcu_assign_pointer(p, v) __atomic_store_n(&(p), (v), __ATOMIC_RELEASE)
 
+/* ---- object caches (<bulkrcu/cache.h>) in the kernel's spellings ---------------------------
+ * struct kmem_cache is struct bulkrcu_cache. kvfree_rcu(p) and kfree_rcu(p, rhf) of an object
+ * of a cache give it back to its cache after the grace period, as kfree_rcu does in the kernel
+ * (kvfree's reclaim finds the cache from the address); a pointer that lies in no cache goes to
+ * free().
+ * gfp flags are mapped, not ignored: a mask without GFP_KERNEL's "may block" bit (GFP_NOWAIT,
+ * GFP_ATOMIC) allocates with bulkrcu_cache_alloc_lockless (never locks: NULL instead);
+ * __GFP_ZERO zeroes the object; other bits are ignored. Each function keeps the contract of the
+ * bulkrcu_cache_ function it calls (cache.h). */
+#include <string.h>
+
+#include "bulkrcu/cache.h"
+
+#define kmem_cache bulkrcu_cache
+#define SLAB_TYPESAFE_BY_RCU BULKRCU_CACHE_TYPESAFE_BY_RCU
+#ifndef SLAB_HWCACHE_ALIGN
+#define SLAB_HWCACHE_ALIGN 0x2000u /* align objects to the 64-byte cache line */
+#endif
+#ifndef GFP_KERNEL
+typedef unsigned int gfp_t;
+#define GFP_KERNEL 0x01u /* may block: the cache's lock, the pool's zone lock */
+#define GFP_NOWAIT 0x02u /* never locks or blocks */
+#define GFP_ATOMIC 0x04u /* never locks or blocks */
+#define __GFP_ZERO 0x100u
+#endif
+
+static inline struct bulkrcu_cache* kmem_cache_create(const char* name, size_t size, size_t align,
+                                                      unsigned long flags, void (*ctor)(void*)) {
+  if (flags & SLAB_HWCACHE_ALIGN) align = align > 64 ? align : 64;
+  return bulkrcu_cache_create_ctor(name, size, align, (unsigned)(flags & ~(unsigned long)SLAB_HWCACHE_ALIGN),
+                                   ctor);
+}
+static inline void* kmem_cache_alloc(struct bulkrcu_cache* c, gfp_t gfp) {
+  void* p = (gfp & GFP_KERNEL) ? bulkrcu_cache_alloc(c) : bulkrcu_cache_alloc_lockless(c);
+  if (p && (gfp & __GFP_ZERO)) memset(p, 0, bulkrcu_cache_object_size(c));
+  return p;
+}
+static inline void* kmem_cache_zalloc(struct bulkrcu_cache* c, gfp_t gfp) {
+  return kmem_cache_alloc(c, gfp | __GFP_ZERO);
+}
+static inline void kmem_cache_free(struct bulkrcu_cache* c, void* p) { bulkrcu_cache_free(c, p); }
+static inline void kmem_cache_destroy(struct bulkrcu_cache* c) { bulkrcu_cache_destroy(c); }
+static inline int kmem_cache_shrink(struct bulkrcu_cache* c) {
+  bulkrcu_cache_shrink(c);
+  return 0;
+}
+/* Waits for c's bulkrcu_cache_free_rcu objects and, since kvfree_rcu'd objects reach their
+ * cache only through kvfree's reclaim, for kvfree's barrier too. Blocks: yes. Inside a reader:
+ * forbidden (aborts). */
+static inline void kvfree_rcu_barrier_on_cache(struct bulkrcu_cache* c) {
+  bulkrcu_cache_barrier(c);
+  bulkrcu_kvfree_barrier();
+}
+
 #endif /* BULKRCU_KERNEL_H */

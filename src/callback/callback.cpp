@@ -176,7 +176,10 @@ std::uint64_t invoke_ready() noexcept {
       bulkrcu_head* next = h->next;  // read before func: func may free or requeue h
       const auto f = reinterpret_cast<std::uintptr_t>(h->func);
       if (f < kMaxHeadOffset) {
-        free(reinterpret_cast<char*>(h) - f);
+        if (g_free_object)
+          g_free_object(reinterpret_cast<char*>(h) - f);
+        else
+          free(reinterpret_cast<char*>(h) - f);
         ++head_frees;
       } else {
         h->func(h);
@@ -205,5 +208,7 @@ Stats stats() noexcept {
   s.head_frees = g_nr_head_frees.load(std::memory_order_relaxed);
   return s;
 }
+
+void (*g_free_object)(void*) noexcept = nullptr;
 
 }  // namespace bulkrcu::detail::cb

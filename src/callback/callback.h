@@ -26,6 +26,10 @@ void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept;
 // page of the address space is never mapped), and invocation frees the object.
 inline constexpr std::uintptr_t kMaxHeadOffset = 4096;
 void call_free_head(bulkrcu_head* head, std::uintptr_t offset) noexcept;
+// The free of call_free_head's objects: free() unless a layer above installs its own (the
+// cache layer does, so that kfree_rcu of a cache object goes back to its cache). Set once,
+// before any thread retires (a load-time constructor).
+extern void (*g_free_object)(void*) noexcept;
 
 // ---- runtime side (single thread) ----
 // True when a CPU list or the overflow list holds callbacks not yet swept (racy peek).

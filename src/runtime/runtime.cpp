@@ -7,6 +7,7 @@
 #include "base/base.h"
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
+#include "cache/cache.h"
 #include "callback/callback.h"
 #include "gp/gp.h"
 #include "kvfree/kvfree.h"
@@ -239,7 +240,10 @@ void bulkrcu_kvfree_barrier(void) {
   runtime::callback_barrier();  // objects of the two-argument fallback, and bulkrcu_call
 }
 
-void bulkrcu_memory_pressure(void) { kvfree::memory_pressure(); }
+void bulkrcu_memory_pressure(void) {
+  cache::on_memory_pressure();  // first: empty slabs reach the pool before it shrinks
+  kvfree::memory_pressure();
+}
 
 void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   struct bulkrcu_stats s;
