@@ -369,6 +369,7 @@ struct DeferImpl : KvfreeBase, HeadlessObject {
 template <unsigned kFlags>
 struct CacheBase {
   static constexpr bool kBulkrcu = true, kCountsFreed = false, kHasSync = false;
+  static constexpr const char* kSyncLabel = "bulkrcu_synchronize";
   template <class P>
   struct Box {
     P p;
