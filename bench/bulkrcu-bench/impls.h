@@ -43,7 +43,7 @@ namespace bench {
 struct alignas(64) FreedSlot {
   std::atomic<std::uint64_t> n{0};
 };
-inline constexpr int kMaxThreads = 256;
+inline constexpr int kMaxThreads = 4096;  // scale runs 1024 retiring threads
 inline FreedSlot g_freed[kMaxThreads];
 inline std::atomic<int> g_freed_next{0};
 inline thread_local FreedSlot* t_freed = nullptr;
@@ -72,10 +72,11 @@ template <class I>
 concept Impl = requires(Small* p) {
   { I::kName } -> std::convertible_to<const char*>;
   { I::kWhat } -> std::convertible_to<const char*>;
-  { I::kDefers } -> std::convertible_to<bool>;       // false: retire frees at once (the floor)
-  { I::kBulkrcu } -> std::convertible_to<bool>;      // grace periods counted by bulkrcu_get_stats
-  { I::kCountsFreed } -> std::convertible_to<bool>;  // pending = retired - total_freed()
-  { I::kHasSync } -> std::convertible_to<bool>;      // synchronize() rows in `latency`
+  { I::kDefers } -> std::convertible_to<bool>;            // false: retire frees at once (the floor)
+  { I::kBulkrcu } -> std::convertible_to<bool>;           // grace periods counted by bulkrcu_get_stats
+  { I::kCountsFreed } -> std::convertible_to<bool>;       // pending = retired - total_freed()
+  { I::kHasSync } -> std::convertible_to<bool>;           // synchronize() rows in `latency`
+  { I::kSyncLabel } -> std::convertible_to<const char*>;  // what synchronize() calls
   { I::template size<Small>() } -> std::convertible_to<std::size_t>;
   { I::template make<Small>() } -> std::same_as<Small*>;
   I::template retire<Small>(p);
@@ -92,6 +93,7 @@ struct FreeImpl {
   static constexpr const char* kName = "free";
   static constexpr const char* kWhat = "malloc + free() at once, no grace period (the floor)";
   static constexpr bool kDefers = false, kBulkrcu = false, kCountsFreed = false, kHasSync = false;
+  static constexpr const char* kSyncLabel = "";
   template <class P>
   struct Box {
     P p;
@@ -146,6 +148,7 @@ struct BulkrcuCallImpl : EmbeddedHeadObject<bulkrcu_head> {
   static constexpr const char* kName = "call";
   static constexpr const char* kWhat = "bulkrcu_call(&obj->head, cb), cb frees (embedded bulkrcu_head)";
   static constexpr bool kDefers = true, kBulkrcu = true, kCountsFreed = true, kHasSync = true;
+  static constexpr const char* kSyncLabel = "bulkrcu_synchronize";
   template <class P>
   static void retire(P* p) {
     bulkrcu_call(&reinterpret_cast<Box<P>*>(p)->head, &cb<P>);
@@ -172,6 +175,7 @@ struct RcuRetireImpl {
   static constexpr const char* kName = "rcu_retire";
   static constexpr const char* kWhat = "C++ bulkrcu::rcu_retire(p, deleter) (headless object, new/delete)";
   static constexpr bool kDefers = true, kBulkrcu = true, kCountsFreed = true, kHasSync = false;
+  static constexpr const char* kSyncLabel = "bulkrcu::rcu_synchronize";
   template <class P>
   struct Box {
     P p;
@@ -203,6 +207,7 @@ struct ObjRetireImpl {
   static constexpr const char* kName = "obj_retire";
   static constexpr const char* kWhat = "C++ rcu_obj_base<T, D>::retire() (in-object head, new/delete)";
   static constexpr bool kDefers = true, kBulkrcu = true, kCountsFreed = true, kHasSync = false;
+  static constexpr const char* kSyncLabel = "bulkrcu::rcu_synchronize";
   template <class P>
   struct Box : P, bulkrcu::rcu_obj_base<Box<P>, CountingDelete<Box<P>>> {};
   template <class P>
@@ -231,6 +236,7 @@ struct UrcuCallImpl : EmbeddedHeadObject<rcu_head> {
   static constexpr const char* kName = "urcu_call_rcu";
   static constexpr const char* kWhat = "liburcu memb call_rcu(&obj->head, cb), cb frees (embedded rcu_head)";
   static constexpr bool kDefers = true, kBulkrcu = false, kCountsFreed = true, kHasSync = true;
+  static constexpr const char* kSyncLabel = "liburcu synchronize_rcu";
   template <class P>
   static void retire(P* p) {
     urcu_memb_call_rcu(&reinterpret_cast<Box<P>*>(p)->head, &cb<P>);
@@ -270,6 +276,7 @@ struct UrcuDeferImpl : HeadlessObject {
   static constexpr const char* kName = "urcu_defer_rcu";
   static constexpr const char* kWhat = "liburcu memb defer_rcu(fn, p), fn frees (headless)";
   static constexpr bool kDefers = true, kBulkrcu = false, kCountsFreed = true, kHasSync = false;
+  static constexpr const char* kSyncLabel = "liburcu synchronize_rcu";
   template <class P>
   static void retire(P* p) {
     urcu_memb_defer_rcu(&fn, p);
@@ -301,6 +308,7 @@ inline std::uint64_t kvfree_pending_from_stats() {
 
 struct KvfreeBase {
   static constexpr bool kDefers = true, kBulkrcu = true, kHasSync = false;
+  static constexpr const char* kSyncLabel = "bulkrcu_synchronize";
   static void thread_online() {}
   static void thread_offline() {}
   static void barrier() { bulkrcu_kvfree_barrier(); }
@@ -361,6 +369,7 @@ struct DeferImpl : KvfreeBase, HeadlessObject {
 template <unsigned kFlags>
 struct CacheBase {
   static constexpr bool kBulkrcu = true, kCountsFreed = false, kHasSync = false;
+  static constexpr const char* kSyncLabel = "bulkrcu_synchronize";
   template <class P>
   struct Box {
     P p;

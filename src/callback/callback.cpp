@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "base/trace.h"
+
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define BULKRCU_CB_LSAN 1
@@ -429,6 +431,7 @@ std::size_t invoke_batch(std::size_t budget, std::uint64_t* through) noexcept {
     ++done;
   }
   t_in_callback = false;
+  BULKRCU_TRACE(callbacks_invoked, done, head_frees);
   g_nr_invoked.fetch_add(done, std::memory_order_relaxed);
   g_nr_head_frees.fetch_add(head_frees, std::memory_order_relaxed);
   g_nr_ready.fetch_sub(done, std::memory_order_relaxed);

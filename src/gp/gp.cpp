@@ -61,6 +61,7 @@
 
 #include <climits>
 
+#include "base/trace.h"
 #include "bulkrcu/rcu.h"
 
 // ---- the reader fast path's shared state (declared in include/bulkrcu/rcu.h) -------------
@@ -243,6 +244,7 @@ void report_stalls(unsigned long gpc, unsigned long seq, std::uint64_t waited_ns
         "section for at least %.1f s; the grace period keeps waiting\n",
         s.tid, comm, static_cast<double>(waited_ns) / 1e9);
     g.nr_stall.fetch_add(1, std::memory_order_relaxed);
+    BULKRCU_TRACE(stall_warning, s.tid, waited_ns);
   });
 }
 
@@ -307,7 +309,8 @@ void run_grace_period(bool expedited) {
   std::uint64_t start = 0;  // set by wait_for_readers once it stops spinning
   unsigned long s = g.seq.load(std::memory_order_relaxed);
   g.seq.store(s + 1, std::memory_order_relaxed);  // odd: in progress (no one acts on odd)
-  master_fence();                                 // M1
+  BULKRCU_TRACE(gp_start, s + 1, expedited);
+  master_fence();  // M1
   if (any_active()) {
     wait_for_readers(expedited, &start);                  // W1
     std::atomic_thread_fence(std::memory_order_seq_cst);  // F1
@@ -320,6 +323,7 @@ void run_grace_period(bool expedited) {
   g.seq.store(s + 2, std::memory_order_release);  // pairs with poll_state's acquire
   g.nr_gp.fetch_add(1, std::memory_order_relaxed);
   if (expedited) g.nr_exp_gp.fetch_add(1, std::memory_order_relaxed);
+  BULKRCU_TRACE(gp_end, s + 2, expedited);
 }
 
 }  // namespace

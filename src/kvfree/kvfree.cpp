@@ -34,6 +34,7 @@
 
 #include <vector>
 
+#include "base/trace.h"
 #include "bulkrcu/page_pool.h"
 #include "cache/cache.h"
 #include "callback/callback.h"
@@ -183,6 +184,7 @@ bool over_budget() noexcept {
 
 // Runs the deleter over n pointers, prefetching ahead (the objects are cold by now).
 void reclaim_ptrs(Deleter fn, void* const* ptrs, std::size_t n) noexcept {
+  BULKRCU_TRACE(reclaim, n, fn);
   constexpr std::size_t kAhead = 16;
   for (std::size_t i = 0; i < n && i < kAhead; ++i) __builtin_prefetch(ptrs[i]);
   for (std::size_t i = 0; i < n; ++i) {
@@ -290,11 +292,13 @@ void* get_page(unsigned flags, bool in_reader) noexcept {
   if (flags & kNoWait) return nullptr;
   if (void* p = bulkrcu_alloc_page()) {
     c.fb_inplace.fetch_add(1, std::memory_order_relaxed);
+    BULKRCU_TRACE(fallback_inplace, p);
     return p;
   }
   if (in_reader) {
     if (void* p = take_reserve()) {
       c.fb_reserve.fetch_add(1, std::memory_order_relaxed);
+      BULKRCU_TRACE(fallback_reserve, p);
       return p;
     }
   }
@@ -340,6 +344,7 @@ void arm_timer(unsigned flags) noexcept {
 // blocks, and wait (boundedly) for the monitor to make progress.
 void throttle() noexcept {
   c.budget_hits.fetch_add(1, std::memory_order_relaxed);
+  BULKRCU_TRACE(budget_hit, 1);
   gp::request(gp::get_state());
   for (int round = 0; round < 200 && over_budget(); ++round) {
     help(kMayBlock | kHelp);
@@ -355,6 +360,7 @@ void throttle() noexcept {
 // The last resort of a headless retire outside any reader: wait, then free inline.
 void synchronize_and_free(Deleter fn, void* ptr) noexcept {
   c.fb_sync.fetch_add(1, std::memory_order_relaxed);
+  BULKRCU_TRACE(fallback_synchronize, ptr);
   c.fallback_objects.fetch_add(1, std::memory_order_relaxed);
   gp::wait_for_cookie(gp::get_state(), false);
   if (fn)
@@ -405,6 +411,8 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
   }
   if (bulkrcu::detail::subtle::rseq_cmpxchg_slot(base, sizeof(Krc), off, u(old), u(nb)) != 1)
     return undo();  // S3
+  // 0: closed by a retiring thread (rseq). Not old->nr: old is the monitor's after S3.
+  if (old) BULKRCU_TRACE(block_close, cpu, 0);
   if (old)
     kick_monitor(flags);  // this CPU now holds a closed block: flood detection
   else
@@ -447,6 +455,7 @@ Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_read
       old->cap = 0;
       old->cookie = gp::get_state();  // under the lock: no append can follow it
       closed = true;
+      BULKRCU_TRACE(block_close, idx, 1);  // 1: by a retiring thread (try-lock mode)
     }
     nb->next = old;
     __atomic_store_n(&k.front[ch], nb, __ATOMIC_RELEASE);  // the monitor reads it without the lock
@@ -636,6 +645,7 @@ long help_step(Krc* base, std::atomic<void*>* word, unsigned flags, std::uint64_
   // And the pointer array itself, eight helps ahead (the block was written a grace period ago).
   if (rest > 8 * kHelpBatch) __builtin_prefetch(&b->ptrs[rest - 8 * kHelpBatch]);
   const Deleter fn = b->fn;
+  BULKRCU_TRACE(reclaim_help, k, b->home);
   __atomic_store_n(&b->done, rest, __ATOMIC_RELAXED);
   for (std::uint64_t i = 0; i < k; ++i) {
     if (fn)
@@ -683,6 +693,7 @@ void kfree_head(void* ptr, bulkrcu_head* head) noexcept {
   if (BULKRCU_LIKELY(retire(nullptr, ptr, kNoWait | kHelp))) return;
   // No page without waiting: link the object through its own head (never blocks).
   c.fb_head.fetch_add(1, std::memory_order_relaxed);
+  BULKRCU_TRACE(fallback_head, ptr);
   c.fallback_objects.fetch_add(1, std::memory_order_relaxed);
   cb::call_free_head(head, offset);
 }
@@ -892,6 +903,7 @@ void monitor_pass_locked(bool lite) noexcept {
     m.oldest = batch->next;
     if (!m.oldest) m.newest = nullptr;
     flatten(batch);
+    BULKRCU_TRACE(batch_ready, batch->cookie, full || pressure);
     for (Block* b = batch->blocks; b;) {
       Block* next = b->next;
       if (!batch->stolen) b->done = b->nr;
@@ -991,6 +1003,7 @@ void monitor_pass_locked(bool lite) noexcept {
         f->cap = 0;
         f->cookie = kCookieUnset;
         f->home = static_cast<std::uint64_t>(i);
+        BULKRCU_TRACE(block_close, i, 2);  // 2: a partial block, by the monitor (timer, barrier)
         collected_objs += f->nr;
         push(&collected, f);
       }

@@ -14,6 +14,7 @@
 #include "kvfree/kvfree.h"
 #include "percpu/percpu.h"
 #include "pool/pool.h"
+#include "runtime/stats_dump.h"
 
 namespace bulkrcu::detail::runtime {
 namespace {
@@ -223,6 +224,7 @@ void child_fork() {
 }
 
 __attribute__((constructor(103))) void runtime_init() {
+  stats_dump_install();  // BULKRCU_STATS=1: statistics to stderr at exit
   pthread_atfork(prepare_fork, parent_fork, child_fork);
   ensure_started();
 }
