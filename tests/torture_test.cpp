@@ -26,6 +26,10 @@
 //    as a heap-use-after-free whatever the allocator.
 //  - Any id that is not a valid one (zero, beyond the ids handed out, complement wrong) when
 //    the object is reached is counted too: only freed memory can hold it.
+//  - Each deleter also polls a cookie taken just before the retire (bulkrcu_get_state): it
+//    must have elapsed. That sees a kvfree or callback layer handing objects over too early
+//    even when no reader is there at that moment (but not a broken engine, which agrees with
+//    itself: the readers see that).
 // On detection the run stops, prints "bulkrcu-torture: EARLY FREE DETECTED" with the form,
 // the kind of evidence and the time it took, and fails. scripts/test.sh's `busted` step builds
 // the library with BULKRCU_BUSTED (grace periods that end at once, src/gp/gp.cpp) and requires
@@ -85,10 +89,10 @@ constexpr const char* kFormNames[kNumForms] = {
 // Forms whose deleter is the test's own: the dead-table sees them.
 constexpr bool has_test_deleter(int f) { return f != kKvfree && f != kKfreeHead; }
 
-enum Kind : int { kDeadTable, kRewritten, kCorrupt, kNumKinds };
-constexpr const char* kKindNames[kNumKinds] = {"dead-table (freed by its deleter while held)",
-                                               "id rewritten while held (freed memory)",
-                                               "invalid id when reached (freed memory)"};
+enum Kind : int { kDeadTable, kRewritten, kCorrupt, kCookie, kNumKinds };
+constexpr const char* kKindNames[kNumKinds] = {
+    "dead-table (freed by its deleter while held)", "id rewritten while held (freed memory)",
+    "invalid id when reached (freed memory)", "deleted before its retire's cookie elapsed"};
 
 constexpr int kSlotsPerForm = 4;
 constexpr int kSlots = kNumForms * kSlotsPerForm;
@@ -103,7 +107,7 @@ struct Obj {
   int form;
   void* owner;               // the CxxObj around it (form obj_retire)
   std::uint64_t retired_ns;  // when it was retired (written after it was unpublished)
-  std::uint64_t pad;
+  unsigned long cookie;      // bulkrcu_get_state() just before the retire (written after unpublish)
 };
 static_assert(offsetof(Obj, id) == 0 && offsetof(Obj, check) == 8);
 
@@ -134,8 +138,8 @@ struct FirstDetection {
   std::uint64_t id = 0, seen = 0, at_ns = 0;
 } g_first;
 
-std::atomic<long> g_sections{0}, g_long_holds{0}, g_sleep_holds{0}, g_handler_reads{0}, g_handler_retires{0},
-    g_nowait_refused{0};
+std::atomic<long> g_sections{0}, g_slow_holds{0}, g_long_holds{0}, g_sleep_holds{0}, g_handler_reads{0},
+    g_handler_retires{0}, g_nowait_refused{0};
 
 std::atomic<Obj*> g_slot[kSlots];
 bool g_enabled[kNumForms];
@@ -156,6 +160,13 @@ bool is_dead(std::uint64_t id) {
 }
 
 // ---- the dead-table's writers -------------------------------------------------------------
+void report(int form, int kind, std::uint64_t id, std::uint64_t seen);
+
+// Also checks, with the library's own cookie, that a grace period has elapsed since the retire:
+// every path to a deleter takes its cookie (block close, callback sweep, synchronize) after the
+// retire began, so a correct library has polled a later cookie than this one before the call.
+// That sees a kvfree or callback layer that hands objects over without waiting, whatever the
+// readers do at that moment (not a broken grace-period engine: its own poll agrees with it).
 void mark_dead(Obj* o) {
   const std::uint64_t id = o->id;
   if (id == 0 || id >= g_max_ids) {
@@ -169,6 +180,7 @@ void mark_dead(Obj* o) {
     abort();
   }
   g_killed[o->form].fetch_add(1, std::memory_order_relaxed);
+  if (o->cookie && !bulkrcu_poll_state(o->cookie)) report(o->form, kCookie, id, o->cookie);
   if (o->retired_ns) {  // the retire-to-delete latency, for the summary
     const std::uint64_t lat = mono_ns() - o->retired_ns;
     g_lat_sum[o->form].fetch_add(lat, std::memory_order_relaxed);
@@ -220,6 +232,7 @@ void init_obj(Obj* o, std::uint64_t id, int form) {
   o->form = form;
   o->owner = nullptr;
   o->retired_ns = 0;
+  o->cookie = 0;
 }
 
 // A fresh object for `form` (nullptr when the ids are used up).
@@ -385,6 +398,7 @@ void retire_handler(int) {
         fresh, std::memory_order_acq_rel);
     g_retired[kDeferNowaitSig].fetch_add(1, std::memory_order_relaxed);
     old->retired_ns = mono_ns();
+    old->cookie = bulkrcu_get_state();
     if (!bulkrcu_defer_nowait(kill_cb, old)) {
       bulkrcu_head* top = g_refused.load(std::memory_order_relaxed);
       do {
@@ -435,6 +449,7 @@ struct Writer {
         g_slot[form * kSlotsPerForm + rng.next() % kSlotsPerForm].exchange(fresh, std::memory_order_acq_rel);
     g_retired[form].fetch_add(1, std::memory_order_relaxed);
     old->retired_ns = mono_ns();
+    old->cookie = bulkrcu_get_state();
     // Retires that may be made inside a reader are, half of the time.
     const bool in_reader = (rng.next() & 1) != 0;
     switch (form) {
@@ -624,6 +639,26 @@ TEST(Torture, ReadersNeverReachFreedObjects) {
       Rng rng{0x1234567ull * static_cast<std::uint64_t>(r + 1) | 1};
       while (!g_stop.load(std::memory_order_relaxed)) read_section(rng, true);
     });
+  // One slow reader: a section of 200-400 ms (asleep, rechecking every 5 ms), then 1.5 s
+  // outside. It sees a grace period end early even where a retire takes a drain period to
+  // reach its grace period (blocks that close slowly, idle CPUs), and keeps the grace periods
+  // waiting part of the time.
+  readers.emplace_back([] {
+    Rng rng{0x5EED5EEDull};
+    while (!g_stop.load(std::memory_order_relaxed)) {
+      bulkrcu_read_lock();
+      Held held[kHeld];
+      for (auto& h : held) h = reach(g_read_slots[rng.next() % g_nr_read_slots]);
+      const std::uint64_t until = mono_ns() + 200000000 + rng.next() % 200000000;
+      while (mono_ns() < until && !g_stop.load(std::memory_order_relaxed)) {
+        nap_us(5000);
+        for (auto& h : held) still_alive(h);
+      }
+      bulkrcu_read_unlock();
+      g_slow_holds.fetch_add(1, std::memory_order_relaxed);
+      for (int i = 0; i < 300 && !g_stop.load(std::memory_order_relaxed); ++i) nap_us(5000);
+    }
+  });
   std::atomic<long> short_lived{0};
   std::thread spawner([&] {  // short-lived reader threads, one after another
     for (unsigned n = 0; !g_stop.load(std::memory_order_relaxed); ++n) {
@@ -677,8 +712,9 @@ TEST(Torture, ReadersNeverReachFreedObjects) {
   auto covered = [&] {
     for (int f : forms)
       if (g_retired[f].load(std::memory_order_relaxed) < 16) return false;
-    return g_long_holds.load() > 0 && g_sleep_holds.load() > 0 && g_handler_reads.load() > 0 &&
-           short_lived.load() > 0 && (!sig_retire || g_handler_retires.load() > 0);
+    return g_long_holds.load() > 0 && g_sleep_holds.load() > 0 && g_slow_holds.load() > 0 &&
+           g_handler_reads.load() > 0 && short_lived.load() > 0 &&
+           (!sig_retire || g_handler_retires.load() > 0);
   };
   bool told = false;
   while (!g_stop.load(std::memory_order_relaxed) && !g_ids_exhausted.load()) {
@@ -735,6 +771,7 @@ TEST(Torture, ReadersNeverReachFreedObjects) {
     EXPECT_EQ(g_node_deleter_runs.load(), g_retired[kRcuRetireNode].load());
   }
   EXPECT_GT(g_long_holds.load(), 0);
+  EXPECT_GT(g_slow_holds.load(), 0);
   EXPECT_GT(g_sleep_holds.load(), 0);
   EXPECT_GT(g_handler_reads.load(), 0);
   EXPECT_GT(short_lived.load(), 0);
@@ -758,11 +795,11 @@ TEST(Torture, ReadersNeverReachFreedObjects) {
   }
   printf(
       "torture (%s mode, %.1f s): %llu objects, %ld sections (%ld held 1-20 ms spinning, %ld "
-      "sleeping; %ld in handlers), %ld short-lived threads, %ld retires in handlers, %ld nowait "
-      "refused, %llu grace periods; retired (mean/max retire-to-delete):%s\n",
+      "sleeping, %ld 200-400 ms; %ld in handlers), %ld short-lived threads, %ld retires in "
+      "handlers, %ld nowait refused, %llu grace periods; retired (mean/max retire-to-delete):%s\n",
       mode, ran_s, static_cast<unsigned long long>(g_next_id.load() - 1), g_sections.load(),
-      g_long_holds.load(), g_sleep_holds.load(), g_handler_reads.load(), short_lived.load(),
-      g_handler_retires.load(), g_nowait_refused.load(),
+      g_long_holds.load(), g_sleep_holds.load(), g_slow_holds.load(), g_handler_reads.load(),
+      short_lived.load(), g_handler_retires.load(), g_nowait_refused.load(),
       static_cast<unsigned long long>(s1.grace_periods - s0.grace_periods), per_form.c_str());
 
   printf(
