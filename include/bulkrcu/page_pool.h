@@ -54,13 +54,19 @@ void* bulkrcu_alloc_page_lockless(void);
  * Inside a reader: yes. */
 void bulkrcu_free_page(void* page);
 
-/* Moves every CPU's list back to the zone. Blocks: yes (zone lock, remote fences).
- * Allocates: no. Async-signal-safe: no. Inside a reader: yes. */
+/* Moves every CPU's list back to the zone and drops pending refill requests; for a while
+ * afterwards (5 s) the refill worker maps no new chunk.
+ * Blocks: yes (zone lock, remote fences). Allocates: no. Async-signal-safe: no.
+ * Inside a reader: yes. */
 void bulkrcu_page_pool_drain(void);
 
-/* Returns wholly free chunks to the OS (munmap), down to the pool's floor (one chunk). Chunks
- * that become wholly free are also returned automatically, keeping one spare.
- * Blocks: yes (zone lock, munmap). Allocates: no. Async-signal-safe: no. Inside a reader: yes. */
+/* Returns memory to the OS: kvfree's cached block pages go back to the pool first (and its
+ * emergency reserve moves to the fullest chunk), then wholly free chunks are unmapped down to
+ * the pool's floor (one chunk) and free runs of 16 or more pages inside partly used chunks are
+ * given back with MADV_DONTNEED. Chunks that become wholly free are also returned
+ * automatically, keeping one spare. Does not drain the per-CPU lists (bulkrcu_page_pool_drain).
+ * Blocks: yes (locks, remote fences, munmap, madvise). Allocates: no (the reserve's move takes
+ * free pages only, never a new chunk). Async-signal-safe: no. Inside a reader: yes. */
 void bulkrcu_page_pool_shrink(void);
 
 #ifdef __cplusplus

@@ -168,9 +168,10 @@ void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head);
  * message). Inside a callback or deleter: forbidden (aborts). */
 void bulkrcu_kvfree_barrier(void);
 
-/* Tells bulkrcu memory is short: returns every CPU's cached block pages to the pool, the
- * pool's per-CPU lists to its zone and wholly free chunks to the OS, and backs off refills
- * for a second (the kernel shrinker's response).
+/* Tells bulkrcu memory is short: returns the pool's per-CPU lists and every CPU's cached block
+ * pages to the pool's zone, moves the emergency reserve to the fullest chunk, and gives wholly
+ * free chunks and large free runs back to the OS (bulkrcu_page_pool_shrink); backs off the page
+ * refills for a second (the pool's own for 5 s). The reserve itself is refilled at once.
  * Blocks: yes (locks, remote fences). Allocates: no. Async-signal-safe: no. Inside a reader: yes. */
 void bulkrcu_memory_pressure(void);
 

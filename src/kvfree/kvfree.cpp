@@ -868,7 +868,8 @@ void monitor_pass_locked(bool lite) noexcept {
   const bool full = !lite && barrier_target > g_barrier_done.load(std::memory_order_relaxed);
   const bool timer = !lite && now >= m.next_timer_ns;
   const bool pressure = !lite && over_budget();
-  const bool refill = !lite && now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure;
+  const bool refill = !lite && now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure &&
+                      !pool::refill_backed_off();
   g_kick.store(0, std::memory_order_relaxed);
   c.passes.fetch_add(1, std::memory_order_relaxed);
 
@@ -1113,7 +1114,7 @@ void monitor_pass_locked(bool lite) noexcept {
     g_barrier_done.store(barrier_target, std::memory_order_release);
   }
   if (timer) m.next_timer_ns = now + config().drain_ns;
-  if (refill) refill_reserve();
+  if (!lite) refill_reserve();  // independent of the cache back-off and of the budget
   g_last_pass_ns.store(now_ns(), std::memory_order_relaxed);
   publish_progress();
 }
@@ -1210,14 +1211,23 @@ void barrier() noexcept {
   gp::wait_for_cookie(gp::get_state(), false);
 }
 
-void memory_pressure() noexcept {
-  Krc* base = krcs();
-  Block* pages = nullptr;
-  for (int i = 0; i < nr_slots(); ++i) {
+namespace {
+// The pool's release hook (bulkrcu_page_pool_shrink, memory pressure): every CPU's cached pages
+// and the spare list straight back to the zone, and each emergency-reserve page moved to the
+// zone's fullest chunk (a new page first, swapped in, then the old one freed: the reserve
+// never looks empty to a retire inside a reader; when no page comes, the old one stays), so
+// that neither pins an otherwise free chunk.
+void release_pages() noexcept {
+  Krc* base = g_krcs.load(std::memory_order_acquire);
+  Block* pages = g_spare.exchange(nullptr, std::memory_order_acquire);
+  for (int i = 0; base && i < nr_slots(); ++i) {
     Krc& k = base[i];
     k.lock.lock();
     bulkrcu::detail::subtle::fence_remote(i);
     while (Block* b = k.cache) {
+#if BULKRCU_TSAN
+      __tsan_acquire(b);  // pushed by an owner's rseq_push
+#endif
       k.cache = b->next;
       push(&pages, b);
     }
@@ -1225,10 +1235,22 @@ void memory_pressure() noexcept {
   }
   while (Block* b = pages) {
     pages = b->next;
-    bulkrcu_free_page(b);
+    pool::free_pages(b, 0);
   }
+  for (auto& r : g_reserve) {
+    if (!r.load(std::memory_order_relaxed)) continue;
+    void* fresh = pool::alloc_pages(0, /*may_grow=*/false);
+    if (!fresh) break;
+    if (Block* old = r.exchange(static_cast<Block*>(fresh), std::memory_order_acq_rel))
+      pool::free_pages(old, 0);
+  }
+}
+__attribute__((constructor(103))) void register_release_hook() { pool::set_release_hook(release_pages); }
+}  // namespace
+
+void memory_pressure() noexcept {
   g_refill_backoff_until.store(now_ns() + 1000000000ull, std::memory_order_relaxed);
-  pool::on_memory_pressure();
+  pool::on_memory_pressure();  // drains the pool's lists, runs release_pages, shrinks the zone
   kick_monitor();
 }
 
