@@ -241,7 +241,7 @@ void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept {
     CbSlot& s = base[cpu];
     if (s.lock.try_lock()) {
       head->next = s.head;
-      s.head = head;
+      __atomic_store_n(&s.head, head, __ATOMIC_RELAXED);  // has_unswept() peeks without the lock
       __atomic_store_n(&s.queued, s.queued + 1, __ATOMIC_RELAXED);
       s.lock.unlock();
     } else {

@@ -430,7 +430,8 @@ Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_read
     Block* old = k.front[ch];
     if (old && old->fn == fn && old->nr < old->cap) {
       old->ptrs[old->nr] = ptr;
-      *nr_out = static_cast<long>(++old->nr);
+      __atomic_store_n(&old->nr, old->nr + 1, __ATOMIC_RELAXED);  // the monitor peeks at it
+      *nr_out = static_cast<long>(old->nr);
       step = Step::kDone;
       return;
     }
@@ -590,7 +591,7 @@ Block* pop_ready(Krc* base) noexcept {
   {
     with_locked_slot([&](Krc& kr, int) {
       b = kr.ready;
-      if (b) kr.ready = b->next;
+      if (b) __atomic_store_n(&kr.ready, b->next, __ATOMIC_RELAXED);  // others peek at it
     });
   }
   if (b) {
