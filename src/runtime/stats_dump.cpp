@@ -65,7 +65,9 @@ namespace {
   X(kv_monitor_passes)          \
   X(kv_cursors_stolen)          \
   X(kv_retirer_passes)          \
-  X(kv_helps_dry)
+  X(kv_helps_dry)               \
+  X(callbacks_swept)            \
+  X(callbacks_invocation_threads)
 
 #define BULKRCU_COUNT_FIELD(name) +1
 static_assert(sizeof(bulkrcu_stats) == sizeof(uint64_t) * (0 BULKRCU_STATS_FIELDS(BULKRCU_COUNT_FIELD)),
