@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,9 +16,16 @@
 #include "bulkrcu/kernel.h"
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
+#include "runtime/runtime.h"
 #include "test_support.h"
 
 using namespace bulkrcu_test;
+
+#if BULKRCU_TSAN
+// The fork tests' children start threads (the runtime thread); TSan refuses that after a
+// multi-threaded fork unless told otherwise.
+extern "C" const char* __tsan_default_options() { return "die_after_fork=0"; }
+#endif
 
 namespace {
 
@@ -51,11 +60,11 @@ TEST(Callback, RunsOnceAfterBarrier) {
 TEST(Callback, WaitsForPreExistingReader) {
   Counted c;
   int runs_seen_inside = -1;
-  const uint64_t queued_before = stats().callbacks_queued;
+  const uint64_t swept_before = stats().callbacks_swept;
   SectionHolder reader({}, 1, [&] { runs_seen_inside = c.runs.load(); });
   bulkrcu_call(&c.head, count_cb);
   // The runtime thread has swept the callback and is running its grace period.
-  wait_until([&] { return stats().callbacks_queued == queued_before + 1 && gp_in_progress(); });
+  wait_until([&] { return stats().callbacks_swept == swept_before + 1 && gp_in_progress(); });
   give_window();
   reader.release_and_join();
   bulkrcu_barrier();
@@ -292,15 +301,189 @@ TEST(Callback, CallbackMayRead) {
 
 TEST(Callback, CallInsideReaderRunsAfterUnlock) {
   Counted c;
-  const uint64_t queued_before = stats().callbacks_queued;
+  const uint64_t swept_before = stats().callbacks_swept;
   bulkrcu_read_lock();
   call_rcu(&c.head, count_cb);
-  wait_until([&] { return stats().callbacks_queued == queued_before + 1 && gp_in_progress(); });
+  wait_until([&] { return stats().callbacks_swept == swept_before + 1 && gp_in_progress(); });
   give_window();
   EXPECT_EQ(c.runs.load(), 0) << "callback ran inside the caller's own section";
   bulkrcu_read_unlock();
   bulkrcu_barrier();
   EXPECT_EQ(c.runs.load(), 1);
+}
+
+// ---- invocation threads ---------------------------------------------------------------------
+
+// A backlog larger than one invocation batch starts an invocation worker; callbacks of one CPU
+// keep their order across the threads that run them (a lane runs on one thread at a time).
+TEST(CallbackWorkers, BacklogStartsAWorkerAndKeepsPerCpuOrder) {
+  run_fifo(true);  // 80,000 callbacks on CPU 0's list: many batches of the shrunk size
+  EXPECT_GE(stats().callbacks_invocation_threads, 2u);
+  EXPECT_GE(bulkrcu::detail::runtime::invocation_threads(), 2);
+}
+
+TEST(CallbackWorkers, PinAnInvocationThread) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(0, &set);
+  EXPECT_EQ(bulkrcu::detail::runtime::pin_invocation_thread(1, &set), 0);
+  EXPECT_GE(bulkrcu::detail::runtime::invocation_threads(), 2);
+  EXPECT_EQ(bulkrcu::detail::runtime::pin_invocation_thread(-1, &set), EINVAL);
+  // Callbacks still run, on whichever invocation thread takes their lane.
+  Counted c[300];
+  for (auto& x : c) bulkrcu_call(&x.head, count_cb);
+  bulkrcu_barrier();
+  long wrong = 0;
+  for (auto& x : c) wrong += x.runs.load() != 1;
+  EXPECT_EQ(wrong, 0);
+}
+
+// The statistics show the whole backlog: queued counts bulkrcu_call at once, swept and
+// invoked follow; pending = queued - invoked, swept or not.
+TEST(CallbackStats, BacklogVisibleBeforeTheSweep) {
+  SectionHolder reader;  // holds every grace period open
+  Counted first;
+  const bulkrcu_stats s0 = stats();
+  bulkrcu_call(&first.head, count_cb);
+  wait_until([&] { return stats().callbacks_swept == s0.callbacks_swept + 1 && gp_in_progress(); });
+  std::unique_ptr<Counted[]> more(new Counted[1000]);
+  for (int i = 0; i < 1000; ++i) bulkrcu_call(&more[i].head, count_cb);
+  const bulkrcu_stats s1 = stats();
+  EXPECT_EQ(s1.callbacks_queued, s0.callbacks_queued + 1001);
+  EXPECT_GE(s1.callbacks_pending, 1001u);
+  EXPECT_EQ(s1.callbacks_invoked, s0.callbacks_invoked);
+  reader.release_and_join();
+  bulkrcu_barrier();
+  const bulkrcu_stats s2 = stats();
+  EXPECT_EQ(s2.callbacks_invoked, s0.callbacks_invoked + 1001);
+  EXPECT_EQ(s2.callbacks_swept, s0.callbacks_swept + 1001);
+  EXPECT_EQ(s2.callbacks_pending, 0u);
+}
+
+// With BULKRCU_TEST_POSSIBLE_CPUS (ctest's *_256_cpus runs) every per-CPU array is that wide.
+TEST(CallbackCpus, PossibleCpuKnob) {
+  const char* v = getenv("BULKRCU_TEST_POSSIBLE_CPUS");
+  if (!v) GTEST_SKIP() << "BULKRCU_TEST_POSSIBLE_CPUS not set";
+  EXPECT_GE(stats().nr_cpu_slots, static_cast<uint64_t>(atoi(v)));
+}
+
+// ---- fork under load ---------------------------------------------------------------------------
+
+void free_cb(bulkrcu_head* h) { free(h); }
+
+// Children forked while other threads call bulkrcu_call complete a barrier. In the try-lock
+// mode (BULKRCU_NO_RSEQ=1: ctest runs this test that way too) a caller may hold its slot's
+// lock at the fork; the child resets the locks. A child that hangs is caught by the timeout.
+TEST(CallbackFork, ChildBarrierWhileOthersCall) {
+#if defined(__SANITIZE_ADDRESS__) || BULKRCU_TSAN
+  GTEST_SKIP() << "the sanitizer's allocator is not fork-safe while other threads allocate";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  GTEST_SKIP() << "the sanitizer's allocator is not fork-safe while other threads allocate";
+#endif
+#endif
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 2; ++t)
+    callers.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        for (int i = 0; i < 1024; ++i)
+          bulkrcu_call(static_cast<bulkrcu_head*>(malloc(sizeof(bulkrcu_head))), free_cb);
+        // Flat out, but the backlog stays bounded (memory, not the callers, is what we limit).
+        while (stats().callbacks_pending > 20000 && !stop.load(std::memory_order_relaxed)) nap_us(100);
+      }
+    });
+  int bad = 0;
+  for (int i = 0; i < 300; ++i) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      Counted c;
+      bulkrcu_call(&c.head, count_cb);
+      bulkrcu_barrier();
+      _exit(c.runs.load() == 1 ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    bad += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  stop = true;
+  for (auto& t : callers) t.join();
+  bulkrcu_barrier();
+  EXPECT_EQ(bad, 0);
+}
+
+// ---- cancellation ------------------------------------------------------------------------------
+
+std::atomic<bool> g_block_cb_release{false};
+std::atomic<bool> g_block_cb_running{false};
+void blocking_cb(bulkrcu_head*) {
+  g_block_cb_running = true;
+  wait_until([] { return g_block_cb_release.load(); });
+}
+
+void* barrier_loop(void*) {
+  for (;;) {
+    bulkrcu_barrier();
+    pthread_testcancel();
+  }
+  return nullptr;
+}
+
+TEST(CallbackCancel, BarrierIsNotACancellationPoint) {
+  bulkrcu_head h;
+  g_block_cb_release = false;
+  g_block_cb_running = false;
+  bulkrcu_call(&h, blocking_cb);
+  wait_until([] { return g_block_cb_running.load(); });
+  pthread_t t;
+  ASSERT_EQ(pthread_create(&t, nullptr, barrier_loop, nullptr), 0);
+  give_window();  // the barrier waits for blocking_cb
+  ASSERT_EQ(pthread_cancel(t), 0);
+  give_window();
+  g_block_cb_release = true;
+  void* result = nullptr;
+  ASSERT_EQ(pthread_join(t, &result), 0);
+  EXPECT_EQ(result, PTHREAD_CANCELED);
+  Counted c;
+  bulkrcu_call(&c.head, count_cb);
+  bulkrcu_barrier();
+  EXPECT_EQ(c.runs.load(), 1);
+}
+
+// ---- exit with callbacks queued ----------------------------------------------------------------
+// LeakSanitizer must see callbacks still queued at exit as reachable: some sit in a segment
+// waiting for a grace period a reader holds open, the rest on the CPU lists (mmap'ed memory,
+// registered as a root region). Runs in a fresh process (exit with leak checking); without
+// ASan the child just exits.
+
+TEST(CallbackExit, QueuedAtExitChild) {
+  if (!env_set("BULKRCU_TEST_EXIT_CALLS")) GTEST_SKIP() << "runs in a child (CallbackExit.QueuedAtExit)";
+  static SectionHolder* reader = new SectionHolder();  // never released: no grace period ends
+  (void)reader;
+  const bulkrcu_stats s0 = stats();
+  bulkrcu_call(static_cast<bulkrcu_head*>(malloc(64)), free_cb);
+  wait_until([&] { return stats().callbacks_swept == s0.callbacks_swept + 1 && gp_in_progress(); });
+  for (int i = 0; i < 1000; ++i) bulkrcu_call(static_cast<bulkrcu_head*>(malloc(64)), free_cb);
+  exit(0);
+}
+
+TEST(CallbackExit, QueuedAtExit) {
+  if (env_set("BULKRCU_TEST_EXIT_CALLS")) GTEST_SKIP();
+  for (int run = 0; run < 5; ++run) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      setenv("BULKRCU_TEST_EXIT_CALLS", "1", 1);
+      execl("/proc/self/exe", "callback_test", "--gtest_filter=CallbackExit.QueuedAtExitChild",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "run " << run << ": leak reported (or the child failed)";
+  }
 }
 
 }  // namespace

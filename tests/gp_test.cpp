@@ -313,3 +313,116 @@ TEST(GpStall, OneWarningNamingTheThread) {
 }
 
 }  // namespace
+
+namespace {
+// ---- cancellation: bulkrcu's waits are not cancellation points ----------------------------
+
+// A thread that loops on `wait`, with a cancellation point between calls.
+template <class Wait>
+struct CancelLoop {
+  static void* run(void* arg) {
+    auto* self = static_cast<CancelLoop*>(arg);
+    for (;;) {
+      self->calls.fetch_add(1);
+      self->wait();
+      pthread_testcancel();
+    }
+    return nullptr;
+  }
+  Wait wait;
+  std::atomic<long> calls{0};
+};
+
+// Cancels a thread while it sleeps inside `wait` (a reader holds the grace period open): the
+// process must not abort, the thread must end cancelled at its next cancellation point, and the
+// engine must be usable afterwards (no lock left held).
+template <class Wait>
+void expect_cancel_safe(Wait wait) {
+  SectionHolder reader;
+  CancelLoop<Wait> loop{wait};
+  pthread_t t;
+  ASSERT_EQ(pthread_create(&t, nullptr, &CancelLoop<Wait>::run, &loop), 0);
+  wait_until([&] { return loop.calls.load() >= 1 && gp_in_progress(); });
+  give_window();  // long enough for the waiter to reach its sleeps
+  ASSERT_EQ(pthread_cancel(t), 0);
+  give_window();
+  reader.release_and_join();
+  void* result = nullptr;
+  ASSERT_EQ(pthread_join(t, &result), 0);
+  EXPECT_EQ(result, PTHREAD_CANCELED);
+  bulkrcu_synchronize();  // gp_mutex is free
+  std::atomic<bool> done{false};
+  SectionHolder again;
+  std::thread waiter([&] {
+    bulkrcu_synchronize();
+    done = true;
+  });
+  wait_until([] { return gp_in_progress(); });
+  EXPECT_FALSE(done.load());
+  again.release_and_join();
+  waiter.join();
+}
+
+TEST(GpCancel, SynchronizeIsNotACancellationPoint) {
+  expect_cancel_safe([] { bulkrcu_synchronize(); });
+}
+
+TEST(GpCancel, SynchronizeExpeditedIsNotACancellationPoint) {
+  expect_cancel_safe([] { bulkrcu_synchronize_expedited(); });
+}
+
+TEST(GpCancel, CondSynchronizeIsNotACancellationPoint) {
+  expect_cancel_safe([] { bulkrcu_cond_synchronize(bulkrcu_get_state()); });
+}
+
+// (PTHREAD_CANCEL_ASYNCHRONOUS is not tested: POSIX allows only async-cancel-safe functions,
+// which bulkrcu's waits are not, with it enabled.)
+
+// ---- the no-reader shortcut -----------------------------------------------------------------
+// Run in a fresh process (the test program re-executes itself with a filter), where no thread
+// has ever read: synchronize returns without a grace period, and stops doing so as soon as a
+// thread holds a section.
+
+TEST(GpNoReader, ShortcutInFreshProcess) {
+  if (!env_set("BULKRCU_TEST_FRESH")) GTEST_SKIP() << "runs in a child (GpNoReader.Spawn)";
+  ASSERT_TRUE(bulkrcu::detail::gp::no_reader_slot_owned());
+  // No membarrier and no wait: the shortcut's grace periods are counted, but never expedited
+  // and never wait (no stall; a cookie taken before is satisfied after).
+  const bulkrcu_stats st0 = stats();
+  const unsigned long cookie = bulkrcu_get_state();
+  for (int i = 0; i < 100; ++i) bulkrcu_synchronize();
+  bulkrcu_synchronize_expedited();
+  EXPECT_TRUE(bulkrcu_poll_state(cookie));
+  EXPECT_EQ(stats().expedited_grace_periods, st0.expedited_grace_periods)
+      << "synchronize ran the full engine with no reader at all";
+  const uint64_t gp0 = stats().grace_periods;
+  // A thread that read and exited leaves no owned slot behind.
+  std::thread([] {
+    bulkrcu_read_lock();
+    bulkrcu_read_unlock();
+  }).join();
+  EXPECT_TRUE(bulkrcu::detail::gp::no_reader_slot_owned());
+  const uint64_t exp0 = stats().expedited_grace_periods;
+  bulkrcu_synchronize_expedited();
+  EXPECT_EQ(stats().expedited_grace_periods, exp0);
+  // With a reader inside a section, synchronize must wait for it.
+  expect_waits_for_reader([] { bulkrcu_synchronize(); });
+  EXPECT_GT(stats().grace_periods, gp0);
+}
+
+TEST(GpNoReader, Spawn) {
+  if (env_set("BULKRCU_TEST_FRESH")) GTEST_SKIP();
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("BULKRCU_TEST_FRESH", "1", 1);
+    execl("/proc/self/exe", "gp_test", "--gtest_filter=GpNoReader.ShortcutInFreshProcess", (char*)nullptr);
+    _exit(127);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+}  // namespace

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "bulkrcu/page_pool.h"
+#include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
 #include "percpu/percpu.h"
 #include "test_support.h"
@@ -172,6 +173,85 @@ TEST(PoolZone, WhollyFreeChunksGoBackAboveFloorAndSpare) {
   none.free(p, 0);
   EXPECT_EQ(none.nr_chunks(), 0u) << "floor 0, spare 0: the chunk goes back as soon as it is free";
   EXPECT_EQ(pool::chunk_of(p), nullptr) << "unmapped chunks leave the registry";
+}
+
+TEST(PoolZone, OrderZeroComesFromTheFullestChunk) {
+  pool::Zone z{0, 4};
+  const std::size_t ppc = pages_per_chunk();
+  std::vector<void*> pages;
+  for (std::size_t i = 0; i < 2 * ppc; ++i) {
+    void* p = z.alloc(0);
+    ASSERT_NE(p, nullptr);
+    pages.push_back(p);
+  }
+  ASSERT_EQ(z.nr_chunks(), 2u);
+  pool::Chunk* x = pool::chunk_of(pages.front());
+  std::vector<void*> in_x, in_y;
+  for (void* p : pages) (pool::chunk_of(p) == x ? in_x : in_y).push_back(p);
+  ASSERT_EQ(in_x.size(), ppc);
+  ASSERT_EQ(in_y.size(), ppc);
+  // Y ends up the fuller chunk (10 free pages against 100) and its pages are freed first, so a
+  // LIFO free list would hand out X's pages first.
+  std::set<void*> freed_y;
+  for (int i = 0; i < 10; ++i) {
+    z.free(in_y[i * 7], 0);
+    freed_y.insert(in_y[i * 7]);
+  }
+  for (int i = 0; i < 100; ++i) z.free(in_x[i * 3], 0);
+  EXPECT_EQ(z.check(), nullptr);
+  std::vector<void*> again;
+  for (int i = 0; i < 10; ++i) {
+    void* p = z.alloc(0);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(pool::chunk_of(p), pool::chunk_of(in_y[0])) << "page " << i << " not from the fullest chunk";
+    EXPECT_EQ(freed_y.count(p), 1u);
+    again.push_back(p);
+  }
+  void* from_x = z.alloc(0);
+  EXPECT_EQ(pool::chunk_of(from_x), x) << "the fuller chunk is full now";
+  again.push_back(from_x);
+  EXPECT_EQ(z.check(), nullptr);
+  std::set<void*> held(pages.begin(), pages.end());
+  for (int i = 0; i < 100; ++i) held.erase(in_x[i * 3]);
+  for (void* p : freed_y) held.erase(p);
+  for (void* p : again) held.insert(p);
+  for (void* p : held) z.free(p, 0);
+  EXPECT_EQ(z.check(), nullptr);
+  z.destroy();
+}
+
+// A chunk with one page still in use: shrink cannot unmap it, but gives its free runs back.
+TEST(PoolZone, ShrinkGivesFreeRunsOfAPartlyUsedChunkBack) {
+  pool::Zone z{1, 0};
+  z.set_debug(true);
+  const std::size_t ps = bulkrcu_page_size();
+  const std::size_t ppc = pages_per_chunk();
+  for (int round = 0; round < 3; ++round) {
+    std::vector<void*> pages;
+    for (std::size_t i = 0; i < ppc; ++i) {
+      void* p = z.alloc(0);
+      ASSERT_NE(p, nullptr);
+      memset(p, 0x5a, ps);
+      pages.push_back(p);
+    }
+    ASSERT_EQ(z.nr_chunks(), 1u);
+    EXPECT_EQ(z.resident_bytes(), pool::kChunkBytes);
+    for (std::size_t i = 0; i + 1 < ppc; ++i) z.free(pages[i], 0);  // all but the last page
+    EXPECT_EQ(z.resident_bytes(), pool::kChunkBytes) << "free pages stay resident until a shrink";
+    EXPECT_EQ(z.shrink(), 0u);
+    EXPECT_EQ(z.nr_chunks(), 1u) << "one page is still in use";
+    // The free runs are blocks of orders 0..8; those of order >= 4 keep only their header page.
+    EXPECT_LE(z.resident_bytes(), pool::kChunkBytes / 8) << "round " << round;
+    EXPECT_EQ(z.check(), nullptr);
+    // The pages come back zeroed past their header, and the zone hands them out as usual.
+    void* q = z.alloc(4);
+    ASSERT_NE(q, nullptr);
+    EXPECT_EQ(static_cast<unsigned char*>(q)[ps + 100], 0u);
+    z.free(q, 4);
+    z.free(pages.back(), 0);
+    EXPECT_EQ(z.check(), nullptr);
+  }
+  z.destroy();
 }
 
 TEST(PoolZone, DebugPoisonsFreshChunks) {
@@ -379,7 +459,8 @@ TEST(PoolApi, FaultInjectionAndHigherOrders) {
   pool::free_pages(big, 3);
   EXPECT_EQ(pool::alloc_pages(pool::max_order() + 1), nullptr);
   EXPECT_EQ(pool::check_zone(), nullptr);
-  EXPECT_TRUE(pool::debug()) << "test builds always run the debug checks";
+  // Test builds run the debug checks unless BULKRCU_POOL_DEBUG turns them off explicitly.
+  EXPECT_EQ(pool::debug(), bulkrcu::detail::config().pool_debug);
   EXPECT_EQ(bulkrcu_page_size(), static_cast<size_t>(sysconf(_SC_PAGESIZE)));
   bulkrcu_free_page(nullptr);  // no-op
 }
@@ -592,6 +673,142 @@ TEST(PoolMigrate, ManyThreadsMigratingWhileTheWorkerRefillsAndDrains) {
   expect_every_page_free();
 }
 
+// ---- memory back to the OS (issue 10 items 10 and 11) -------------------------------------------
+
+// A retire load (kvfree's block caches and reserve fill up) plus pages held and freed in a
+// scattered order; then drain + shrink + pressure must give back at least half of the pool's
+// peak, mapped and resident, every time.
+TEST(PoolRelease, DrainShrinkPressureGiveBackHalfThePeakEveryTime) {
+  const std::size_t ps = bulkrcu_page_size();
+  const std::size_t n = (6u << 20) / ps;  // 6 MiB of pages at the peak: 3 to 4 chunks
+  std::mt19937 rng(7);
+  for (int run = 0; run < 20; ++run) {
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> retirers;
+    for (int t = 0; t < 2; ++t)
+      retirers.emplace_back([&] {
+        while (!stop.load(std::memory_order_relaxed))
+          for (int i = 0; i < 256; ++i) bulkrcu_kvfree(malloc(48));
+      });
+    std::vector<void*> pages;
+    pages.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      void* p = (i & 1) ? bulkrcu_alloc_page_lockless() : nullptr;
+      if (!p) p = bulkrcu_alloc_page();
+      ASSERT_NE(p, nullptr);
+      memset(p, 0x5a, ps);
+      pages.push_back(p);
+    }
+    const std::uint64_t peak_mapped = pool::mapped_bytes();
+    const std::uint64_t peak_resident = pool::resident_bytes();
+    std::shuffle(pages.begin(), pages.end(), rng);
+    for (void* p : pages) bulkrcu_free_page(p);
+    stop.store(true);
+    for (auto& t : retirers) t.join();
+    bulkrcu_kvfree_barrier();
+    bulkrcu_page_pool_drain();
+    bulkrcu_page_pool_shrink();
+    bulkrcu_memory_pressure();
+    const std::uint64_t mapped = pool::mapped_bytes();
+    const std::uint64_t resident = pool::resident_bytes();
+    EXPECT_LE(2 * mapped, peak_mapped) << "run " << run << ": mapped " << (mapped >> 10)
+                                       << " KiB of a peak of " << (peak_mapped >> 10) << " KiB";
+    EXPECT_LE(2 * resident, peak_resident) << "run " << run << ": resident " << (resident >> 10)
+                                           << " KiB of a peak of " << (peak_resident >> 10) << " KiB";
+    EXPECT_EQ(pool::check_zone(), nullptr);
+  }
+}
+
+// One page held in every chunk: nothing can be unmapped, but the free runs go back.
+TEST(PoolRelease, PartlyUsedChunksGiveTheirFreeRunsBack) {
+  const std::size_t ps = bulkrcu_page_size();
+  const std::size_t n = (8u << 20) / ps;
+  std::vector<void*> pages;
+  for (std::size_t i = 0; i < n; ++i) {
+    void* p = bulkrcu_alloc_page();
+    ASSERT_NE(p, nullptr);
+    memset(p, 0x5a, ps);
+    pages.push_back(p);
+  }
+  const std::uint64_t peak_resident = pool::resident_bytes();
+  std::set<pool::Chunk*> seen;
+  std::vector<void*> held;
+  for (void* p : pages) {
+    if (seen.insert(pool::chunk_of(p)).second)
+      held.push_back(p);
+    else
+      bulkrcu_free_page(p);
+  }
+  bulkrcu_page_pool_drain();
+  bulkrcu_page_pool_shrink();
+  const std::uint64_t resident = pool::resident_bytes();
+  EXPECT_LE(2 * resident, peak_resident)
+      << "resident " << (resident >> 10) << " KiB of a peak of " << (peak_resident >> 10) << " KiB with "
+      << held.size() << " chunks partly used";
+  for (void* p : held) bulkrcu_free_page(p);
+  bulkrcu_page_pool_drain();
+  bulkrcu_page_pool_shrink();
+  EXPECT_EQ(pool::check_zone(), nullptr);
+}
+
+// A refill asked for before a drain must not map a fresh chunk once the drain has run.
+TEST(PoolRelease, APendingRefillTakesNoFreshChunkAfterADrain) {
+  Unpin unpin;
+  pin_to(unpin.cpus.front());
+  pool::back_off_refill(0);
+  bulkrcu_kvfree_barrier();  // a full pass fills kvfree's reserve now, not during the test
+  bulkrcu_page_pool_drain();
+  // Take every free page of the zone, so that a refill could only be served by a new chunk.
+  std::vector<void*> held;
+  while (stats().pool_pages_zone > 0 || held.empty()) {
+    void* p = pool::alloc_pages(0);
+    ASSERT_NE(p, nullptr);
+    held.push_back(p);
+  }
+  bulkrcu_page_pool_drain();
+  ASSERT_EQ(stats().pool_pages_zone, 0u);
+  const std::uint64_t mapped0 = stats().pool_chunks_mapped;
+  // A miss asks for a refill with a nudge only: the runtime thread polls for it within 100 ms
+  // to 1 s, so the request is still pending when the drain runs a few microseconds later.
+  EXPECT_EQ(bulkrcu_alloc_page_lockless(), nullptr);
+  bulkrcu_page_pool_drain();  // drops the request
+  pool::refill_step();        // the worker's step, made here so that it has surely run
+  wait_until([] { return !pool::refill_wanted(); });
+  EXPECT_EQ(stats().pool_chunks_mapped, mapped0) << "a refill mapped a chunk right after a drain";
+  for (void* p : held) pool::free_pages(p, 0);
+  bulkrcu_page_pool_shrink();
+}
+
+// kvfree's emergency reserve is refilled after use whatever the cache back-off and the budget
+// say (kvfree_test --gtest_repeat=3 used to abort on its second repeat).
+TEST(PoolRelease, TheReserveIsRefilledAfterEveryUse) {
+  struct Obj {
+    long v;
+  };
+  static std::atomic<int> deleted{0};
+  auto del = [](void* p) {
+    delete static_cast<Obj*>(p);
+    deleted.fetch_add(1);
+  };
+  for (int round = 0; round < 4; ++round) {
+    // A full monitor pass refills the reserve (the first one of the process fills it too);
+    // round 1 onwards checks it was refilled after the previous round used it.
+    bulkrcu_kvfree_barrier();
+    const bulkrcu_stats before = stats();
+    deleted.store(0);
+    pool::set_fail_injection(2);
+    bulkrcu_memory_pressure();
+    bulkrcu_read_lock();
+    for (int i = 0; i < 6; ++i) bulkrcu_defer(del, new Obj{i});  // more than a block: needs the reserve
+    bulkrcu_read_unlock();
+    pool::set_fail_injection(0);
+    bulkrcu_kvfree_barrier();
+    const bulkrcu_stats after = stats();
+    EXPECT_GT(after.kv_fallback_reserve, before.kv_fallback_reserve) << "round " << round;
+    EXPECT_EQ(deleted.load(), 6) << "round " << round;
+  }
+}
+
 // ---- the same tests without rseq, in every run ------------------------------------------------------
 
 TEST(PoolFallback, ChildProcessWithoutRseq) {
@@ -608,6 +825,56 @@ TEST(PoolFallback, ChildProcessWithoutRseq) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "pool tests failed with BULKRCU_NO_RSEQ=1 (output above)";
+}
+
+// The release fast path (no debug checks: the fast pop and the bounded push in pool_rseq.h)
+// runs only with BULKRCU_POOL_DEBUG off, which test builds turn on by default: the same tests
+// again in a child with it off.
+TEST(PoolFastPath, ChildProcessWithoutDebugChecks) {
+  if (!pool::debug()) GTEST_SKIP() << "this process already runs without the debug checks";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("BULKRCU_POOL_DEBUG", "0", 1);
+    execl("/proc/self/exe", "pool_test",
+          "--gtest_filter=PoolPcp.*:PoolSignal.*:PoolMigrate.*:PoolApi.*:PoolShrink.*:PoolFastPath.Open*:"
+          "PoolRelease.*",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "pool tests failed with BULKRCU_POOL_DEBUG=0 (output above)";
+}
+
+TEST(PoolFastPath, OpenExactlyWhenNothingIsChecked) {
+  const bool open = !pool::debug() && mode() == PercpuMode::kRseq;
+  EXPECT_EQ(pool::fast_path_open(), open);
+  pool::set_fail_injection(1);
+  EXPECT_FALSE(pool::fast_path_open());
+  EXPECT_EQ(bulkrcu_alloc_page_lockless(), nullptr);
+  pool::set_fail_injection(0);
+  EXPECT_EQ(pool::fast_path_open(), open);
+  // Pages go round the fast path and come back intact: pop, write, push, pop again.
+  std::vector<void*> pages;
+  for (int i = 0; i < 40; ++i) {
+    void* p = bulkrcu_alloc_page();
+    ASSERT_NE(p, nullptr);
+    memset(p, i, bulkrcu_page_size());
+    pages.push_back(p);
+  }
+  for (void* p : pages) bulkrcu_free_page(p);
+  for (int round = 0; round < 1000; ++round) {
+    void* p = bulkrcu_alloc_page_lockless();
+    if (!p) p = bulkrcu_alloc_page();
+    ASSERT_NE(p, nullptr);
+    ASSERT_EQ(reinterpret_cast<std::uintptr_t>(p) % bulkrcu_page_size(), 0u);
+    static_cast<char*>(p)[bulkrcu_page_size() - 1] = 1;
+    bulkrcu_free_page(p);
+  }
+  bulkrcu_page_pool_drain();
+  EXPECT_EQ(pool::check_zone(), nullptr);
 }
 
 // ---- debug-mode aborts ------------------------------------------------------------------------------

@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -116,33 +118,43 @@ void kfree_scale(const Params& prm, ResultWriter& out) {
   const int nthreads = static_cast<int>(prm.num("threads"));
   const long loops = prm.num("loops");
   const long per_loop = prm.num("per_loop");
+  const std::uint64_t max_ns = static_cast<std::uint64_t>(prm.real("max_s") * 1e9);
   I::thread_online();
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
+  std::atomic<std::uint64_t> done_objs{0};
+  std::uint64_t t0 = 0;
   std::vector<std::thread> threads;
   for (int t = 0; t < nthreads; ++t) {
     threads.emplace_back([&] {
       I::thread_online();
       ready.fetch_add(1);
       while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
-      for (long l = 0; l < loops; ++l) {
+      long l = 0;
+      for (; l < loops; ++l) {
         for (long j = 0; j < per_loop; ++j) {
           Small* p = I::template make<Small>();
           p->payload = static_cast<std::uint64_t>(j);
           I::template retire<Small>(p);
         }
+        if (now_ns() - t0 >= max_ns) {  // the time bound: stop early, count what ran
+          ++l;
+          break;
+        }
       }
+      done_objs.fetch_add(static_cast<std::uint64_t>(l * per_loop));
       I::thread_offline();
     });
   }
   while (ready.load() < nthreads) std::this_thread::yield();
-  const std::uint64_t gp0 = grace_periods<I>(), cpu0 = process_cpu_ns(), t0 = now_ns();
+  const std::uint64_t gp0 = grace_periods<I>(), cpu0 = process_cpu_ns();
+  t0 = now_ns();
   go.store(true, std::memory_order_release);
   for (auto& th : threads) th.join();
   const std::uint64_t t_retired = now_ns();
   I::barrier();  // everything freed: the work counted is the whole job
   const std::uint64_t t1 = now_ns(), cpu1 = process_cpu_ns(), gp1 = grace_periods<I>();
-  const double objs = static_cast<double>(nthreads) * static_cast<double>(loops * per_loop);
+  const double objs = static_cast<double>(done_objs.load());
   common_metrics<I>(out);
   out.metric("objects", objs);
   out.metric("wall_s", (t1 - t0) * 1e-9);
@@ -187,10 +199,19 @@ void flood(const Params& prm, ResultWriter& out) {
   std::atomic<bool> done{false};
   std::uint64_t max_chunk_ns = 0, writer_cpu_ns = 0;
   constexpr int kChunk = 256;
+  // The writer samples pending and RSS itself, every sample_ns, into storage reserved up
+  // front: a sampler thread would be a third thread on 2 CPUs and miss whole phases.
+  struct Sample {
+    double t_s, retired, pending, rss_mb, gps;
+  };
+  std::vector<Sample> samples_v;
+  samples_v.reserve(static_cast<std::size_t>(dur_ns / std::max<std::uint64_t>(sample_ns, 1)) + 64);
+  std::uint64_t peak_pending = 0, sum_pending = 0, samples = 0, peak_rss = rss0;
+  bool have_pending = true;
   const std::uint64_t t0 = now_ns();
   std::thread writer([&] {
     I::thread_online();
-    std::uint64_t n = 0, prev = now_ns();
+    std::uint64_t n = 0, prev = now_ns(), next_sample = t0;
     for (;;) {
       for (int k = 0; k < kChunk; ++k) {
         Small* p = I::template make<Small>();
@@ -201,6 +222,21 @@ void flood(const Params& prm, ResultWriter& out) {
       retired.store(n, std::memory_order_relaxed);
       std::uint64_t now = now_ns();
       max_chunk_ns = std::max(max_chunk_ns, now - prev);
+      if (now >= next_sample) {
+        std::uint64_t pend = 0;
+        have_pending = pending<I>(n, &pend) && have_pending;
+        std::uint64_t rss = rss_bytes();
+        peak_rss = std::max(peak_rss, rss);
+        peak_pending = std::max(peak_pending, pend);
+        sum_pending += pend;
+        ++samples;
+        if (samples_v.size() < samples_v.capacity())
+          samples_v.push_back(Sample{(now - t0) * 1e-9, static_cast<double>(n),
+                                     have_pending ? static_cast<double>(pend) : -1.0, rss / 1048576.0,
+                                     static_cast<double>(grace_periods<I>() - gp0)});
+        next_sample = now + sample_ns;
+        now = now_ns();  // the sample's own cost is not the retires'
+      }
       if (now - t0 >= dur_ns) break;
       if (rate > 0) {
         // Ahead of schedule: sleep until it catches up (never spin: spinning would be counted
@@ -216,28 +252,15 @@ void flood(const Params& prm, ResultWriter& out) {
     done.store(true, std::memory_order_release);
   });
 
-  out.row("series", std::vector<std::string>{"t_s", "retired", "pending", "rss_mb", "grace_periods"});
-  std::uint64_t peak_pending = 0, sum_pending = 0, samples = 0, peak_rss = rss0;
-  bool have_pending = true;
-  auto sample = [&] {
-    std::uint64_t r = retired.load(std::memory_order_relaxed), pend = 0;
-    have_pending = pending<I>(r, &pend) && have_pending;
-    std::uint64_t rss = rss_bytes();
-    peak_rss = std::max(peak_rss, rss);
-    peak_pending = std::max(peak_pending, pend);
-    sum_pending += pend;
-    ++samples;
-    out.row("series", std::vector<double>{(now_ns() - t0) * 1e-9, static_cast<double>(r),
-                                          have_pending ? static_cast<double>(pend) : -1.0, rss / 1048576.0,
-                                          static_cast<double>(grace_periods<I>() - gp0)});
-  };
-  while (!done.load(std::memory_order_acquire)) {
-    sleep_for_ns(sample_ns);
-    sample();
-  }
+  // The main thread only waits: the writer samples itself.
+  while (!done.load(std::memory_order_acquire)) sleep_for_ns(20'000'000);
   writer.join();
   const std::uint64_t t_end = now_ns();
   reader.finish();
+  out.row("series", std::vector<std::string>{"t_s", "retired", "pending", "rss_mb", "grace_periods"});
+  for (const Sample& x : samples_v)
+    out.row("series", std::vector<double>{x.t_s, x.retired, x.pending, x.rss_mb, x.gps});
+  out.metric("phase_s", dur_ns * 1e-9);
   I::barrier();
   const std::uint64_t cpu1 = process_cpu_ns(), gp1 = grace_periods<I>();
   const double objs = static_cast<double>(retired.load());
@@ -248,7 +271,8 @@ void flood(const Params& prm, ResultWriter& out) {
   const double cpu = static_cast<double>(cpu1 - cpu0) - static_cast<double>(reader.cpu_ns);
   out.metric("cpu_ns_per_obj", std::max(cpu, 0.0) / objs);
   out.metric("writer_cpu_ns_per_obj", static_cast<double>(writer_cpu_ns) / objs);
-  out.metric("max_chunk_us", max_chunk_ns / 1e3);
+  out.metric("max_chunk_ms", max_chunk_ns / 1e6);
+  out.metric("samples", static_cast<double>(samples));
   out.metric("reader_msections_s", static_cast<double>(reader.sections) / ((t_end - t0) * 1e-9) / 1e6);
   if (have_pending) {
     out.metric("peak_pending", static_cast<double>(peak_pending));
@@ -409,6 +433,7 @@ void retire_latency(const Params& prm, ResultWriter& out) {
   reader.start();
   Histogram h;
   Histogram overhead;
+  std::uint64_t retire_ticks = 0;
   std::thread writer([&] {
     I::thread_online();
     for (int i = 0; i < 10000; ++i) {
@@ -426,6 +451,7 @@ void retire_latency(const Params& prm, ResultWriter& out) {
         I::template retire<Small>(p);
         std::uint64_t b = ticks();
         h.add(b - a);
+        retire_ticks += b - a;
       }
       n += 256;
       if (now_ns() - t0 >= dur_ns) break;
@@ -442,7 +468,9 @@ void retire_latency(const Params& prm, ResultWriter& out) {
   out.metric("p99_ns", static_cast<double>(h.quantile(0.99)) * tick_ns);
   out.metric("p999_ns", static_cast<double>(h.quantile(0.999)) * tick_ns);
   out.metric("p9999_ns", static_cast<double>(h.quantile(0.9999)) * tick_ns);
-  out.metric("max_ns", static_cast<double>(h.max()) * tick_ns);
+  out.metric("max_us", static_cast<double>(h.max()) * tick_ns / 1e3);
+  out.metric("mean_ns",
+             h.count() ? static_cast<double>(retire_ticks) * tick_ns / static_cast<double>(h.count()) : 0);
   out.histogram("retire", h, tick_ns);
   I::thread_offline();
 }
@@ -471,7 +499,127 @@ void sync_latency(const Params& prm, ResultWriter& out) {
   out.metric("p50_ns", static_cast<double>(h.quantile(0.5)));
   out.metric("p99_ns", static_cast<double>(h.quantile(0.99)));
   out.metric("p999_ns", static_cast<double>(h.quantile(0.999)));
-  out.metric("max_ns", static_cast<double>(h.max()));
+  out.metric("max_us", static_cast<double>(h.max()) / 1e3);
+  out.histogram("sync", h, 1.0);
+  I::thread_offline();
+}
+
+// ---------------------------------------------------------------- scale
+// Threads with small stacks (scale starts up to 8,192 of them), running a std::function.
+class SmallThread {
+ public:
+  explicit SmallThread(std::function<void()> fn) : fn_(std::move(fn)) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int rc = pthread_create(&th_, &attr, &SmallThread::run, this);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+      fprintf(stderr, "bulkrcu-bench: scale: pthread_create: %s\n", strerror(rc));
+      std::exit(1);
+    }
+  }
+  void join() { pthread_join(th_, nullptr); }
+
+ private:
+  static void* run(void* self) {
+    static_cast<SmallThread*>(self)->fn_();
+    return nullptr;
+  }
+  std::function<void()> fn_;
+  pthread_t th_;
+};
+
+// T threads retire `objects` 24-byte objects in all, each freed at once by the thread that
+// allocated it; then the barrier. Threads wait on a futex (not a yield loop) for the start,
+// so that the process CPU counted is the retires', and stop early at the time bound.
+template <Impl I>
+void scale_retire(const Params& prm, ResultWriter& out) {
+  const int nthreads = static_cast<int>(prm.num("threads"));
+  const std::uint64_t per_thread =
+      static_cast<std::uint64_t>(prm.num("objects")) / static_cast<std::uint64_t>(nthreads);
+  const std::uint64_t max_ns = static_cast<std::uint64_t>(prm.real("max_s") * 1e9);
+  I::thread_online();
+  std::atomic<int> ready{0};
+  std::atomic<int> go{0};
+  std::atomic<std::uint64_t> done_objs{0};
+  std::atomic<std::uint64_t> t0{0};
+  std::vector<std::unique_ptr<SmallThread>> threads;
+  for (int t = 0; t < nthreads; ++t) {
+    threads.push_back(std::make_unique<SmallThread>([&] {
+      I::thread_online();
+      ready.fetch_add(1);
+      go.wait(0, std::memory_order_acquire);
+      const std::uint64_t start = t0.load(std::memory_order_relaxed);
+      std::uint64_t j = 0;
+      while (j < per_thread) {
+        const std::uint64_t end = std::min(per_thread, j + 1024);
+        for (; j < end; ++j) {
+          Small* p = I::template make<Small>();
+          p->payload = j;
+          I::template retire<Small>(p);
+        }
+        if (now_ns() - start >= max_ns) break;
+      }
+      done_objs.fetch_add(j);
+      I::thread_offline();
+    }));
+  }
+  while (ready.load() < nthreads) sleep_for_ns(1'000'000);
+  const std::uint64_t gp0 = grace_periods<I>(), cpu0 = process_cpu_ns();
+  t0.store(now_ns(), std::memory_order_relaxed);
+  go.store(1, std::memory_order_release);
+  go.notify_all();
+  for (auto& th : threads) th->join();
+  I::barrier();
+  const std::uint64_t t1 = now_ns(), cpu1 = process_cpu_ns(), gp1 = grace_periods<I>();
+  const double objs = static_cast<double>(done_objs.load());
+  common_metrics<I>(out);
+  out.metric("objects", objs);
+  out.metric("wall_s", (t1 - t0.load()) * 1e-9);
+  out.metric("cpu_ns_per_obj", static_cast<double>(cpu1 - cpu0) / objs);
+  if constexpr (I::kBulkrcu) out.metric("grace_periods", static_cast<double>(gp1 - gp0));
+  out.metric("peak_rss_mb", peak_rss_bytes() / 1048576.0);
+  out.metric("rss_after_mb", rss_bytes() / 1048576.0);
+  I::thread_offline();
+}
+
+// synchronize with `idle` threads that each entered and left one read-side section, stay
+// registered, and block in a futex wait while the calls are timed.
+template <Impl I>
+void scale_sync(const Params& prm, ResultWriter& out) {
+  const std::uint64_t dur_ns = static_cast<std::uint64_t>(prm.real("dur") * 1e9);
+  const int idle = static_cast<int>(prm.num("idle"));
+  I::thread_online();
+  std::atomic<int> ready{0};
+  std::atomic<int> release{0};
+  std::vector<std::unique_ptr<SmallThread>> threads;
+  for (int t = 0; t < idle; ++t) {
+    threads.push_back(std::make_unique<SmallThread>([&] {
+      I::thread_online();
+      I::read_lock();
+      I::read_unlock();
+      ready.fetch_add(1);
+      release.wait(0, std::memory_order_acquire);
+      I::thread_offline();
+    }));
+  }
+  while (ready.load() < idle) sleep_for_ns(1'000'000);
+  Histogram h;
+  const std::uint64_t t0 = now_ns();
+  while (now_ns() - t0 < dur_ns) {
+    std::uint64_t a = now_ns();
+    I::synchronize();
+    h.add(now_ns() - a);
+  }
+  release.store(1, std::memory_order_release);
+  release.notify_all();
+  for (auto& th : threads) th->join();
+  common_metrics<I>(out);
+  out.metric("samples", static_cast<double>(h.count()));
+  out.metric("p50_ns", static_cast<double>(h.quantile(0.5)));
+  out.metric("p99_ns", static_cast<double>(h.quantile(0.99)));
+  out.metric("max_us", static_cast<double>(h.max()) / 1e3);
   out.histogram("sync", h, 1.0);
   I::thread_offline();
 }
@@ -490,7 +638,10 @@ ImplEntry entry() {
                    &flood<I>,
                    &read_mostly<I>,
                    &retire_latency<I>,
-                   I::kHasSync ? &sync_latency<I> : nullptr};
+                   I::kHasSync ? &sync_latency<I> : nullptr,
+                   &scale_retire<I>,
+                   I::kHasSync ? &scale_sync<I> : nullptr,
+                   I::kSyncLabel};
 }
 
 // The implementations, in table order. Add one: a struct in impls.h and a line here.
@@ -503,6 +654,8 @@ const std::vector<ImplEntry>& impl_table() {
       entry<KfreeHeadImpl>(),
       entry<DeferImpl>(),
 #endif
+      entry<CacheImpl>(),
+      entry<CacheTypesafeImpl>(),
       entry<BulkrcuCallImpl>(),
       entry<RcuRetireImpl>(),
       entry<ObjRetireImpl>(),

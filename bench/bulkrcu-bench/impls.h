@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "bulkrcu/cache.h"
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/rcu.hpp"
 #include "bulkrcu/stats.h"
@@ -42,7 +43,7 @@ namespace bench {
 struct alignas(64) FreedSlot {
   std::atomic<std::uint64_t> n{0};
 };
-inline constexpr int kMaxThreads = 256;
+inline constexpr int kMaxThreads = 4096;  // scale runs 1024 retiring threads
 inline FreedSlot g_freed[kMaxThreads];
 inline std::atomic<int> g_freed_next{0};
 inline thread_local FreedSlot* t_freed = nullptr;
@@ -71,10 +72,11 @@ template <class I>
 concept Impl = requires(Small* p) {
   { I::kName } -> std::convertible_to<const char*>;
   { I::kWhat } -> std::convertible_to<const char*>;
-  { I::kDefers } -> std::convertible_to<bool>;       // false: retire frees at once (the floor)
-  { I::kBulkrcu } -> std::convertible_to<bool>;      // grace periods counted by bulkrcu_get_stats
-  { I::kCountsFreed } -> std::convertible_to<bool>;  // pending = retired - total_freed()
-  { I::kHasSync } -> std::convertible_to<bool>;      // synchronize() rows in `latency`
+  { I::kDefers } -> std::convertible_to<bool>;            // false: retire frees at once (the floor)
+  { I::kBulkrcu } -> std::convertible_to<bool>;           // grace periods counted by bulkrcu_get_stats
+  { I::kCountsFreed } -> std::convertible_to<bool>;       // pending = retired - total_freed()
+  { I::kHasSync } -> std::convertible_to<bool>;           // synchronize() rows in `latency`
+  { I::kSyncLabel } -> std::convertible_to<const char*>;  // what synchronize() calls
   { I::template size<Small>() } -> std::convertible_to<std::size_t>;
   { I::template make<Small>() } -> std::same_as<Small*>;
   I::template retire<Small>(p);
@@ -91,6 +93,7 @@ struct FreeImpl {
   static constexpr const char* kName = "free";
   static constexpr const char* kWhat = "malloc + free() at once, no grace period (the floor)";
   static constexpr bool kDefers = false, kBulkrcu = false, kCountsFreed = false, kHasSync = false;
+  static constexpr const char* kSyncLabel = "";
   template <class P>
   struct Box {
     P p;
@@ -145,6 +148,7 @@ struct BulkrcuCallImpl : EmbeddedHeadObject<bulkrcu_head> {
   static constexpr const char* kName = "call";
   static constexpr const char* kWhat = "bulkrcu_call(&obj->head, cb), cb frees (embedded bulkrcu_head)";
   static constexpr bool kDefers = true, kBulkrcu = true, kCountsFreed = true, kHasSync = true;
+  static constexpr const char* kSyncLabel = "bulkrcu_synchronize";
   template <class P>
   static void retire(P* p) {
     bulkrcu_call(&reinterpret_cast<Box<P>*>(p)->head, &cb<P>);
@@ -171,6 +175,7 @@ struct RcuRetireImpl {
   static constexpr const char* kName = "rcu_retire";
   static constexpr const char* kWhat = "C++ bulkrcu::rcu_retire(p, deleter) (headless object, new/delete)";
   static constexpr bool kDefers = true, kBulkrcu = true, kCountsFreed = true, kHasSync = false;
+  static constexpr const char* kSyncLabel = "bulkrcu::rcu_synchronize";
   template <class P>
   struct Box {
     P p;
@@ -202,6 +207,7 @@ struct ObjRetireImpl {
   static constexpr const char* kName = "obj_retire";
   static constexpr const char* kWhat = "C++ rcu_obj_base<T, D>::retire() (in-object head, new/delete)";
   static constexpr bool kDefers = true, kBulkrcu = true, kCountsFreed = true, kHasSync = false;
+  static constexpr const char* kSyncLabel = "bulkrcu::rcu_synchronize";
   template <class P>
   struct Box : P, bulkrcu::rcu_obj_base<Box<P>, CountingDelete<Box<P>>> {};
   template <class P>
@@ -230,6 +236,7 @@ struct UrcuCallImpl : EmbeddedHeadObject<rcu_head> {
   static constexpr const char* kName = "urcu_call_rcu";
   static constexpr const char* kWhat = "liburcu memb call_rcu(&obj->head, cb), cb frees (embedded rcu_head)";
   static constexpr bool kDefers = true, kBulkrcu = false, kCountsFreed = true, kHasSync = true;
+  static constexpr const char* kSyncLabel = "liburcu synchronize_rcu";
   template <class P>
   static void retire(P* p) {
     urcu_memb_call_rcu(&reinterpret_cast<Box<P>*>(p)->head, &cb<P>);
@@ -269,6 +276,7 @@ struct UrcuDeferImpl : HeadlessObject {
   static constexpr const char* kName = "urcu_defer_rcu";
   static constexpr const char* kWhat = "liburcu memb defer_rcu(fn, p), fn frees (headless)";
   static constexpr bool kDefers = true, kBulkrcu = false, kCountsFreed = true, kHasSync = false;
+  static constexpr const char* kSyncLabel = "liburcu synchronize_rcu";
   template <class P>
   static void retire(P* p) {
     urcu_memb_defer_rcu(&fn, p);
@@ -300,6 +308,7 @@ inline std::uint64_t kvfree_pending_from_stats() {
 
 struct KvfreeBase {
   static constexpr bool kDefers = true, kBulkrcu = true, kHasSync = false;
+  static constexpr const char* kSyncLabel = "bulkrcu_synchronize";
   static void thread_online() {}
   static void thread_offline() {}
   static void barrier() { bulkrcu_kvfree_barrier(); }
@@ -355,5 +364,75 @@ struct DeferImpl : KvfreeBase, HeadlessObject {
   }
 };
 #endif  // BENCH_HAVE_KVFREE
+
+// ---- object caches (issue 13): objects from a bulkrcu_cache of the row's object size ----
+template <unsigned kFlags>
+struct CacheBase {
+  static constexpr bool kBulkrcu = true, kCountsFreed = false, kHasSync = false;
+  static constexpr const char* kSyncLabel = "bulkrcu_synchronize";
+  template <class P>
+  struct Box {
+    P p;
+    unsigned char room[16];
+  };
+  template <class P>
+  static std::size_t size() {
+    return sizeof(Box<P>);
+  }
+  // One cache per payload type (a workload uses one or two); barrier() covers them all.
+  static inline std::atomic<bulkrcu_cache*> all[4];
+  template <class P>
+  static bulkrcu_cache* cache() {
+    static bulkrcu_cache* c = [] {
+      bulkrcu_cache* made = bulkrcu_cache_create("bench", sizeof(Box<P>), 0, kFlags);
+      for (auto& slot : all) {
+        bulkrcu_cache* expected = nullptr;
+        if (slot.compare_exchange_strong(expected, made)) break;
+      }
+      return made;
+    }();
+    return c;
+  }
+  static void barrier_all() {
+    for (auto& slot : all)
+      if (bulkrcu_cache* c = slot.load()) bulkrcu_cache_barrier(c);
+  }
+  template <class P>
+  static P* make() {
+    return &static_cast<Box<P>*>(bulkrcu_cache_alloc(cache<P>()))->p;
+  }
+  static void thread_online() {}
+  static void thread_offline() {}
+  static void read_lock() { bulkrcu_read_lock(); }
+  static void read_unlock() { bulkrcu_read_unlock(); }
+  static void synchronize() { bulkrcu_synchronize(); }
+};
+
+// bulkrcu_cache_free_rcu: a retired array is reused whole after one grace period.
+struct CacheImpl : CacheBase<0> {
+  static constexpr const char* kName = "cache";
+  static constexpr const char* kWhat =
+      "bulkrcu_cache_alloc + bulkrcu_cache_free_rcu (per-CPU arrays, no free())";
+  static constexpr bool kDefers = true;
+  template <class P>
+  static void retire(P* p) {
+    bulkrcu_cache_free_rcu(cache<P>(), p);
+  }
+  static void barrier() { barrier_all(); }
+};
+
+// A typesafe-by-rcu cache: bulkrcu_cache_free reuses at once (readers revalidate); no grace
+// period per object, slabs go back to the pool after one.
+struct CacheTypesafeImpl : CacheBase<BULKRCU_CACHE_TYPESAFE_BY_RCU> {
+  static constexpr const char* kName = "cache_typesafe";
+  static constexpr const char* kWhat =
+      "typesafe-by-rcu cache: bulkrcu_cache_alloc + bulkrcu_cache_free at once";
+  static constexpr bool kDefers = false;
+  template <class P>
+  static void retire(P* p) {
+    bulkrcu_cache_free(cache<P>(), p);
+  }
+  static void barrier() {}
+};
 
 }  // namespace bench

@@ -24,6 +24,7 @@ struct Options {
   bool help = false;
   bool list = false;
   bool no_plots = false;
+  bool retry_noisy = false;  // rerun a run that other processes disturbed (up to 2 times)
   // Hidden: run one case in this process and write its result to result_fd.
   bool child = false;
   int result_fd = -1;
@@ -38,7 +39,9 @@ const std::vector<std::string>& alloc_names();
 // One line describing an implementation, for --help.
 std::string impl_description(const std::string& name);
 
-// Parses argv[1..argc-1] into *out. Returns "" on success, else a one-line message.
+// Parses argv[1..argc-1] into *out. Returns "" on success, else a one-line message: an
+// unknown option, a bad value, a value that looks like an option (`--out --list`), or two
+// options that contradict each other (`--quick --tiny`).
 std::string parse_options(int argc, const char* const* argv, Options* out);
 
 // The --help text.

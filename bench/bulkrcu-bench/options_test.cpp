@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "report.h"
+
 namespace bench {
 namespace {
 
@@ -69,6 +71,36 @@ TEST(Options, Errors) {
   EXPECT_EQ(parse({"extra"}, &o), "unexpected argument 'extra' (see --help)");
 }
 
+TEST(Options, ValueThatLooksLikeAnOptionIsRefused) {
+  Options o;
+  EXPECT_EQ(parse({"--out", "--list"}, &o),
+            "--out needs a value, not the option '--list' (a value cannot start with '-')");
+  EXPECT_NE(parse({"--workload", "--impl", "free"}, &o).find("not the option '--impl'"), std::string::npos);
+  EXPECT_NE(parse({"--reps", "-3"}, &o).find("not the option '-3'"), std::string::npos);
+  EXPECT_NE(parse({"--alloc", "--quick"}, &o).find("not the option '--quick'"), std::string::npos);
+  EXPECT_NE(parse({"--out=--x"}, &o).find("not the option '--x'"), std::string::npos);
+  EXPECT_EQ(parse({"--out", "-"}, &o), "");  // a lone '-' is a name
+}
+
+TEST(Options, ContradictionsAreRefused) {
+  Options o;
+  EXPECT_EQ(parse({"--quick", "--tiny"}, &o), "--quick and --tiny contradict each other: pick one");
+  EXPECT_EQ(parse({"--tiny", "--quick"}, &o), "--quick and --tiny contradict each other: pick one");
+  EXPECT_EQ(parse({"--quick", "--quick"}, &o), "");
+  EXPECT_NE(parse({"--list", "--out", "d"}, &o).find("--list only lists"), std::string::npos);
+  EXPECT_NE(parse({"--workload", "flood", "--list"}, &o).find("--list only lists"), std::string::npos);
+  EXPECT_NE(parse({"--no-plots"}, &o).find("--no-plots needs --out"), std::string::npos);
+  EXPECT_EQ(parse({"--help", "--quick", "--tiny"}, &o), "--quick and --tiny contradict each other: pick one");
+  EXPECT_EQ(parse({"--help", "--list", "--out", "d"}, &o), "");  // --help wins: nothing runs
+}
+
+TEST(Options, RetryNoisy) {
+  Options o;
+  ASSERT_EQ(parse({"--retry-noisy"}, &o), "");
+  EXPECT_TRUE(o.retry_noisy);
+  EXPECT_EQ(parse({"--retry-noisy=2"}, &o), "--retry-noisy takes no value");
+}
+
 TEST(Options, ErrorLeavesOutputUntouched) {
   Options o;
   o.threads = 5;
@@ -91,6 +123,79 @@ TEST(Options, HelpListsEveryWorkloadAndImplementation) {
   std::string u = usage();
   for (const auto& w : workload_names()) EXPECT_NE(u.find("  " + w + " "), std::string::npos) << w;
   for (const auto& i : impl_names()) EXPECT_NE(u.find("  " + i), std::string::npos) << i;
+}
+
+// ---- the tables' statistics (report.h) ----
+CaseRuns runs_of(const Case& c, std::vector<double> v, const std::string& key = "x") {
+  CaseRuns r{&c, {}};
+  for (double x : v) {
+    CaseResult res;
+    res.ok = true;
+    res.metrics[key] = x;
+    res.other_cpu_pct = 1;
+    r.runs.push_back(res);
+  }
+  return r;
+}
+
+WorkloadDef table_def() {
+  WorkloadDef w;
+  w.name = w.file = "t";
+  w.title = "t";
+  w.primary = "x";
+  w.primary_header = "x ns";
+  w.columns = {{"n", "count", false, true}};
+  return w;
+}
+
+TEST(Report, OddRunsShowTheMedianThatRan) {
+  WorkloadDef w = table_def();
+  Case c{"t", "", "free", {}, 3, 1, ""};
+  std::vector<CaseRuns> rows = {runs_of(c, {30, 10, 20})};
+  std::string t = table_text(w, rows);
+  EXPECT_NE(t.find("free    20  [10-30] !"), std::string::npos) << t;  // 30 > 2 x 10
+  EXPECT_NE(t.find("medians"), std::string::npos);
+}
+
+TEST(Report, EvenRunsShowEveryValueNotAMidpoint) {
+  WorkloadDef w = table_def();
+  Case c{"t", "", "free", {}, 2, 1, ""};
+  std::vector<CaseRuns> rows = {runs_of(c, {4.92, 0.00016})};
+  std::string t = table_text(w, rows);
+  EXPECT_NE(t.find("4.92 / 0.00016"), std::string::npos) << t;
+  EXPECT_EQ(t.find("2.46"), std::string::npos) << t;  // the midpoint never ran
+  EXPECT_NE(t.find("every value is shown"), std::string::npos) << t;
+}
+
+TEST(Report, CountsStayWholeAndSpreadWithin2xIsUnmarked) {
+  WorkloadDef w = table_def();
+  Case c{"t", "", "free", {}, 3, 1, ""};
+  CaseRuns r = runs_of(c, {10, 11, 12});
+  for (std::size_t i = 0; i < r.runs.size(); ++i) r.runs[i].metrics["n"] = 557 + static_cast<double>(i);
+  std::vector<CaseRuns> rows = {r};
+  std::string t = table_text(w, rows);
+  EXPECT_NE(t.find(" 558 "), std::string::npos) << t;
+  EXPECT_EQ(t.find("557.5"), std::string::npos) << t;
+  EXPECT_EQ(t.find("] !"), std::string::npos) << t;
+}
+
+TEST(Report, RatioColumnsAreNamedAfterTheirRow) {
+  WorkloadDef w = table_def();
+  w.columns = {{"x", "x again", true}};
+  Case f{"t", "", "free", {}, 3, 1, ""}, u{"t", "", "urcu_call_rcu", {}, 3, 1, ""};
+  std::vector<CaseRuns> rows = {runs_of(f, {1, 1, 1}), runs_of(u, {4, 4, 4})};
+  std::string t = table_text(w, rows);
+  EXPECT_NE(t.find("/free  /urcu_call_rcu  x again (/urcu_call_rcu)"), std::string::npos) << t;
+  EXPECT_NE(t.find("0.25x"), std::string::npos) << t;
+}
+
+TEST(Report, NoisyRunsAreMarked) {
+  WorkloadDef w = table_def();
+  Case c{"t", "", "free", {}, 3, 1, ""};
+  CaseRuns r = runs_of(c, {1, 1, 1});
+  r.runs[1].other_cpu_pct = 55;
+  std::vector<CaseRuns> rows = {r};
+  EXPECT_NE(table_text(w, rows).find("55 !"), std::string::npos);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <thread>
@@ -76,14 +77,15 @@ void pool_child(const Params& prm, ResultWriter& out) {
   const Alloc a = find_alloc(prm.str("impl"));
   const int nthreads = static_cast<int>(prm.num("threads"));
   const long batch = prm.num("batch");
-  const long pairs = prm.num("pairs");
+  const std::uint64_t dur_ns = static_cast<std::uint64_t>(prm.real("dur") * 1e9);
   if (bulkrcu_page_size() != kPage) {
     fprintf(stderr, "bulkrcu-bench: pool: page size %zu, expected %zu\n", bulkrcu_page_size(), kPage);
     std::exit(1);
   }
   std::atomic<bool> go{false};
   std::atomic<int> ready{0};
-  std::atomic<std::uint64_t> misses{0}, failures{0};
+  std::atomic<std::uint64_t> misses{0}, failures{0}, total{0};
+  std::atomic<std::uint64_t> t0{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < nthreads; ++t) {
     threads.emplace_back([&] {
@@ -91,7 +93,13 @@ void pool_child(const Params& prm, ResultWriter& out) {
       std::uint64_t miss = 0, fail = 0;
       ready.fetch_add(1);
       while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
-      for (long done = 0; done < pairs; done += batch) {
+      // Bounded by time, not by a count: mmap costs 100x what the pool does. The clock is read
+      // every 256 pages (or every batch, if larger).
+      const std::uint64_t start = t0.load(std::memory_order_relaxed);
+      const long per_check = std::max(batch, 256L);
+      long done = 0;
+      for (;; done += batch) {
+        if (done % per_check == 0 && now_ns() - start >= dur_ns) break;
         for (long i = 0; i < batch; ++i) {
           void* p = a.alloc(&miss);
           if (!p) {
@@ -107,10 +115,12 @@ void pool_child(const Params& prm, ResultWriter& out) {
       }
       misses.fetch_add(miss);
       failures.fetch_add(fail);
+      total.fetch_add(static_cast<std::uint64_t>(done));
     });
   }
   while (ready.load() < nthreads) std::this_thread::yield();
-  const std::uint64_t cpu0 = process_cpu_ns(), t0 = now_ns();
+  const std::uint64_t cpu0 = process_cpu_ns();
+  t0.store(now_ns(), std::memory_order_relaxed);
   go.store(true, std::memory_order_release);
   for (auto& th : threads) th.join();
   const std::uint64_t t1 = now_ns(), cpu1 = process_cpu_ns();
@@ -119,11 +129,11 @@ void pool_child(const Params& prm, ResultWriter& out) {
             static_cast<unsigned long long>(failures.load()));
     std::exit(1);
   }
-  const double pages = static_cast<double>(nthreads) * static_cast<double>(pairs);
+  const double pages = static_cast<double>(total.load());
   out.info("allocator", malloc_provider());
   out.metric("pages", pages);
   out.metric("cpu_ns_per_page", static_cast<double>(cpu1 - cpu0) / pages);
-  out.metric("wall_ns_per_page", static_cast<double>(t1 - t0) / pages * nthreads);
+  out.metric("wall_ns_per_page", static_cast<double>(t1 - t0.load()) / pages * nthreads);
   out.metric("lockless_miss_pct", 100.0 * static_cast<double>(misses.load()) / pages);
   out.metric("peak_rss_mb", peak_rss_bytes() / 1048576.0);
 }

@@ -10,10 +10,10 @@
 #include <fstream>
 #include <set>
 
+#include "runner.h"
+
 namespace bench {
 namespace {
-
-const char* kUrcu = "urcu_call_rcu";
 
 std::vector<double> values(const CaseRuns& r, const std::string& key) {
   std::vector<double> v;
@@ -36,7 +36,7 @@ std::string ratio_text(double v, double ref) {
   if (!(ref > 0) || !std::isfinite(v)) return "-";
   char buf[32];
   double x = v / ref;
-  snprintf(buf, sizeof buf, x >= 100 ? "%.0fx" : x >= 10 ? "%.1fx" : "%.2fx", x);
+  snprintf(buf, sizeof buf, x >= 100 ? "%.0fx" : x >= 10 ? "%.1fx" : x >= 0.1 ? "%.2fx" : "%.2gx", x);
   return buf;
 }
 
@@ -67,27 +67,6 @@ std::string csv_escape(const std::string& s) {
   return o + "\"";
 }
 
-// The last successful run of a case (the one whose series and histograms are plotted).
-const CaseResult* last_ok(const CaseRuns& r) {
-  for (auto it = r.runs.rbegin(); it != r.runs.rend(); ++it)
-    if (it->ok) return &*it;
-  return nullptr;
-}
-
-// Distinct line colours (the default gnuplot cycle repeats after 8); dashed after these.
-const char* const kColors[] = {"#000000", "#e41a1c", "#377eb8", "#4daf4a", "#984ea3",
-                               "#ff7f00", "#a65628", "#f781bf", "#17becf", "#999999"};
-std::string line_style(std::size_t i) {
-  const std::size_t n = sizeof kColors / sizeof kColors[0];
-  return std::string("lc rgb '") + kColors[i % n] + "' dt " + std::to_string(1 + i / n);
-}
-
-std::string gp_quote(const std::string& s) {
-  std::string o = "'";
-  for (char c : s) o += c == '\'' ? std::string("''") : std::string(1, c);
-  return o + "'";
-}
-
 }  // namespace
 
 std::string fmt(double v) {
@@ -116,80 +95,178 @@ bool stat_of(const CaseRuns& r, const std::string& key, Stat* s) {
   std::sort(v.begin(), v.end());
   std::size_t n = v.size();
   s->median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  s->median_ran = n % 2 == 1;
   s->min = v.front();
   s->max = v.back();
   s->n = static_cast<int>(n);
   return true;
 }
 
-void print_table(const WorkloadDef& w, const std::vector<CaseRuns>& runs, FILE* out) {
+const CaseResult* last_ok(const CaseRuns& r) {
+  for (auto it = r.runs.rbegin(); it != r.runs.rend(); ++it)
+    if (it->ok) return &*it;
+  return nullptr;
+}
+
+std::string row_name(const Case& c) { return c.label.empty() ? c.impl : c.label; }
+
+namespace {
+
+std::string fmt_int(double v) {
+  if (std::fabs(v) >= 1e5) return fmt(v);
+  char buf[32];
+  snprintf(buf, sizeof buf, "%.0f", v);
+  return buf;
+}
+
+// One cell: the median when it is a value that ran (an odd number of runs), else every value
+// in run order ("a / b"): a midpoint of two runs never happened.
+std::string cell(const CaseRuns& r, const std::string& key, bool integer, const Stat& s) {
+  auto f = [&](double v) { return integer ? fmt_int(v) : fmt(v); };
+  if (s.median_ran) return f(s.median);
+  std::string out;
+  for (double v : values(r, key)) out += (out.empty() ? "" : " / ") + f(v);
+  return out;
+}
+
+}  // namespace
+
+std::string table_text(const WorkloadDef& w, const std::vector<CaseRuns>& runs) {
+  char* buf = nullptr;
+  size_t len = 0;
+  FILE* out = open_memstream(&buf, &len);
   fprintf(out, "\n== %s\n", w.title.c_str());
   for (const auto& n : w.notes) fprintf(out, "   %s\n", n.c_str());
   std::set<std::string> allocs;
-  int failed = 0, reps = 0;
+  std::set<int> reps;
+  int failed = 0;
   for (const auto& r : runs) {
-    reps = std::max(reps, static_cast<int>(r.runs.size()));
+    reps.insert(static_cast<int>(r.runs.size()));
     for (const auto& run : r.runs) {
       if (!run.ok) ++failed;
       auto it = run.info.find("allocator");
       if (it != run.info.end()) allocs.insert(it->second);
     }
   }
-  std::string a;
+  std::string a, rp;
   for (const auto& s : allocs) a += (a.empty() ? "" : "; ") + s;
+  for (int n : reps) rp += (rp.empty() ? "" : ", ") + std::to_string(n);
+  const bool all_odd = std::all_of(reps.begin(), reps.end(), [](int n) { return n % 2 == 1; });
+  fprintf(out, "   malloc served by: %s. Repetitions: %s; %s\n", a.empty() ? "?" : a.c_str(), rp.c_str(),
+          all_odd ? "medians, [min-max], '!': max > 2x min; ratios: median / the named row's median."
+                  : "an even number of runs: every value is shown (a / b), in run order.");
   fprintf(out,
-          "   malloc served by: %s. Repetitions: %d; medians, [min-max]; ratios are value / value of the row "
-          "named.\n",
-          a.empty() ? "?" : a.c_str(), reps);
+          "   other CPU %%: CPU time other processes used during the runs, in %% of the machine, the "
+          "highest run; '!': above %.0f%% (noisy).\n",
+          kNoisyPct);
   if (failed) fprintf(out, "   %d run(s) FAILED and are left out (see stderr).\n", failed);
 
   std::vector<std::string> variants;
   for (const auto& r : runs)
     if (std::find(variants.begin(), variants.end(), r.c->variant) == variants.end())
       variants.push_back(r.c->variant);
+  const bool is_retire_latency = w.file == "latency_retire";
   for (const auto& variant : variants) {
     if (!variant.empty())
       fprintf(out, "\n  -- %s\n", variant.c_str());
     else
       fprintf(out, "\n");
-    std::vector<std::vector<std::string>> rows;
-    const std::string ref_label = w.ref == kUrcu ? "call_rcu" : w.ref;
-    std::vector<std::string> head = {"impl", w.primary_header, "[min-max]", "/" + w.floor, "/" + ref_label};
-    for (const auto& c : w.columns) head.push_back(c.ratio ? c.header + " (/" + ref_label + ")" : c.header);
-    rows.push_back(head);
     const CaseRuns* floor = find_row(runs, variant, w.floor);
-    const CaseRuns* urcu = find_row(runs, variant, w.ref);
+    const CaseRuns* ref = find_row(runs, variant, w.ref);
+    const std::string ref_name = ref ? row_name(*ref->c) : w.ref;
+    bool any_floor = false, any_ref = false;  // the workload has those rows at all
+    for (const auto& r : runs) {
+      any_floor |= r.c->impl == w.floor;
+      any_ref |= r.c->impl == w.ref;
+    }
+    std::vector<std::vector<std::string>> rows;
+    std::vector<std::string> head = {"impl", w.primary_header, "[min-max]"};
+    if (any_floor) head.push_back("/" + w.floor);
+    if (any_ref) head.push_back("/" + ref_name);
+    for (const auto& c : w.columns)
+      head.push_back(c.ratio && any_ref ? c.header + " (/" + ref_name + ")" : c.header);
+    head.push_back("other CPU %");
+    rows.push_back(head);
     for (const auto& r : runs) {
       if (r.c->variant != variant) continue;
-      std::vector<std::string> row = {r.c->impl};
-      Stat s, ref;
+      std::vector<std::string> row = {row_name(*r.c)};
+      Stat timer{};
+      const bool have_timer = is_retire_latency && stat_of(r, "timer_ns", &timer);
+      auto under_timer = [&](const std::string& key, double v) {
+        return have_timer && key != "timer_ns" && key != "mean_ns" && key.size() > 3 &&
+               key.compare(key.size() - 3, 3, "_ns") == 0 && v <= 1.5 * timer.median;
+      };
+      Stat s, rs;
       if (stat_of(r, w.primary, &s)) {
-        row.push_back(fmt(s.median));
+        row.push_back(under_timer(w.primary, s.median) ? "<=timer"
+                                                       : cell(r, w.primary, w.integer_primary, s));
         std::string spread = "[";  // built step by step: gcc 12 misreports "[" + a + ... (-Wrestrict)
         spread += fmt(s.min);
         spread += '-';
         spread += fmt(s.max);
         spread += ']';
-        row.push_back(spread);
-        row.push_back(floor && stat_of(*floor, w.primary, &ref) ? ratio_text(s.median, ref.median) : "-");
-        row.push_back(urcu && stat_of(*urcu, w.primary, &ref) ? ratio_text(s.median, ref.median) : "-");
+        if (s.min > 0 && s.max > 2 * s.min) spread += " !";
+        row.push_back(s.n >= 2 ? spread : "");
+        if (any_floor)
+          row.push_back(floor && stat_of(*floor, w.primary, &rs) ? ratio_text(s.median, rs.median) : "-");
+        if (any_ref)
+          row.push_back(ref && stat_of(*ref, w.primary, &rs) ? ratio_text(s.median, rs.median) : "-");
       } else {
-        row.insert(row.end(), {"FAILED", "", "", ""});
+        row.insert(row.end(), {"FAILED", ""});
+        if (any_floor) row.push_back("");
+        if (any_ref) row.push_back("");
       }
       for (const auto& c : w.columns) {
         if (!stat_of(r, c.key, &s)) {
           row.push_back("n/a");
           continue;
         }
-        std::string cell = fmt(s.median);
-        if (c.ratio && urcu && stat_of(*urcu, c.key, &ref))
-          cell += " (" + ratio_text(s.median, ref.median) + ")";
-        row.push_back(cell);
+        std::string text = under_timer(c.key, s.median) ? "<=timer" : cell(r, c.key, c.integer, s);
+        if (c.ratio && ref && stat_of(*ref, c.key, &rs)) text += " (" + ratio_text(s.median, rs.median) + ")";
+        row.push_back(text);
       }
+      double worst = -1;
+      for (const auto& run : r.runs) worst = std::max(worst, run.other_cpu_pct);
+      char nb[32];
+      snprintf(nb, sizeof nb, worst < 0 ? "?" : "%.0f%s", worst, worst > kNoisyPct ? " !" : "");
+      row.push_back(nb);
       rows.push_back(row);
     }
     print_rows(rows, out);
   }
+  fclose(out);
+  std::string text(buf, len);
+  free(buf);
+  return text;
+}
+
+void write_report(const Report& r, const std::string& dir) {
+  std::ofstream f(dir + "/report.md");
+  f << "# bulkrcu-bench report\n\n"
+    << "| | |\n|---|---|\n"
+    << "| command | `" << r.command << "` |\n"
+    << "| commit | " << r.commit << " |\n"
+    << "| versions | " << r.versions << " |\n"
+    << "| machine | " << r.machine << " |\n"
+    << "| suite | " << r.suite << " |\n"
+    << "| load average | " << r.load_start << " at the start, " << r.load_end << " at the end |\n"
+    << "| wall time | " << r.elapsed << " |\n\n";
+  if (!r.warnings.empty()) {
+    f << "## Warnings\n\n";
+    for (const auto& w : r.warnings) f << "- " << w << "\n";
+    f << "\n";
+  }
+  f << "## Tables\n\n" << r.summary << ". Each case ran in its own process; repetitions interleaved.\n";
+  for (const auto& t : r.tables) f << "\n```text" << t << "```\n";
+  if (!r.pngs.empty()) {
+    f << "\n## Plots\n\n";
+    for (const auto& p : r.pngs) {
+      std::string name = p.substr(p.find_last_of('/') + 1);
+      f << "### " << name << "\n\n![" << name << "](" << name << ")\n\n";
+    }
+  }
+  f << "\nThe CSV files beside this report hold every run (one row each), the series and the "
+       "histograms.\n";
 }
 
 std::vector<std::string> write_csv(const WorkloadDef& w, const std::vector<CaseRuns>& runs,
@@ -203,7 +280,7 @@ std::vector<std::string> write_csv(const WorkloadDef& w, const std::vector<CaseR
   std::string path = dir + "/" + w.file + ".csv";
   {
     std::ofstream f(path);
-    f << "workload,variant,impl,rep,ok,allocator,child_s";
+    f << "workload,variant,impl,rep,ok,allocator,child_s,child_cpu_s,other_cpu_pct,attempts";
     for (const auto& k : keys) f << "," << k;
     f << "\n";
     for (const auto& r : runs) {
@@ -212,7 +289,7 @@ std::vector<std::string> write_csv(const WorkloadDef& w, const std::vector<CaseR
         auto al = run.info.find("allocator");
         f << csv_escape(w.name) << "," << csv_escape(r.c->variant) << "," << r.c->impl << "," << i + 1 << ","
           << (run.ok ? 1 : 0) << "," << csv_escape(al == run.info.end() ? "" : al->second) << ","
-          << run.seconds;
+          << run.seconds << "," << run.child_cpu_s << "," << run.other_cpu_pct << "," << run.attempts;
         for (const auto& k : keys) {
           auto it = run.metrics.find(k);
           f << ",";
@@ -268,147 +345,6 @@ std::vector<std::string> write_csv(const WorkloadDef& w, const std::vector<CaseR
     files.push_back(hp);
   }
   return files;
-}
-
-std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
-                                    const std::vector<std::vector<CaseRuns>>& all, const std::string& dir,
-                                    bool run, std::string* error) {
-  const std::string pdir = dir + "/plot-data";
-  mkdir(pdir.c_str(), 0777);
-  std::string script = dir + "/plots.gp";
-  std::ofstream gp(script);
-  gp << "# gnuplot script written by bulkrcu-bench; run: gnuplot plots.gp (from this directory)\n"
-        "set terminal pngcairo size 1000,600 noenhanced font ',10'\n"
-        "set key outside right top\nset grid\nset datafile separator whitespace\n";
-  std::vector<std::string> pngs;
-
-  auto bars = [&](const WorkloadDef& w, const std::vector<CaseRuns>& runs, const std::string& variant,
-                  const std::string& key, const std::string& png, const std::string& title,
-                  const std::string& ylabel) {
-    std::string dat = "plot-data/" + png + ".dat";
-    std::ofstream d(dir + "/" + dat);
-    int n = 0;
-    for (const auto& r : runs) {
-      Stat s;
-      if (r.c->variant != variant || !stat_of(r, key, &s)) continue;
-      d << n++ << " " << r.c->impl << " " << s.median << " " << s.min << " " << s.max << "\n";
-    }
-    if (!n) return;
-    (void)w;
-    gp << "\nset output '" << png << ".png'\nset title " << gp_quote(title) << "\nset ylabel "
-       << gp_quote(ylabel)
-       << "\nset xlabel ''\nunset logscale\nset style fill solid 0.6\nset boxwidth 0.6\nset yrange [0:*]\n"
-       << "set xtics rotate by -30\nplot '" << dat
-       << "' using 1:3:xtic(2) with boxes title 'median', '' using 1:3:4:5 "
-       << "with yerrorbars lc rgb 'black' pt 0 title 'min-max'\nset xtics norotate\nset yrange [*:*]\n";
-    pngs.push_back(dir + "/" + png + ".png");
-  };
-
-  auto lines = [&](const std::vector<CaseRuns>& runs, const std::string& variant, const std::string& series,
-                   int xcol, int ycol, bool logy, const std::string& png, const std::string& title,
-                   const std::string& xlabel, const std::string& ylabel) {
-    std::string dat = "plot-data/" + png + ".dat";
-    std::ofstream d(dir + "/" + dat);
-    std::vector<std::string> names;
-    for (const auto& r : runs) {
-      const CaseResult* run = last_ok(r);
-      if (r.c->variant != variant || !run || !run->series.count(series)) continue;
-      const auto& rows = run->series.at(series);
-      int kept = 0;
-      std::string block;
-      for (std::size_t i = 1; i < rows.size(); ++i) {
-        if (rows[i].size() <= static_cast<std::size_t>(std::max(xcol, ycol))) continue;
-        if (std::stod(rows[i][static_cast<std::size_t>(ycol)]) < 0) continue;  // n/a
-        block +=
-            rows[i][static_cast<std::size_t>(xcol)] + " " + rows[i][static_cast<std::size_t>(ycol)] + "\n";
-        ++kept;
-      }
-      if (!kept) continue;
-      d << "# " << r.c->impl << "\n" << block << "\n\n";
-      names.push_back(r.c->impl);
-    }
-    if (names.empty()) return;
-    gp << "\nset output '" << png << ".png'\nset title " << gp_quote(title) << "\nset xlabel "
-       << gp_quote(xlabel) << "\nset ylabel " << gp_quote(ylabel)
-       << "\nunset logscale\nset style fill empty\n"
-       << (logy ? "set logscale y\n" : "") << "plot ";
-    for (std::size_t i = 0; i < names.size(); ++i)
-      gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2 with lines lw 2 " << line_style(i)
-         << " title " << gp_quote(names[i]);
-    gp << "\n";
-    pngs.push_back(dir + "/" + png + ".png");
-  };
-
-  auto hist = [&](const std::vector<CaseRuns>& runs, const std::string& variant, const std::string& name,
-                  const std::string& png, const std::string& title) {
-    std::string dat = "plot-data/" + png + ".dat";
-    std::ofstream d(dir + "/" + dat);
-    std::vector<std::string> names;
-    for (const auto& r : runs) {
-      const CaseResult* run = last_ok(r);
-      if (r.c->variant != variant || !run || !run->hists.count(name)) continue;
-      double total = 0;
-      for (const auto& b : run->hists.at(name)) total += static_cast<double>(b.second);
-      d << "# " << r.c->impl << "\n";
-      // Plotted as 1 - CDF: the fraction of calls taking at least x, readable down to the tail.
-      double at_least = total;
-      for (const auto& [lo, n] : run->hists.at(name)) {
-        d << std::max(lo, 0.5) << " " << at_least / total << "\n";
-        at_least -= static_cast<double>(n);
-      }
-      d << "\n\n";
-      names.push_back(r.c->impl);
-    }
-    if (names.empty()) return;
-    gp << "\nset output '" << png << ".png'\nset title " << gp_quote(title)
-       << "\nset xlabel 'latency (ns)'\nset ylabel 'fraction of calls taking at least x (1 - CDF)'\n"
-       << "set style fill empty\n"
-       << "set logscale x\nset logscale y\nplot ";
-    for (std::size_t i = 0; i < names.size(); ++i)
-      gp << (i ? ", " : "") << "'" << dat << "' index " << i << " using 1:2 with steps lw 2 " << line_style(i)
-         << " title " << gp_quote(names[i]);
-    gp << "\nunset logscale\n";
-    pngs.push_back(dir + "/" + png + ".png");
-  };
-
-  for (std::size_t i = 0; i < defs.size(); ++i) {
-    const WorkloadDef& w = defs[i];
-    const auto& runs = all[i];
-    if (w.file == "kfree_scale") {
-      bars(w, runs, "", "cpu_ns_per_obj", "kfree_scale_cpu", "kfree-scale: CPU per object (all threads)",
-           "CPU ns per object");
-    } else if (w.file == "flood") {
-      bars(w, runs, "flat out", "cpu_ns_per_obj", "flood_cpu",
-           "flood, flat out: CPU per object (reader excluded)", "CPU ns per object");
-      lines(runs, "flat out", "series", 0, 2, true, "flood_pending",
-            "flood, flat out: objects retired, not yet freed (free: always 0, off the log scale)", "time (s)",
-            "pending objects (log)");
-      lines(runs, "flat out", "series", 0, 3, false, "flood_rss", "flood, flat out: resident memory",
-            "time (s)", "RSS (MiB)");
-      lines(runs, "5 M/s", "series", 0, 2, true, "flood_pending_5M",
-            "flood at 5 M/s: objects retired, not yet freed", "time (s)", "pending objects (log)");
-    } else if (w.file == "read_mostly") {
-      bars(w, runs, "95/5", "cpu_ns_per_op", "read_mostly_cpu", "read-mostly 95/5: CPU per operation",
-           "CPU ns per operation");
-    } else if (w.file == "latency_retire") {
-      hist(runs, "", "retire", "latency_retire_hist", "retire latency under the flood (last run of each)");
-    } else if (w.file == "pool") {
-      bars(w, runs, "1 thread, alloc/free pairs", "cpu_ns_per_page", "pool_cpu",
-           "pool: CPU per page, 1 thread, alloc/free pairs", "CPU ns per page");
-    } else if (w.file == "latency_sync") {
-      hist(runs, "1 reader", "sync", "latency_sync_hist", "synchronize latency, 1 spinning reader");
-    }
-  }
-  gp.close();
-  if (!run) return {};
-  std::string cmd = "cd '" + dir + "' && gnuplot plots.gp";
-  int rc = std::system(cmd.c_str());
-  if (rc != 0) {
-    *error = "gnuplot failed (exit " + std::to_string(WIFEXITED(rc) ? WEXITSTATUS(rc) : -1) +
-             "); the data and " + script + " are kept";
-    return {};
-  }
-  return pngs;
 }
 
 }  // namespace bench

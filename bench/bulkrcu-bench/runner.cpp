@@ -6,9 +6,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -27,6 +29,31 @@ std::string alloc_library(const std::string& alloc) {
   if (alloc == "mimalloc") return "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2";
   return "";
 }
+
+namespace {
+
+// Busy CPU time of the whole machine so far (the "cpu" line of /proc/stat: user, nice, system,
+// irq, softirq, steal; not idle or iowait), in seconds.
+double machine_busy_s() {
+  FILE* f = fopen("/proc/stat", "re");
+  if (!f) return -1;
+  unsigned long long v[8] = {};
+  int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                 &v[6], &v[7]);
+  fclose(f);
+  if (n < 8) return -1;
+  const unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+  return static_cast<double>(busy) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double self_cpu_s() {
+  rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+}  // namespace
 
 void parse_result(const std::string& text, CaseResult* r) {
   std::istringstream in(text);
@@ -88,6 +115,7 @@ CaseResult run_case(const std::map<std::string, std::string>& params, const std:
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, fds[1], 3);  // dup2 clears O_CLOEXEC on the copy
   pid_t pid;
+  const double busy0 = machine_busy_s(), self0 = self_cpu_s();
   const std::uint64_t t0 = now_ns();
   int rc = posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
@@ -119,9 +147,19 @@ CaseResult run_case(const std::map<std::string, std::string>& params, const std:
   }
   close(fds[0]);
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  rusage ru{};
+  while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
   }
   r.seconds = (now_ns() - t0) * 1e-9;
+  r.child_cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                  static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+  const double busy1 = machine_busy_s(), self1 = self_cpu_s();
+  const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  if (busy0 >= 0 && busy1 >= 0 && r.seconds > 0 && ncpu > 0) {
+    // /proc/stat counts in clock ticks (10 ms): a short case reads a few ticks high or low.
+    const double other = busy1 - busy0 - r.child_cpu_s - (self1 - self0);
+    r.other_cpu_pct = std::max(0.0, 100.0 * other / (r.seconds * static_cast<double>(ncpu)));
+  }
   parse_result(text, &r);
   if (timed_out)
     r.error = "timed out after " + std::to_string(timeout_s) + " s (killed)";
@@ -154,6 +192,8 @@ int child_main(const Options& o) {
                : part == "read_mostly"    ? e->read_mostly
                : part == "retire_latency" ? e->retire_latency
                : part == "sync_latency"   ? e->sync_latency
+               : part == "scale_retire"   ? e->scale_retire
+               : part == "scale_sync"     ? e->scale_sync
                                           : nullptr;
   if (!fn) {
     fprintf(stderr, "bulkrcu-bench: child: no workload part '%s' for '%s'\n", part.c_str(), e->name);

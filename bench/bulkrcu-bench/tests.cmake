@@ -47,6 +47,9 @@ bench_check(bad_duration 2 ARGS --duration abc STDERR "--duration needs a number
 bench_check(missing_value 2 ARGS --out STDERR "--out needs a directory")
 bench_check(flag_with_value 2 ARGS --quick=yes STDERR "--quick takes no value")
 bench_check(stray_argument 2 ARGS flood STDERR "unexpected argument 'flood'")
+bench_check(value_is_option 2 ARGS --out --list STDERR "--out needs a value, not the option '--list'")
+bench_check(quick_and_tiny 2 ARGS --quick --tiny STDERR "--quick and --tiny contradict each other")
+bench_check(list_and_out 2 ARGS --list --out x STDERR "--list only lists")
 
 set(bench_rows "call.*rcu_retire.*obj_retire.*urcu_call_rcu.*urcu_defer_rcu")
 if(bench_have_kvfree)
@@ -56,10 +59,16 @@ set(bench_rows "free.*${bench_rows}")
 foreach(w kfree-scale flood read-mostly latency)
   bench_check(tiny_${w} 0 ARGS --tiny --workload ${w} STDOUT "== ${w}.*${bench_rows}.*runs in")
 endforeach()
+set(bench_scale_rows "free.*call.*urcu_call_rcu.*urcu_defer_rcu")
+if(bench_have_kvfree)
+  set(bench_scale_rows "free.*kvfree.*call.*urcu_call_rcu.*urcu_defer_rcu")
+endif()
+bench_check(tiny_scale 0 ARGS --tiny --workload scale
+  STDOUT "== scale: T threads.*${bench_scale_rows}.*== scale: synchronize.*bulkrcu_synchronize.*liburcu synchronize_rcu.*runs in")
 if(bench_have_pool)
   bench_check(tiny_pool 0 ARGS --tiny --workload pool
     STDOUT "== pool.*malloc.*mmap.*pool_locked.*pool_lockless.*runs in")
-  set(bench_pool_png pool_cpu.png)
+  set(bench_pool_png pool_cpu.png pool_ratio.png)
 endif()
 bench_check(tiny_alloc_jemalloc 0 ARGS --tiny --workload kfree-scale --impl free,call --alloc jemalloc
   STDOUT "malloc served by: jemalloc \\(/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\\)")
@@ -68,8 +77,17 @@ bench_check(tiny_alloc_jemalloc 0 ARGS --tiny --workload kfree-scale --impl free
 bench_check(alloc_mismatch 1 ARGS --tiny --workload kfree-scale --impl free ALLOW_FAILED
   ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
   STDERR "FAILED: asked for glibc, but malloc was served by jemalloc")
+# BULKRCU_STATS=1: the library prints every statistic at exit, `bulkrcu.<field> <value>`, in
+# the header's order (first and last field checked; the list's completeness is a static_assert).
+bench_check(stats_at_exit 0 ARGS --list ENV BULKRCU_STATS=1
+  STDERR "^bulkrcu\\.grace_periods [0-9]+\nbulkrcu\\.expedited_grace_periods [0-9]+\n.*bulkrcu\\.kv_budget_objects [0-9]+\n$")
+# Progress on stderr: one line per run when stderr is not a terminal, then the elapsed time.
+bench_check(progress 0 ARGS --tiny --workload kfree-scale --impl free,call
+  STDERR "^\\[1/2\\] kfree-scale free rep 1/1, ETA [0-9]+s\n\\[2/2\\] kfree-scale call rep 1/1, ETA [0-9]+s\n.*done: 2 runs in [0-9]+s")
 bench_check(tiny_out 0 ARGS --tiny --out ${CMAKE_CURRENT_BINARY_DIR}/test-out
   OUT_DIR ${CMAKE_CURRENT_BINARY_DIR}/test-out
-  FILES kfree_scale.csv flood.csv flood_series.csv read_mostly.csv latency_retire.csv latency_retire_hist.csv
-        latency_sync.csv plots.gp kfree_scale_cpu.png flood_cpu.png flood_pending.png flood_rss.png
-        read_mostly_cpu.png latency_retire_hist.png latency_sync_hist.png ${bench_pool_png})
+  FILES report.md kfree_scale.csv flood.csv flood_series.csv read_mostly.csv latency_retire.csv latency_retire_hist.csv
+        latency_sync.csv scale_retire.csv scale_sync.csv plots.gp kfree_scale_cpu.png kfree_scale_ratio.png
+        flood_cpu.png flood_ratio.png flood_pending.png flood_pending_5M.png flood_rss.png read_mostly_cpu.png
+        read_mostly_ratio.png latency_retire_hist.png latency_retire_ratio.png latency_sync_hist.png
+        latency_sync_ratio.png scale_cpu.png scale_rss.png scale_ratio.png scale_sync.png ${bench_pool_png})

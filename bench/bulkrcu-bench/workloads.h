@@ -33,22 +33,26 @@ struct ImplEntry {
   std::size_t obj_size;  // bytes allocated per retired object (8-byte payload)
   bool defers;           // false: frees at once, unsafe with readers (the floor)
   bool has_sync;
-  ChildFn kfree_scale, flood, read_mostly, retire_latency, sync_latency;
+  ChildFn kfree_scale, flood, read_mostly, retire_latency, sync_latency, scale_retire, scale_sync;
+  const char* sync_label;  // what synchronize calls in this implementation (plots, tables)
 };
 const std::vector<ImplEntry>& impl_table();
 const ImplEntry* find_impl(const std::string& name);
 
 // ---- parent side ----
 struct Column {
-  std::string key;     // metric key written by the child
-  std::string header;  // table header
-  bool ratio = false;  // also show the ratio to liburcu call_rcu
+  std::string key;       // metric key written by the child
+  std::string header;    // table header, with its unit
+  bool ratio = false;    // also show the ratio to the workload's `ref` row
+  bool integer = false;  // a count: printed as a whole number
 };
 
 struct Case {
   std::string workload, variant, impl;
   std::map<std::string, std::string> params;  // passed to the child (workload, impl included)
   int reps;
+  double budget_s = 1;  // expected wall time of one run (progress ETA before the first run)
+  std::string label;    // what ran, when the impl name does not say it (synchronize rows)
 };
 
 struct WorkloadDef {
@@ -59,9 +63,13 @@ struct WorkloadDef {
   std::string primary;             // key of the metric shown with spread and ratios
   std::string primary_header;
   std::string floor = "free", ref = "urcu_call_rcu";  // rows the ratio columns divide by
-  std::vector<Column> columns;                        // further medians
+  bool integer_primary = false;
+  std::vector<Column> columns;  // further medians
   std::vector<Case> cases;
 };
+
+// Sizes, durations and repetitions of a suite (workloads.cpp); exposed for the report.
+std::string suite_summary(const Options& o);
 
 std::vector<WorkloadDef> build_suite(const Options& o);
 

@@ -3,8 +3,9 @@
 // Both libraries run in this one process (each registers membarrier(2) on its own):
 //   1. read lock+unlock pair: bulkrcu inline and out-of-line, liburcu memb inline (its
 //      _LGPL_SOURCE static read side) and out-of-line; also a nested pair (inside a held section).
-//   2. synchronize latency, median and p99 of per-call latencies, with 0, 1, 2 reader threads
-//      spinning lock/unlock; bulkrcu's synchronize_expedited too.
+//   2. synchronize latency, median and p99 of per-call latencies, with 0, 1, 2, 4 reader threads
+//      spinning lock/unlock, and with 64 threads doing short sections (oversubscribed);
+//      bulkrcu's synchronize_expedited too.
 //   3. call + invocation: process CPU time (CLOCK_PROCESS_CPUTIME_ID, every thread) per callback
 //      for bulkrcu_call + bulkrcu_barrier vs urcu_memb_call_rcu + urcu_memb_barrier; a trivial
 //      callback and a free() callback.
@@ -192,6 +193,44 @@ void BM_Synchronize(benchmark::State& state) {
   state.SetLabel(label);
 }
 
+// 64 threads (oversubscribing the CPUs) doing short sections with a little work outside them,
+// yielding now and then as a thread with real work would be preempted.
+template <class Lib>
+void BM_SynchronizeShortSections(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  std::vector<std::uint64_t> lat;
+  lat.reserve(1 << 16);
+  {
+    std::atomic<bool> stop{false};
+    std::atomic<int> started{0};
+    std::vector<std::thread> ts;
+    for (int i = 0; i < n; ++i)
+      ts.emplace_back([&] {
+        Lib::thread_online();
+        started.fetch_add(1);
+        for (unsigned k = 0; !stop.load(std::memory_order_relaxed); ++k) {
+          Lib::lock();
+          benchmark::DoNotOptimize(g_published.load(std::memory_order_acquire));
+          Lib::unlock();
+          for (int j = 0; j < 64; ++j) benchmark::DoNotOptimize(j);
+          if ((k & 1023) == 0) std::this_thread::yield();
+        }
+        Lib::thread_offline();
+      });
+    while (started.load() != n) std::this_thread::yield();
+    for (auto _ : state) {
+      std::uint64_t t0 = now_ns();
+      Lib::synchronize();
+      lat.push_back(now_ns() - t0);
+    }
+    stop = true;
+    for (auto& t : ts) t.join();
+  }
+  report_latencies(state, lat);
+  state.SetLabel(std::string(Lib::kName) + ", " + std::to_string(n) + " threads doing short sections on " +
+                 std::to_string(online_cpus()) + " CPUs");
+}
+
 // ---- 3. call + invocation, CPU per callback -------------------------------------------------
 struct Obj {
   bulkrcu_head bh;
@@ -328,9 +367,33 @@ BENCHMARK(BM_ReadPairNested_BulkInline);
 BENCHMARK(BM_ReadPairNested_BulkOutOfLine);
 BENCHMARK(BM_ReadPairNested_UrcuInline);
 
-BENCHMARK(BM_Synchronize<Bulk>)->ArgName("readers")->DenseRange(0, 2)->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_Synchronize<BulkExp>)->ArgName("readers")->DenseRange(0, 2)->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_Synchronize<Urcu>)->ArgName("readers")->DenseRange(0, 2)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_Synchronize<Bulk>)
+    ->ArgName("readers")
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(4)
+    ->UseRealTime()
+    ->MinTime(1.0);
+BENCHMARK(BM_Synchronize<BulkExp>)
+    ->ArgName("readers")
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(4)
+    ->UseRealTime()
+    ->MinTime(1.0);
+BENCHMARK(BM_Synchronize<Urcu>)
+    ->ArgName("readers")
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(4)
+    ->UseRealTime()
+    ->MinTime(1.0);
+BENCHMARK(BM_SynchronizeShortSections<Bulk>)->ArgName("threads")->Arg(64)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_SynchronizeShortSections<BulkExp>)->ArgName("threads")->Arg(64)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_SynchronizeShortSections<Urcu>)->ArgName("threads")->Arg(64)->UseRealTime()->MinTime(1.0);
 
 BENCHMARK(BM_CallInvoke<BulkCall>)
     ->ArgNames({"kind", "n"})

@@ -21,6 +21,7 @@
 
 #include "bulkrcu/page_pool.h"
 #include "bulkrcu/stats.h"
+#include "percpu/percpu.h"
 
 namespace {
 
@@ -47,6 +48,63 @@ void BM_PoolLocklessPair(benchmark::State& state) {
   state.counters["misses"] = static_cast<double>(misses);
 }
 BENCHMARK(BM_PoolLocklessPair);
+
+// The floor the lockless pair is measured against (issue 12): a bare rseq pop and push of one
+// node on a private per-CPU array (percpu.h's sequences, inlined, no bookkeeping at all).
+void BM_RseqFloorPair(benchmark::State& state) {
+  namespace d = bulkrcu::detail;
+  if (d::mode() != d::PercpuMode::kRseq) {
+    state.SkipWithError("rseq unavailable");
+    return;
+  }
+  struct alignas(64) Slot {
+    d::SlotLock lock;
+    void* head;
+  };
+  struct Node {
+    Node* next;
+  };
+  static Slot* slots = static_cast<Slot*>(d::alloc_slots(sizeof(Slot)));
+  static Node nodes[1024];
+  for (int i = 0; i < 4; ++i) d::subtle::rseq_push<offsetof(Slot, head), 0>(slots, sizeof(Slot), &nodes[i]);
+  for (auto _ : state) {
+    void* n = d::subtle::rseq_pop<offsetof(Slot, head), 0>(slots, sizeof(Slot));
+    benchmark::DoNotOptimize(n);
+    if (__builtin_expect(n == nullptr || n == d::subtle::kSlotLocked, 0)) n = &nodes[1023];
+    d::subtle::rseq_push<offsetof(Slot, head), 0>(slots, sizeof(Slot), n);
+  }
+}
+BENCHMARK(BM_RseqFloorPair);
+
+// The same floor behind two out-of-line calls, as an exported function must be called.
+struct alignas(64) FloorSlot {
+  bulkrcu::detail::SlotLock lock;
+  void* head;
+};
+FloorSlot* g_floor_slots;
+__attribute__((noinline)) void* floor_pop() {
+  return bulkrcu::detail::subtle::rseq_pop<offsetof(FloorSlot, head), 0>(g_floor_slots, sizeof(FloorSlot));
+}
+__attribute__((noinline)) void floor_push(void* n) {
+  bulkrcu::detail::subtle::rseq_push<offsetof(FloorSlot, head), 0>(g_floor_slots, sizeof(FloorSlot), n);
+}
+void BM_RseqFloorPairCalls(benchmark::State& state) {
+  namespace d = bulkrcu::detail;
+  if (d::mode() != d::PercpuMode::kRseq) {
+    state.SkipWithError("rseq unavailable");
+    return;
+  }
+  static void* nodes[1024];
+  if (!g_floor_slots) g_floor_slots = static_cast<FloorSlot*>(d::alloc_slots(sizeof(FloorSlot)));
+  for (int i = 0; i < 4; ++i) floor_push(&nodes[i]);
+  for (auto _ : state) {
+    void* n = floor_pop();
+    benchmark::DoNotOptimize(n);
+    if (__builtin_expect(n == nullptr || n == d::subtle::kSlotLocked, 0)) n = &nodes[1023];
+    floor_push(n);
+  }
+}
+BENCHMARK(BM_RseqFloorPairCalls);
 
 void BM_PoolPair(benchmark::State& state) {
   warm_pool();

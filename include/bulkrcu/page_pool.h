@@ -22,18 +22,20 @@
 
 #include <stddef.h>
 
+#include "bulkrcu/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* The system page size. Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
-size_t bulkrcu_page_size(void);
+BULKRCU_API size_t bulkrcu_page_size(void);
 
 /* A page from this CPU's list, else from the zone (may take the zone lock and map a chunk).
  * Returns NULL with errno = ENOMEM only when the OS refuses memory.
  * Blocks: may wait for the zone lock. Allocates: may mmap(2) a 2 MiB chunk.
  * Async-signal-safe: no. Inside a reader: yes. */
-void* bulkrcu_alloc_page(void);
+BULKRCU_API void* bulkrcu_alloc_page(void);
 
 /* A page from this CPU's list only: never locks, never blocks, never maps memory, never
  * enters malloc. Returns NULL when the list is empty (or, in the fallback without rseq, when
@@ -44,7 +46,7 @@ void* bulkrcu_alloc_page(void);
  * system call, such as kvfree's blocking paths, ring it at once). At most one request per CPU
  * is outstanding, and none while refills are backed off under memory pressure.
  * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
-void* bulkrcu_alloc_page_lockless(void);
+BULKRCU_API void* bulkrcu_alloc_page_lockless(void);
 
 /* Returns a page obtained from this pool to this CPU's list (above `high`, `batch` pages go
  * back to the zone under its lock; a chunk that becomes wholly free may be unmapped). NULL is
@@ -52,16 +54,22 @@ void* bulkrcu_alloc_page_lockless(void);
  * aborts too, with a message naming the pointer.
  * Blocks: may wait for the zone lock. Allocates: no (may munmap). Async-signal-safe: no.
  * Inside a reader: yes. */
-void bulkrcu_free_page(void* page);
+BULKRCU_API void bulkrcu_free_page(void* page);
 
-/* Moves every CPU's list back to the zone. Blocks: yes (zone lock, remote fences).
- * Allocates: no. Async-signal-safe: no. Inside a reader: yes. */
-void bulkrcu_page_pool_drain(void);
+/* Moves every CPU's list back to the zone and drops pending refill requests; for a while
+ * afterwards (5 s) the refill worker maps no new chunk.
+ * Blocks: yes (zone lock, remote fences). Allocates: no. Async-signal-safe: no.
+ * Inside a reader: yes. */
+BULKRCU_API void bulkrcu_page_pool_drain(void);
 
-/* Returns wholly free chunks to the OS (munmap), down to the pool's floor (one chunk). Chunks
- * that become wholly free are also returned automatically, keeping one spare.
- * Blocks: yes (zone lock, munmap). Allocates: no. Async-signal-safe: no. Inside a reader: yes. */
-void bulkrcu_page_pool_shrink(void);
+/* Returns memory to the OS: kvfree's cached block pages go back to the pool first (and its
+ * emergency reserve moves to the fullest chunk), then wholly free chunks are unmapped down to
+ * the pool's floor (one chunk) and free runs of 16 or more pages inside partly used chunks are
+ * given back with MADV_DONTNEED. Chunks that become wholly free are also returned
+ * automatically, keeping one spare. Does not drain the per-CPU lists (bulkrcu_page_pool_drain).
+ * Blocks: yes (locks, remote fences, munmap, madvise). Allocates: no (the reserve's move takes
+ * free pages only, never a new chunk). Async-signal-safe: no. Inside a reader: yes. */
+BULKRCU_API void bulkrcu_page_pool_shrink(void);
 
 #ifdef __cplusplus
 }

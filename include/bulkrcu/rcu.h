@@ -24,6 +24,12 @@
  *  - bulkrcu_read_lock and bulkrcu_read_unlock emit no fence and no atomic read-modify-write
  *    on machines with membarrier(2) (the grace period pays with membarrier instead); without
  *    membarrier, each outermost lock and unlock adds one full fence.
+ *
+ * Cancellation: no bulkrcu call is a cancellation point. The waits (bulkrcu_synchronize,
+ * _synchronize_expedited, _cond_synchronize, _barrier, _kvfree_barrier) disable cancellation
+ * while they wait; a pthread_cancel that arrives meanwhile acts at the thread's next
+ * cancellation point after the call returns. No lock stays held and nothing unwinds through
+ * the library.
  */
 #ifndef BULKRCU_RCU_H
 #define BULKRCU_RCU_H
@@ -51,61 +57,66 @@ struct bulkrcu_head {
  * slot is taken) and sets a pthread key so thread exit releases the slot.
  * Async-signal-safe: yes (also on first use: the slot claim is lock-free).
  * Inside a reader: yes (nests). */
-void bulkrcu_read_lock(void);
+BULKRCU_API void bulkrcu_read_lock(void);
 
 /* Leaves a read-side critical section. Calling it without a matching lock aborts with a
  * message (in every build: the check costs nothing on the outermost unlock).
  * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: it ends one. */
-void bulkrcu_read_unlock(void);
+BULKRCU_API void bulkrcu_read_unlock(void);
 
 /* True when the calling thread is inside a read-side critical section.
  * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
-bool bulkrcu_read_lock_held(void);
+BULKRCU_API bool bulkrcu_read_lock_held(void);
 
 /* Waits for a grace period: returns after every read-side critical section that began before
- * the call has ended. Concurrent callers share grace periods.
+ * the call has ended. Concurrent callers share grace periods. Returns at once, without a
+ * grace period, when no thread owns a reader slot (no thread that ever called
+ * bulkrcu_read_lock is alive): no section can be running then.
  * Blocks: yes. Allocates: no. Async-signal-safe: no.
  * Inside a reader: forbidden; aborts at once with a message (it would wait for itself). */
-void bulkrcu_synchronize(void);
+BULKRCU_API void bulkrcu_synchronize(void);
 
 /* bulkrcu_synchronize that ends as fast as the readers allow: it spins and yields instead of
  * sleeping, and makes a grace period already running stop sleeping too.
  * Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts). */
-void bulkrcu_synchronize_expedited(void);
+BULKRCU_API void bulkrcu_synchronize_expedited(void);
 
 /* Returns a cookie for the current state: bulkrcu_poll_state(cookie) becomes true once a full
  * grace period has elapsed after this call. Starts nothing.
  * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
-unsigned long bulkrcu_get_state(void);
+BULKRCU_API unsigned long bulkrcu_get_state(void);
 
 /* As bulkrcu_get_state, and makes sure a grace period that satisfies the cookie starts soon
  * (the runtime thread runs it).
  * Blocks: no. Allocates: no. Async-signal-safe: yes (at most one futex wake), except as the
  * first bulkrcu call of a fork child, which starts the runtime thread (pthread_create).
  * Inside a reader: yes (the grace period then waits for the reader to end, as it must). */
-unsigned long bulkrcu_start_poll(void);
+BULKRCU_API unsigned long bulkrcu_start_poll(void);
 
 /* True once a full grace period has elapsed since `cookie` was taken.
  * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
-bool bulkrcu_poll_state(unsigned long cookie);
+BULKRCU_API bool bulkrcu_poll_state(unsigned long cookie);
 
 /* Returns at once if the cookie's grace period has elapsed, else waits for it.
  * Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts). */
-void bulkrcu_cond_synchronize(unsigned long cookie);
+BULKRCU_API void bulkrcu_cond_synchronize(unsigned long cookie);
 
-/* Queues `head` so that func(head) runs on the runtime thread after a grace period.
- * Callbacks queued on one CPU run in the order they were queued.
+/* Queues `head` so that func(head) runs after a grace period on one of bulkrcu's invocation
+ * threads: the runtime thread, and invocation workers it starts when callbacks pile up.
+ * Callbacks queued on one CPU run in the order they were queued, one at a time.
+ * The backlog (queued, not yet run) is visible as callbacks_pending in <bulkrcu/stats.h>;
+ * when it grows, grace periods are expedited and invocation spreads over more threads.
  * Blocks: no. Allocates: no. Takes no contended lock: an rseq push onto this CPU's list (or a
  * try-lock of it), else a lock-free push onto a shared overflow list. Async-signal-safe: yes,
  * except as the first bulkrcu call of a fork child (it then starts the runtime thread).
  * Inside a reader: yes. */
-void bulkrcu_call(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*));
+BULKRCU_API void bulkrcu_call(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*));
 
 /* Waits until every callback queued (from any thread) before the call has returned.
  * Blocks: yes. Allocates: no. Async-signal-safe: no.
  * Inside a reader: forbidden (aborts). Inside a callback: forbidden (aborts: it would wait
  * for itself). */
-void bulkrcu_barrier(void);
+BULKRCU_API void bulkrcu_barrier(void);
 
 /* ---- kvfree: bulk reclamation through per-CPU blocks of pointers -------------------------
  * Retired pointers are stored in per-CPU page-sized blocks; one grace period covers a whole
@@ -152,7 +163,7 @@ void bulkrcu_barrier(void);
  * System calls: a call whose store closes a block (one in ~500) may make the kvfree monitor's
  * pass on this thread, about once per 500 us under load: a try-lock, no waiting, up to four
  * membarrier(2) calls (the grace period, when no reader is inside a section). */
-void bulkrcu_kvfree(void* ptr);
+BULKRCU_API void bulkrcu_kvfree(void* ptr);
 
 /* fn(ptr) after a grace period; pointers with the same fn share blocks (a channel).
  * fn runs on the runtime thread or in bulkrcu_kvfree_reclaim(), never inside this call or any
@@ -162,14 +173,14 @@ void bulkrcu_kvfree(void* ptr);
  * Blocks, allocates, async-signal-safe, inside a reader: as bulkrcu_kvfree; the last resort
  * (no page at all) waits for a grace period and then until the runtime thread has run fn(ptr).
  * fn may be called while exit() runs only until bulkrcu's atexit handler (see above). */
-void bulkrcu_defer(void (*fn)(void*), void* ptr);
+BULKRCU_API void bulkrcu_defer(void (*fn)(void*), void* ptr);
 
 /* As bulkrcu_defer, but never blocks, locks, allocates memory or makes a system call: it
  * stores into this CPU's block or takes a page from the per-CPU cache or the pool's lockless
  * list. Returns false when that is not possible (no page without locking, the memory budget is
  * exceeded, or the runtime thread holds this CPU's slot this instant): nothing was queued and
  * the caller keeps ptr. Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
-bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr);
+BULKRCU_API bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr);
 
 /* The two-argument form: head lies inside the malloc'ed object at ptr: pointer-aligned, within
  * its first 4096 bytes, and (char*)head + sizeof(*head) <= (char*)ptr + malloc_usable_size(ptr);
@@ -180,13 +191,13 @@ bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr);
  * objects of this CPU whose grace period has elapsed (that is what keeps it close to the cost
  * of a plain free); bulkrcu_defer_nowait is the async-signal-safe form.
  * Inside a reader: yes. NULL ptr is a no-op. */
-void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head);
+BULKRCU_API void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head);
 
 /* Waits until every pointer retired before the call (any form, any thread) has been freed,
  * and every bulkrcu_call callback queued before it has run.
  * Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts with a
  * message). Inside a callback or deleter: forbidden (aborts with a message saying so). */
-void bulkrcu_kvfree_barrier(void);
+BULKRCU_API void bulkrcu_kvfree_barrier(void);
 
 /* Runs, on the calling thread, the user deleters (bulkrcu_defer, C++ retire) whose grace period
  * has elapsed and that the runtime thread has not started yet, inside a read-side critical
@@ -196,11 +207,12 @@ void bulkrcu_kvfree_barrier(void);
  * Inside a reader: yes (the deleters then run inside it). */
 BULKRCU_API size_t bulkrcu_kvfree_reclaim(void);
 
-/* Tells bulkrcu memory is short: returns every CPU's cached block pages to the pool, the
- * pool's per-CPU lists to its zone and wholly free chunks to the OS, and backs off refills
- * for a second (the kernel shrinker's response).
+/* Tells bulkrcu memory is short: returns the pool's per-CPU lists and every CPU's cached block
+ * pages to the pool's zone, moves the emergency reserve to the fullest chunk, and gives wholly
+ * free chunks and large free runs back to the OS (bulkrcu_page_pool_shrink); backs off the page
+ * refills for a second (the pool's own for 5 s). The reserve itself is refilled at once.
  * Blocks: yes (locks, remote fences). Allocates: no. Async-signal-safe: no. Inside a reader: yes. */
-void bulkrcu_memory_pressure(void);
+BULKRCU_API void bulkrcu_memory_pressure(void);
 
 /* ---- private: the inline reader fast path. Layout and names may change in any release. --- */
 struct bulkrcu__reader {
@@ -220,21 +232,40 @@ struct bulkrcu__reader {
 #ifdef BULKRCU__TSAN
 #define BULKRCU__MO_LOCK __ATOMIC_SEQ_CST
 #define BULKRCU__MO_UNLOCK __ATOMIC_SEQ_CST
+/* TSan does not support atomic_thread_fence (gcc's -Wtsan): the full fence of the
+ * no-membarrier path is a seq_cst read-modify-write of the reader's own counter instead (a
+ * full barrier on the CPU, and an acquire-release operation TSan follows). The seq_cst stores
+ * of the counter are the release the grace period's load of it acquires: TSan sees every
+ * access of a section happen before the grace period that waited for it ends. */
+#define BULKRCU__FULL_FENCE(ctr) ((void)__atomic_fetch_add((ctr), 0, __ATOMIC_SEQ_CST))
+/* When the library itself is not built with TSan (an installed Release library under a user's
+ * -fsanitize=thread build), TSan cannot see the grace period's loads. So, in TSan builds only,
+ * every outermost unlock releases the address of bulkrcu__gp_ctr and the waits below acquire
+ * it on return: each section that ended happens-before the return of every later wait (a
+ * superset of the real order, so no false reports on memory freed after a wait). */
+void __tsan_acquire(void* addr);
+void __tsan_release(void* addr);
+#define BULKRCU__TSAN_RELEASE_GP() __tsan_release((void*)&bulkrcu__gp_ctr)
+#define BULKRCU__TSAN_ACQUIRE_GP() __tsan_acquire((void*)&bulkrcu__gp_ctr)
 #else
 #define BULKRCU__MO_LOCK __ATOMIC_RELAXED   /* ordered by fence A (see below) */
 #define BULKRCU__MO_UNLOCK __ATOMIC_RELAXED /* ordered by fence B */
+#define BULKRCU__FULL_FENCE(ctr) __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define BULKRCU__TSAN_RELEASE_GP() ((void)0)
+#define BULKRCU__TSAN_ACQUIRE_GP() ((void)0)
 #endif
 
 /* initial-exec TLS: one pointer, reached with one %fs-relative load (no __tls_get_addr). */
-extern __thread struct bulkrcu__reader* bulkrcu__tls_reader __attribute__((tls_model("initial-exec")));
-extern unsigned long bulkrcu__gp_ctr; /* phase | 1; written by the grace-period engine */
-extern int bulkrcu__reader_fence;     /* 1 when membarrier(2) is unavailable */
-struct bulkrcu__reader* bulkrcu__reader_register(void);
-void bulkrcu__unlock_unbalanced(void) __attribute__((noreturn, cold));
+extern BULKRCU_API __thread struct bulkrcu__reader* bulkrcu__tls_reader
+    __attribute__((tls_model("initial-exec")));
+extern BULKRCU_API unsigned long bulkrcu__gp_ctr; /* phase | 1; written by the grace-period engine */
+extern BULKRCU_API int bulkrcu__reader_fence;     /* 1 when membarrier(2) is unavailable */
+BULKRCU_API struct bulkrcu__reader* bulkrcu__reader_register(void);
+BULKRCU_API void bulkrcu__unlock_unbalanced(void) __attribute__((noreturn, cold));
 /* rcu_obj_base::retire's path: bulkrcu_defer that never blocks and never allocates (false:
  * no page without waiting; the caller then uses its embedded head). It may free() elapsed
  * bulkrcu_kvfree pointers on this thread, so it is not async-signal-safe. */
-bool bulkrcu__defer_nonblocking(void (*fn)(void*), void* ptr);
+BULKRCU_API bool bulkrcu__defer_nonblocking(void (*fn)(void*), void* ptr);
 /* The C++ API's slow paths with the size of every object of the channel (sizeof(T)): the
  * budget counts it in bytes instead of against the object bound. */
 BULKRCU_API void bulkrcu__defer_sized(void (*fn)(void*), void* ptr, size_t size);
@@ -250,7 +281,7 @@ static inline __attribute__((always_inline)) void bulkrcu__read_lock_inline(void
     /* Fence A: orders the store above before the section's loads. A compiler barrier; the
      * grace period's membarrier (M1, M2 in src/gp/gp.cpp) supplies the CPU fence. */
     if (__builtin_expect(bulkrcu__reader_fence, 0))
-      __atomic_thread_fence(__ATOMIC_SEQ_CST);
+      BULKRCU__FULL_FENCE(&r->ctr);
     else
       __atomic_signal_fence(__ATOMIC_SEQ_CST);
   } else {
@@ -265,9 +296,10 @@ static inline __attribute__((always_inline)) void bulkrcu__read_unlock_inline(vo
   if (__builtin_expect((tmp & BULKRCU__NEST_MASK) == 1, 1)) {
     /* Fence B: orders the section's loads before the store that ends it; pairs with M1/M2. */
     if (__builtin_expect(bulkrcu__reader_fence, 0))
-      __atomic_thread_fence(__ATOMIC_SEQ_CST);
+      BULKRCU__FULL_FENCE(&r->ctr);
     else
       __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    BULKRCU__TSAN_RELEASE_GP();
     __atomic_store_n(&r->ctr, tmp - 1, BULKRCU__MO_UNLOCK);
   } else {
     if (__builtin_expect(!(tmp & BULKRCU__NEST_MASK), 0)) bulkrcu__unlock_unbalanced();
@@ -295,11 +327,11 @@ static inline __attribute__((always_inline)) unsigned long bulkrcu__kv_channel(v
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BULKRCU__HAVE_RSEQ_STORE 1
-extern void* bulkrcu__kv_fast;         /* per-CPU slots (256 bytes each) while the fast path is on */
-extern long bulkrcu__rseq_offset;      /* glibc's __rseq_offset, set before bulkrcu__kv_fast */
-void bulkrcu__kv_help(unsigned flags); /* free()s a few elapsed pointers of this thread's CPU */
-#define BULKRCU__KRC_SHIFT 8           /* slot stride 256 */
-#define BULKRCU__KRC_FRONT 8           /* offset of the front block per channel in a slot */
+extern BULKRCU_API void* bulkrcu__kv_fast;    /* per-CPU slots (256 bytes each) while the fast path is on */
+extern BULKRCU_API long bulkrcu__rseq_offset; /* glibc's __rseq_offset, set before bulkrcu__kv_fast */
+BULKRCU_API void bulkrcu__kv_help(unsigned flags); /* free()s a few elapsed pointers of this thread's CPU */
+#define BULKRCU__KRC_SHIFT 8                       /* slot stride 256 */
+#define BULKRCU__KRC_FRONT 8                       /* offset of the front block per channel in a slot */
 #define BULKRCU__KV_MAY_BLOCK 1u
 #define BULKRCU__KV_NO_WAIT 2u
 #define BULKRCU__KV_HELP 8u
@@ -397,6 +429,33 @@ static inline __attribute__((always_inline)) bool bulkrcu__defer_nonblocking_inl
 
 /* The function-like macros inline the fast paths; `(bulkrcu_read_lock)()` and the function's
  * address still reach the exported function. Define BULKRCU_NO_INLINE to call it always. */
+#if defined(BULKRCU__TSAN) && !defined(BULKRCU__BUILDING_LIBRARY)
+/* TSan builds: the waits acquire what the readers' unlocks released (see BULKRCU__TSAN above).
+ * (The library's own sources, which define these functions, build with
+ * BULKRCU__BUILDING_LIBRARY.) */
+static inline void bulkrcu__synchronize_tsan(void) {
+  (bulkrcu_synchronize)();
+  BULKRCU__TSAN_ACQUIRE_GP();
+}
+static inline void bulkrcu__synchronize_expedited_tsan(void) {
+  (bulkrcu_synchronize_expedited)();
+  BULKRCU__TSAN_ACQUIRE_GP();
+}
+static inline void bulkrcu__cond_synchronize_tsan(unsigned long cookie) {
+  (bulkrcu_cond_synchronize)(cookie);
+  BULKRCU__TSAN_ACQUIRE_GP();
+}
+static inline bool bulkrcu__poll_state_tsan(unsigned long cookie) {
+  bool done = (bulkrcu_poll_state)(cookie);
+  if (done) BULKRCU__TSAN_ACQUIRE_GP();
+  return done;
+}
+#define bulkrcu_synchronize() bulkrcu__synchronize_tsan()
+#define bulkrcu_synchronize_expedited() bulkrcu__synchronize_expedited_tsan()
+#define bulkrcu_cond_synchronize(cookie) bulkrcu__cond_synchronize_tsan(cookie)
+#define bulkrcu_poll_state(cookie) bulkrcu__poll_state_tsan(cookie)
+#endif
+
 #ifndef BULKRCU_NO_INLINE
 #define bulkrcu_read_lock() bulkrcu__read_lock_inline()
 #define bulkrcu_read_unlock() bulkrcu__read_unlock_inline()

@@ -19,9 +19,50 @@
 #include <type_traits>
 #include <utility>
 
+#include "bulkrcu/cache.h"
 #include "bulkrcu/rcu.h"
 
+// C++17 is the lowest standard this header supports (tests/install builds a consumer with
+// -std=c++17). [[no_unique_address]] is used whenever the compiler has it, in every standard,
+// so rcu_obj_base has one layout in C++17 and C++20 translation units alike.
+#if __cplusplus < 201703L
+#error "bulkrcu/rcu.hpp needs C++17 or later"
+#endif
+#if defined(__has_cpp_attribute)
+#if __has_cpp_attribute(no_unique_address)
+#define BULKRCU__NO_UNIQUE_ADDRESS [[no_unique_address]]
+#endif
+#endif
+#ifndef BULKRCU__NO_UNIQUE_ADDRESS
+#define BULKRCU__NO_UNIQUE_ADDRESS
+#endif
+#if defined(__cpp_constinit)
+#define BULKRCU__CONSTINIT constinit
+#else
+#define BULKRCU__CONSTINIT /* constexpr constructor: constant-initialized in C++17 too */
+#endif
+
 namespace bulkrcu {
+
+namespace detail {
+// An object that came from an rcu_cache goes back to its cache when its deleter is the
+// default one: destructor, then bulkrcu_cache_free (its grace period has elapsed). Two table
+// loads decide (bulkrcu_cache_of).
+template <class T, class D>
+inline constexpr bool kDefaultDelete = std::is_same_v<D, std::default_delete<T>>;
+template <class T>
+bool destroy_if_cached(T* p) noexcept {
+  bulkrcu_cache* c = bulkrcu_cache_of(p);
+  if (!c) return false;
+  p->~T();
+  bulkrcu_cache_free(c, p);
+  return true;
+}
+template <class T>
+void cache_destroy_and_free(void* p) {
+  (void)destroy_if_cached(static_cast<T*>(p));
+}
+}  // namespace detail
 
 // The default (and only) RCU domain. Meets the Lockable requirements, so std::scoped_lock and
 // std::unique_lock work with it.
@@ -48,7 +89,7 @@ class rcu_domain {
 
 // Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes.
 inline rcu_domain& rcu_default_domain() noexcept {
-  static constinit rcu_domain domain;  // constant-initialized: no guard, no destructor
+  static BULKRCU__CONSTINIT rcu_domain domain;  // constant-initialized: no guard, no destructor
   return domain;
 }
 
@@ -100,6 +141,8 @@ class rcu_obj_base {
     rcu_obj_base* owner;
   };
   static void destroy(rcu_obj_base* base) {
+    if constexpr (detail::kDefaultDelete<T, D>)
+      if (detail::destroy_if_cached(static_cast<T*>(base))) return;
     D d = std::move(base->deleter_);
     d(static_cast<T*>(base));
   }
@@ -111,18 +154,20 @@ class rcu_obj_base {
     bulkrcu__read_unlock_inline();
   }
   Node node_{};
-  [[no_unique_address]] D deleter_{};
+  BULKRCU__NO_UNIQUE_ADDRESS D deleter_{};
 };
 
 namespace detail {
 template <class T, class D>
 void run_stateless_deleter(void* p) {
+  if constexpr (kDefaultDelete<T, D>)
+    if (destroy_if_cached(static_cast<T*>(p))) return;
   D{}(static_cast<T*>(p));
 }
 template <class T, class D>
 struct RetireNode {
   T* ptr;
-  [[no_unique_address]] D deleter;
+  BULKRCU__NO_UNIQUE_ADDRESS D deleter;
   static void run(void* p) {
     RetireNode* n = static_cast<RetireNode*>(p);
     D del = std::move(n->deleter);
@@ -153,6 +198,87 @@ void rcu_retire(T* p, D d = D(), rcu_domain& = rcu_default_domain()) {
     bulkrcu__defer_sized(&detail::RetireNode<T, D>::run, n, sizeof(T) + sizeof(*n));
   }
 }
+
+// A typed RCU object cache (bulkrcu_cache_* of <bulkrcu/cache.h>, sized and aligned for T).
+//   bulkrcu::rcu_cache<Node> nodes("nodes");
+//   Node* n = nodes.make(key, value);   // constructed in a cache object
+//   ... unpublish n ...; nodes.retire(n);  // destructor and reuse after a grace period
+// Objects of T deriving from rcu_obj_base<T> (default deleter) may also be retired with
+// n->retire(), and any T with rcu_retire(n): both give the memory back to this cache.
+// Flags: BULKRCU_CACHE_TYPESAFE_BY_RCU (see cache.h; readers must revalidate).
+// The cache must outlive its objects: the destructor aborts with a message when objects are
+// still allocated (bulkrcu_cache_destroy).
+template <class T>
+class rcu_cache {
+ public:
+  // Blocks: yes (maps per-CPU arrays). Allocates: metadata (mmap). Not async-signal-safe.
+  // Inside a reader: yes. get() is nullptr when creation failed (a message was printed).
+  explicit rcu_cache(const char* name, unsigned flags = 0) noexcept
+      : c_(bulkrcu_cache_create(name, sizeof(T), alignof(T) < 8 ? 8 : alignof(T), flags)) {}
+  ~rcu_cache() {
+    if (c_) {
+      if constexpr (!std::is_trivially_destructible_v<T>) bulkrcu_kvfree_barrier();
+      bulkrcu_cache_destroy(c_);
+    }
+  }
+  rcu_cache(const rcu_cache&) = delete;
+  rcu_cache& operator=(const rcu_cache&) = delete;
+
+  bulkrcu_cache* get() const noexcept { return c_; }
+
+  // A T constructed from args in a cache object; nullptr when memory is exhausted. If T's
+  // constructor throws, the object goes back to the cache and the exception propagates.
+  // Blocks, allocates: as bulkrcu_cache_alloc. Not async-signal-safe. Inside a reader: yes.
+  template <class... A>
+  T* make(A&&... args) noexcept(std::is_nothrow_constructible_v<T, A&&...>) {
+    void* p = bulkrcu_cache_alloc(c_);
+    if (!p) return nullptr;
+#if defined(__cpp_exceptions)
+    if constexpr (!std::is_nothrow_constructible_v<T, A&&...>) {
+      try {
+        return ::new (p) T(std::forward<A>(args)...);
+      } catch (...) {
+        bulkrcu_cache_free(c_, p);
+        throw;
+      }
+    }
+#endif
+    return ::new (p) T(std::forward<A>(args)...);
+  }
+
+  // Destructor and reuse after a grace period. A trivially destructible T goes straight into
+  // this CPU's retired array (no deleter at all); otherwise the destructor runs as a bulkrcu
+  // deleter (bulkrcu_defer) after the grace period, and the memory then returns to the cache.
+  // nullptr is a no-op. Blocks: trivially destructible T: no; else as bulkrcu_defer (last resort
+  // only). Allocates: pool pages. Async-signal-safe: trivially destructible T only. Inside a
+  // reader: yes.
+  void retire(T* p) noexcept {
+    if (!p) return;
+    if constexpr (std::is_trivially_destructible_v<T>)
+      bulkrcu_cache_free_rcu(c_, p);
+    else
+      bulkrcu_defer(&detail::cache_destroy_and_free<T>, p);
+  }
+
+  // Destructor and reuse at once: no reader may hold p. nullptr is a no-op.
+  // Blocks, allocates: as bulkrcu_cache_free. Not async-signal-safe. Inside a reader: yes.
+  void dispose(T* p) noexcept {
+    if (!p) return;
+    p->~T();
+    bulkrcu_cache_free(c_, p);
+  }
+
+  // Waits until every object retired through this cache before the call is destroyed and
+  // reusable (for a T with a destructor, that is kvfree's barrier as well).
+  // Blocks: yes. Allocates: no. Not async-signal-safe. Inside a reader: forbidden (aborts).
+  void barrier() noexcept {
+    if constexpr (!std::is_trivially_destructible_v<T>) bulkrcu_kvfree_barrier();
+    bulkrcu_cache_barrier(c_);
+  }
+
+ private:
+  bulkrcu_cache* c_;
+};
 
 }  // namespace bulkrcu
 

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bulkrcu/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -23,10 +25,10 @@ struct bulkrcu_stats {
   uint64_t reader_slots;            /* reader slots mapped */
   uint64_t readers_registered;      /* reader slots owned by live threads (gauge) */
   /* callbacks (bulkrcu_call) */
-  uint64_t callbacks_queued; /* counted when the runtime thread sweeps them */
-  uint64_t callbacks_invoked;
-  uint64_t callbacks_pending;  /* swept, not yet invoked (gauge) */
-  uint64_t callbacks_overflow; /* queued on the shared overflow list (slot busy) */
+  uint64_t callbacks_queued;   /* bulkrcu_call calls (per-CPU counts, summed) */
+  uint64_t callbacks_invoked;  /* callbacks that have run */
+  uint64_t callbacks_pending;  /* queued - invoked: the whole backlog, swept or not (gauge) */
+  uint64_t callbacks_overflow; /* queued on an overflow list (slot busy) */
   /* configuration */
   uint64_t percpu_rseq;   /* 1: per-CPU data via rseq; 0: sched_getcpu + try-lock fallback */
   uint64_t reader_fences; /* 1: readers run full fences (no membarrier) */
@@ -72,16 +74,20 @@ struct bulkrcu_stats {
   uint64_t kv_cursors_stolen;       /* threads' reclaim blocks taken back by the runtime thread */
   uint64_t kv_retirer_passes;       /* lite monitor passes made by retiring threads (runtime late) */
   uint64_t kv_helps_dry;            /* helps that found nothing elapsed to free (tcache runs dry) */
-  uint64_t kv_throttles;            /* blocking retires that waited for reclaim (over the budget) */
-  uint64_t kv_pending_unsized;      /* objects of unknown size in closed blocks (gauge) */
-  uint64_t kv_budget_objects;       /* BULKRCU_MAX_PENDING_OBJECTS */
+  /* callbacks, continued */
+  uint64_t callbacks_swept;              /* moved by the runtime thread into grace-period segments */
+  uint64_t callbacks_invocation_threads; /* threads that run callbacks now (gauge) */
+  /* kvfree, continued */
+  uint64_t kv_throttles;       /* blocking retires that waited for reclaim (over the budget) */
+  uint64_t kv_pending_unsized; /* objects of unknown size in closed blocks (gauge) */
+  uint64_t kv_budget_objects;  /* BULKRCU_MAX_PENDING_OBJECTS */
 };
 
 /* Copies min(size, sizeof(struct bulkrcu_stats)) bytes of a fresh snapshot into *out; pass
  * sizeof(*out) so that a program built against an older header keeps working.
  * Blocks: no. Allocates: no. Async-signal-safe: no (walks shared lists with relaxed loads; it
  * takes no lock, but is not meant for handlers). Inside a reader: yes. */
-void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size);
+BULKRCU_API void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size);
 
 #ifdef __cplusplus
 }

@@ -56,68 +56,115 @@ int read_possible_cpus() {
   }
   long conf = sysconf(_SC_NPROCESSORS_CONF);
   if (conf > n) n = static_cast<int>(conf);
+#ifdef BULKRCU_TESTING
+  // Test builds may pretend to have more possible CPUs than the machine (every per-CPU array,
+  // sweep and pass then covers CPUs that never run anything): BULKRCU_TEST_POSSIBLE_CPUS=256.
+  if (const char* v = getenv("BULKRCU_TEST_POSSIBLE_CPUS")) {
+    long want = strtol(v, nullptr, 10);
+    if (want > n && want <= 4096) n = static_cast<int>(want);
+  }
+#endif
   return n < 1 ? 1 : n;
 }
 
-std::uint64_t env_seconds_ns(const char* name, std::uint64_t def_s) {
-  const char* v = getenv(name);
-  if (!v || !*v) return def_s * 1000000000ull;
-  char* end = nullptr;
-  double d = strtod(v, &end);
-  if (end == v || d <= 0) {
-    log_warning("bulkrcu: ignoring %s=%s (expected a positive number of seconds)\n", name, v);
-    return def_s * 1000000000ull;
+char ascii_lower(char ch) { return ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch - 'A' + 'a') : ch; }
+
+bool equals_nocase(const char* a, const char* b) {
+  for (; *a && *b; ++a, ++b)
+    if (ascii_lower(*a) != ascii_lower(*b)) return false;
+  return *a == *b;
+}
+
+// Digits, then (kSize) an optional K/M/G with an optional B or iB; nothing else.
+bool parse_number(const EnvSpec& spec, const char* s, std::uint64_t* out, const char** why) {
+  if (*s == '-') return *why = "negative", false;
+  if (*s < '0' || *s > '9') return *why = "not a decimal integer", false;
+  std::uint64_t v = 0;
+  bool overflow = false;
+  for (; *s >= '0' && *s <= '9'; ++s) {
+    const unsigned d = static_cast<unsigned>(*s - '0');
+    if (v > (UINT64_MAX - d) / 10) overflow = true;
+    v = v * 10 + d;
   }
-  return static_cast<std::uint64_t>(d * 1e9);
-}
-
-bool env_flag(const char* name) {
-  const char* v = getenv(name);
-  return v && *v && strcmp(v, "0") != 0;
-}
-
-std::uint64_t env_u64(const char* name, std::uint64_t def, std::uint64_t unit, bool suffixes) {
-  const char* v = getenv(name);
-  if (!v || !*v) return def;
-  char* end = nullptr;
-  double d = strtod(v, &end);
-  std::uint64_t mult = unit;
-  if (suffixes && end && *end) {
-    switch (*end) {
+  if (spec.kind == EnvKind::kSize && *s) {
+    unsigned shift = 0;
+    switch (ascii_lower(*s)) {
       case 'k':
-      case 'K':
-        mult = 1ull << 10;
-        ++end;
+        shift = 10;
         break;
       case 'm':
-      case 'M':
-        mult = 1ull << 20;
-        ++end;
+        shift = 20;
         break;
       case 'g':
-      case 'G':
-        mult = 1ull << 30;
-        ++end;
+        shift = 30;
         break;
       default:
         break;
     }
+    if (shift) {
+      ++s;
+      if (equals_nocase(s, "b") || equals_nocase(s, "ib")) s += strlen(s);
+      if (!overflow && v > (UINT64_MAX >> shift)) overflow = true;
+      v <<= shift;
+    }
   }
-  if (end == v || (end && *end) || d <= 0) {
-    log_warning("bulkrcu: ignoring %s=%s (expected a positive number)\n", name, v);
-    return def;
+  if (*s) {
+    if (*s == '.' || *s == ',') return *why = "a fraction is not accepted", false;
+    if (*s == 'e' || *s == 'E') return *why = "an exponent is not accepted", false;
+    if ((*s == 'x' || *s == 'X') && v == 0 && s[-1] == '0')
+      return *why = "hexadecimal is not accepted", false;
+    return *why = "unexpected characters after the number", false;
   }
-  return static_cast<std::uint64_t>(d * static_cast<double>(mult));
+  if (overflow || v < spec.min || v > spec.max) return *why = "out of range", false;
+  *out = v;
+  return true;
 }
+
+bool parse_bool(const char* s, std::uint64_t* out, const char** why) {
+  static const char* const kTrue[] = {"1", "true", "yes", "on"};
+  static const char* const kFalse[] = {"0", "false", "no", "off"};
+  for (const char* t : kTrue)
+    if (equals_nocase(s, t)) return *out = 1, true;
+  for (const char* f : kFalse)
+    if (equals_nocase(s, f)) return *out = 0, true;
+  *why = "not a boolean";
+  return false;
+}
+
+// The variables in Config; load_config() reads them by index.
+enum : std::size_t {
+  kStall,
+  kNoRseq,
+  kNoMembarrier,
+  kDrain,
+  kMaxPending,
+  kMaxPendingObjects,
+  kPoolDebug,
+  kNrSpecs
+};
+constexpr EnvSpec kSpecs[kNrSpecs] = {
+    {"BULKRCU_STALL_TIMEOUT", EnvKind::kUint, 21, 1, 86400, "seconds"},
+    {"BULKRCU_NO_RSEQ", EnvKind::kBool, 0, 0, 1, nullptr},
+    {"BULKRCU_NO_MEMBARRIER", EnvKind::kBool, 0, 0, 1, nullptr},
+    {"BULKRCU_DRAIN_MS", EnvKind::kUint, 100, 1, 60000, "milliseconds"},
+    {"BULKRCU_MAX_PENDING", EnvKind::kSize, 64ull << 20, 4096, 1ull << 40, "bytes"},
+    {"BULKRCU_MAX_PENDING_OBJECTS", EnvKind::kSize, 1ull << 20, 1, 1ull << 30, "objects"},
+#ifdef BULKRCU_TESTING
+    {"BULKRCU_POOL_DEBUG", EnvKind::kBool, 1, 0, 1, nullptr},  // test builds check by default
+#else
+    {"BULKRCU_POOL_DEBUG", EnvKind::kBool, 0, 0, 1, nullptr},
+#endif
+};
 
 Config load_config() {
   Config c{};
-  c.stall_timeout_ns = env_seconds_ns("BULKRCU_STALL_TIMEOUT", 21);
-  c.no_rseq = env_flag("BULKRCU_NO_RSEQ");
-  c.no_membarrier = env_flag("BULKRCU_NO_MEMBARRIER");
-  c.drain_ns = env_u64("BULKRCU_DRAIN_MS", 100, 1, false) * 1000000ull;
-  c.max_pending_bytes = env_u64("BULKRCU_MAX_PENDING", 64ull << 20, 1, true);
-  c.max_pending_objects = env_u64("BULKRCU_MAX_PENDING_OBJECTS", 1ull << 20, 1, true);
+  c.stall_timeout_ns = env_read(kSpecs[kStall]) * 1000000000ull;
+  c.no_rseq = env_read(kSpecs[kNoRseq]) != 0;
+  c.no_membarrier = env_read(kSpecs[kNoMembarrier]) != 0;
+  c.drain_ns = env_read(kSpecs[kDrain]) * 1000000ull;
+  c.max_pending_bytes = env_read(kSpecs[kMaxPending]);
+  c.max_pending_objects = env_read(kSpecs[kMaxPendingObjects]);
+  c.pool_debug = env_read(kSpecs[kPoolDebug]) != 0;
   return c;
 }
 
@@ -227,6 +274,58 @@ void log_warning(const char* fmt, ...) noexcept {
 const Config& config() noexcept {
   static const Config c = load_config();
   return c;
+}
+
+Config read_config() noexcept { return load_config(); }
+
+EnvSpecs config_specs() noexcept { return {kSpecs, kNrSpecs}; }
+
+bool env_parse(const EnvSpec& spec, const char* s, std::uint64_t* out, const char** why) noexcept {
+  const char* ignored = nullptr;
+  if (!why) why = &ignored;
+  if (!s) return *why = "unset", false;
+  return spec.kind == EnvKind::kBool ? parse_bool(s, out, why) : parse_number(spec, s, out, why);
+}
+
+std::uint64_t env_read(const EnvSpec& spec) noexcept {
+  const char* v = getenv(spec.name);
+  if (!v || !*v) return spec.def;
+  std::uint64_t out = 0;
+  const char* why = nullptr;
+  if (env_parse(spec, v, &out, &why)) return out;
+  // One write(2): the whole message, the value cut to 64 characters.
+  if (spec.kind == EnvKind::kBool)
+    log_warning(
+        "bulkrcu: ignoring %s=\"%.64s\" (%s): expected 1/0, true/false, yes/no or on/off; "
+        "keeping the default %s\n",
+        spec.name, v, why, spec.def ? "1" : "0");
+  else if (spec.kind == EnvKind::kSize)
+    log_warning(
+        "bulkrcu: ignoring %s=\"%.64s\" (%s): expected a whole number of %s in [%llu, %llu], "
+        "optionally with a K, M or G suffix (KB/MB/GB and KiB/MiB/GiB too, all powers of "
+        "1024); keeping the default %llu\n",
+        spec.name, v, why, spec.unit, static_cast<unsigned long long>(spec.min),
+        static_cast<unsigned long long>(spec.max), static_cast<unsigned long long>(spec.def));
+  else
+    log_warning(
+        "bulkrcu: ignoring %s=\"%.64s\" (%s): expected a whole number of %s in [%llu, %llu]; "
+        "keeping the default %llu\n",
+        spec.name, v, why, spec.unit, static_cast<unsigned long long>(spec.min),
+        static_cast<unsigned long long>(spec.max), static_cast<unsigned long long>(spec.def));
+  return spec.def;
+}
+
+std::uint64_t env_uint(const char* name, std::uint64_t def, std::uint64_t min, std::uint64_t max,
+                       const char* unit) noexcept {
+  return env_read(EnvSpec{name, EnvKind::kUint, def, min, max, unit});
+}
+
+std::uint64_t env_size(const char* name, std::uint64_t def, std::uint64_t min, std::uint64_t max) noexcept {
+  return env_read(EnvSpec{name, EnvKind::kSize, def, min, max, "bytes"});
+}
+
+bool env_bool(const char* name, bool def) noexcept {
+  return env_read(EnvSpec{name, EnvKind::kBool, def ? 1u : 0u, 0, 1, nullptr}) != 0;
 }
 
 void set_stall_timeout_ns(std::uint64_t ns) noexcept {

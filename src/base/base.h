@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <ctime>
 
+#include "bulkrcu/export.h"
+
 #define BULKRCU_LIKELY(x) __builtin_expect(!!(x), 1)
 #define BULKRCU_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define BULKRCU_NOINLINE __attribute__((noinline))
@@ -27,7 +29,7 @@
 #define BULKRCU_TSAN 0
 #endif
 
-extern "C" int bulkrcu__reader_fence;  // 1 until membarrier registration succeeds
+extern "C" BULKRCU_API int bulkrcu__reader_fence;  // 1 until membarrier registration succeeds
 
 namespace bulkrcu::detail {
 
@@ -73,15 +75,53 @@ int this_tid() noexcept;
 void log_warning(const char* fmt, ...) noexcept __attribute__((format(printf, 1, 2)));
 
 // --- environment configuration (read once, on first use) ---------------------------------
+// One strict parser for every BULKRCU_* variable. A value is taken only when it is, in full:
+//   integer  decimal digits, no sign, no blanks, no "0x", no fraction or exponent, within the
+//            variable's [min, max] (after the suffix);
+//   size     an integer, optionally followed by K, M or G (also KB/MB/GB, KiB/MiB/GiB; any case;
+//            all mean powers of 1024);
+//   boolean  1/0, true/false, yes/no, on/off (any case).
+// An unset or empty variable means the default. Anything else is refused with one message on
+// stderr naming the variable, the value and what was expected, and the default is kept.
+// Not async-signal-safe (getenv); call at initialisation or from config().
+enum class EnvKind : std::uint8_t { kUint, kSize, kBool };
+struct EnvSpec {
+  const char* name;
+  EnvKind kind;
+  std::uint64_t def, min, max;  // bool: def is 0 or 1, min/max unused
+  const char* unit;             // words for the message ("seconds", "bytes"; nullptr for bool)
+};
+// Pure parsers (no getenv, no message): true and *out set when `s` is valid for `spec`; else
+// false with *why set to a short static reason ("not a number", "out of range", ...).
+bool env_parse(const EnvSpec& spec, const char* s, std::uint64_t* out, const char** why) noexcept;
+// getenv(spec.name), parsed by env_parse; refusals print one message and give spec.def.
+std::uint64_t env_read(const EnvSpec& spec) noexcept;
+// One-line readers for a variable outside Config (e.g. BULKRCU_MAX_PENDING_OBJECTS):
+//   env_uint("BULKRCU_X", 1000, 1, 1u << 30, "objects")
+std::uint64_t env_uint(const char* name, std::uint64_t def, std::uint64_t min, std::uint64_t max,
+                       const char* unit) noexcept;
+std::uint64_t env_size(const char* name, std::uint64_t def, std::uint64_t min, std::uint64_t max) noexcept;
+bool env_bool(const char* name, bool def) noexcept;
+
+// Every variable in Config, in one table (README's "Environment" table lists the same).
+struct EnvSpecs {
+  const EnvSpec* spec;
+  std::size_t n;
+};
+EnvSpecs config_specs() noexcept;
+
 struct Config {
-  std::uint64_t stall_timeout_ns;     // BULKRCU_STALL_TIMEOUT (seconds, default 21)
-  bool no_rseq;                       // BULKRCU_NO_RSEQ=1 forces the try-lock fallback
-  bool no_membarrier;                 // BULKRCU_NO_MEMBARRIER=1 forces fenced readers
-  std::uint64_t drain_ns;             // BULKRCU_DRAIN_MS (milliseconds, default 100)
-  std::uint64_t max_pending_bytes;    // BULKRCU_MAX_PENDING (bytes, K/M/G suffixes; default 64M)
-  std::uint64_t max_pending_objects;  // BULKRCU_MAX_PENDING_OBJECTS (objects of unknown size; 1M)
+  std::uint64_t stall_timeout_ns;     // BULKRCU_STALL_TIMEOUT (integer seconds 1..86400, default 21)
+  bool no_rseq;                       // BULKRCU_NO_RSEQ (boolean) forces the try-lock fallback
+  bool no_membarrier;                 // BULKRCU_NO_MEMBARRIER (boolean) forces fenced readers
+  std::uint64_t drain_ns;             // BULKRCU_DRAIN_MS (integer milliseconds 1..60000, default 100)
+  std::uint64_t max_pending_bytes;    // BULKRCU_MAX_PENDING (size 4K..1T, default 64M)
+  bool pool_debug;                    // BULKRCU_POOL_DEBUG (boolean): the page pool's checks
+  std::uint64_t max_pending_objects;  // BULKRCU_MAX_PENDING_OBJECTS (size 1..1G, default 1M)
 };
 const Config& config() noexcept;
+// Parses the environment now (config() does it once and keeps the result). For tests.
+Config read_config() noexcept;
 // Test hook: replaces the stall timeout at run time.
 void set_stall_timeout_ns(std::uint64_t ns) noexcept;
 std::uint64_t stall_timeout_ns() noexcept;

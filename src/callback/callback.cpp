@@ -1,51 +1,153 @@
 #include "callback/callback.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "base/trace.h"
 #include "base/user_code.h"
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BULKRCU_CB_LSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define BULKRCU_CB_LSAN 1
+#endif
+#ifdef BULKRCU_CB_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
 
 namespace bulkrcu::detail::cb {
 namespace {
 
+#ifdef BULKRCU_TESTING
+constexpr int kSegPool = 6;           // small: the merge and carry paths run in tests
+constexpr std::size_t kBatch = 64;    // several batches a segment
+constexpr std::uint64_t kHigh = 256;  // backlog that expedites grace periods
+#else
+constexpr int kSegPool = 128;  // lanes x (ready + waiting cookies) needs about 5 a lane
+constexpr std::size_t kBatch = 4096;
+constexpr std::uint64_t kHigh = 65536;
+#endif
+constexpr int kSweepChunk = 256;  // slots locked at once, one remote fence per chunk
+
 // One per possible CPU. head: owner side pushes (rseq, or under lock in kLock mode); the
-// runtime thread detaches it under lock + fence_remote (see percpu.h's protocol).
+// runtime thread detaches it under lock + fence_remote (see percpu.h's protocol). queued: the
+// owner side's count (an rseq add, or under the lock); others only read it.
 struct alignas(kCacheLine) CbSlot {
   SlotLock lock;
   bulkrcu_head* head = nullptr;
+  std::uint64_t queued = 0;
 };
 
 std::atomic<CbSlot*> g_slots{nullptr};
 BULKRCU_ALWAYS_INLINE CbSlot* slots() { return get_slots(g_slots); }
-__attribute__((constructor)) void cb_init() { (void)slots(); }
 
-// Shared overflow list: lock-free push (CAS), detached whole by exchange, so no ABA.
-std::atomic<bulkrcu_head*> g_overflow{nullptr};
-std::atomic<std::uint64_t> g_nr_overflow{0};
+int compute_lanes() {
+  int n = nr_slots();
+  return n < kMaxLanes ? n : kMaxLanes;
+}
 
-// Runtime-thread-private state.
-struct Segment {
-  unsigned long cookie;
-  std::uint64_t sweep;
-  bulkrcu_head* first;  // FIFO, linked through next
-  std::uint64_t n;
-  Segment* next;
+// Per-lane overflow lists: lock-free push (CAS), detached whole by exchange, so no ABA.
+struct alignas(kCacheLine) Overflow {
+  std::atomic<bulkrcu_head*> head{nullptr};
+  std::atomic<std::uint64_t> count{0};
 };
-// A FIFO of segments, oldest first. Plain pointers (constant-initialized): the runtime thread
-// may start before this file's dynamic initializers run.
-Segment* g_seg_head = nullptr;
-Segment* g_seg_tail = nullptr;
-std::uint64_t g_sweeps = 0;
-std::uint64_t g_invoked_through = 0;
-std::atomic<std::uint64_t> g_nr_queued{0}, g_nr_invoked{0}, g_nr_pending{0}, g_nr_head_frees{0};
+Overflow g_overflow[kMaxLanes];
 
-void push_overflow(bulkrcu_head* head) {
-  bulkrcu_head* old = g_overflow.load(std::memory_order_relaxed);
+// ---- segments (everything below is guarded by g_mu) ----------------------------------------
+struct Segment {
+  Segment* next;
+  unsigned long cookie;
+  std::uint64_t sweep;  // the oldest sweep whose callbacks it holds
+  bulkrcu_head* first;  // FIFO, linked through next, last->next == nullptr
+  bulkrcu_head* last;
+  std::uint64_t n;
+  int lane;
+};
+
+struct Fifo {
+  Segment* head = nullptr;
+  Segment* tail = nullptr;
+  void push(Segment* s) {
+    s->next = nullptr;
+    if (tail)
+      tail->next = s;
+    else
+      head = s;
+    tail = s;
+  }
+  Segment* pop() {
+    Segment* s = head;
+    head = s->next;
+    if (!head) tail = nullptr;
+    return s;
+  }
+};
+
+// Constant-initialized: the runtime thread may start before this file's dynamic initializers.
+pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+Segment g_pool[kSegPool];
+int g_pool_used = 0;  // g_pool[0 .. used) have been handed out at least once
+Segment* g_free = nullptr;
+Fifo g_waiting;  // sweep order
+Fifo g_ready[kMaxLanes];
+bool g_busy[kMaxLanes];  // a thread runs the head segment of this lane
+// Chains swept without a segment (pool dry), prepended to the lane's next sweep.
+bulkrcu_head* g_carry_first[kMaxLanes];
+bulkrcu_head* g_carry_last[kMaxLanes];
+std::uint64_t g_carry_n[kMaxLanes];
+std::uint64_t g_carry_sweep[kMaxLanes];
+std::uint64_t g_sweeps = 0;
+// The batch a thread runs now, for a fork child (written by the running thread, relaxed).
+std::atomic<bulkrcu_head*> g_cursor[kMaxLanes];
+std::atomic<std::uint64_t> g_cursor_done[kMaxLanes];
+int g_rr = 0;  // round-robin start for picking a lane
+
+std::atomic<bool> g_any_carry{false};
+std::atomic<std::uint64_t> g_nr_swept{0}, g_nr_invoked{0}, g_nr_ready{0}, g_nr_head_frees{0};
+
+struct Locked {
+  Locked() { pthread_mutex_lock(&g_mu); }
+  ~Locked() { pthread_mutex_unlock(&g_mu); }
+};
+
+Segment* seg_alloc() {
+  if (g_free) {
+    Segment* s = g_free;
+    g_free = s->next;
+    return s;
+  }
+  return g_pool_used < kSegPool ? &g_pool[g_pool_used++] : nullptr;
+}
+void seg_free(Segment* s) {
+  s->next = g_free;
+  g_free = s;
+}
+
+std::uint64_t through_locked() {
+  std::uint64_t m = ~std::uint64_t{0};
+  auto consider = [&](std::uint64_t s) {
+    if (s < m) m = s;
+  };
+  if (g_waiting.head) consider(g_waiting.head->sweep);
+  for (int l = 0; l < kMaxLanes; ++l) {
+    if (g_ready[l].head) consider(g_ready[l].head->sweep);
+    if (g_carry_first[l]) consider(g_carry_sweep[l]);
+  }
+  return m == ~std::uint64_t{0} ? g_sweeps : m - 1;
+}
+
+void push_overflow(bulkrcu_head* head, int cpu) {
+  Overflow& o = g_overflow[cpu % nr_lanes()];
+  bulkrcu_head* old = o.head.load(std::memory_order_relaxed);
   do {
     head->next = old;
-  } while (
-      !g_overflow.compare_exchange_weak(old, head, std::memory_order_release, std::memory_order_relaxed));
-  g_nr_overflow.fetch_add(1, std::memory_order_relaxed);
+  } while (!o.head.compare_exchange_weak(old, head, std::memory_order_release, std::memory_order_relaxed));
+  o.count.fetch_add(1, std::memory_order_relaxed);
 }
 
 // Reverses a LIFO chain; returns the new first node, *last = new last node.
@@ -62,7 +164,58 @@ bulkrcu_head* reverse(bulkrcu_head* h, bulkrcu_head** last, std::uint64_t* n) {
   return prev;
 }
 
+// The one place a callback is invoked.
+BULKRCU_ALWAYS_INLINE bool invoke_one(bulkrcu_head* h) {
+  const auto f = reinterpret_cast<std::uintptr_t>(h->func);
+  if (f < kMaxHeadOffset) {
+    if (g_free_object)
+      g_free_object(reinterpret_cast<char*>(h) - f);
+    else
+      free(reinterpret_cast<char*>(h) - f);
+    return true;
+  }
+  h->func(h);
+  return false;
+}
+
+void fork_child();
+
+__attribute__((constructor)) void cb_init() {
+  CbSlot* s = slots();
+#ifdef BULKRCU_CB_LSAN
+  // The CPU lists live in mmap'ed memory LeakSanitizer does not scan: callbacks still queued at
+  // exit are reachable, not leaked.
+  __lsan_register_root_region(s, sizeof(CbSlot) * static_cast<std::size_t>(nr_slots()));
+#else
+  (void)s;
+#endif
+  pthread_atfork(nullptr, nullptr, fork_child);
+}
+
+void fork_child() {
+  // Only the forking thread exists in the child: no one else holds these.
+  CbSlot* base = slots();
+  for (int i = 0; i < nr_slots(); ++i) base[i].lock.word.store(0, std::memory_order_relaxed);
+  pthread_mutex_init(&g_mu, nullptr);
+  for (int l = 0; l < kMaxLanes; ++l) {
+    if (!g_busy[l]) continue;
+    g_busy[l] = false;
+    Segment* seg = g_ready[l].head;
+    const std::uint64_t done = g_cursor_done[l].load(std::memory_order_relaxed);
+    seg->first = g_cursor[l].load(std::memory_order_relaxed);
+    seg->n = seg->n > done ? seg->n - done : 0;
+    g_nr_invoked.fetch_add(done, std::memory_order_relaxed);
+    g_nr_ready.fetch_sub(done, std::memory_order_relaxed);
+    if (!seg->first) seg_free(g_ready[l].pop());
+  }
+}
+
 }  // namespace
+
+int nr_lanes() noexcept {
+  static const int n = compute_lanes();
+  return n;
+}
 
 void call_free_head(bulkrcu_head* head, std::uintptr_t offset) noexcept {
   call(head, reinterpret_cast<void (*)(bulkrcu_head*)>(offset));
@@ -71,28 +224,36 @@ void call_free_head(bulkrcu_head* head, std::uintptr_t offset) noexcept {
 void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept {
   head->func = func;
   CbSlot* base = slots();
-  bool done = false;
 #if BULKRCU_HAVE_RSEQ_ASM
   if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq)) {
-    done =
-        subtle::rseq_push<offsetof(CbSlot, head), offsetof(bulkrcu_head, next)>(base, sizeof(CbSlot), head);
+    if (BULKRCU_LIKELY((subtle::rseq_push<offsetof(CbSlot, head), offsetof(bulkrcu_head, next)>(
+            base, sizeof(CbSlot), head)))) {
+      subtle::rseq_add_slot<offsetof(CbSlot, queued)>(base, sizeof(CbSlot), 1);
+    } else {
+      const int cpu = sched_getcpu();
+      push_overflow(head, cpu < 0 ? 0 : cpu);
+    }
   } else
 #endif
   {
-    CbSlot& s = base[current_cpu()];
+    const int cpu = current_cpu();
+    CbSlot& s = base[cpu];
     if (s.lock.try_lock()) {
       head->next = s.head;
-      s.head = head;
+      __atomic_store_n(&s.head, head, __ATOMIC_RELAXED);  // has_unswept() peeks without the lock
+      __atomic_store_n(&s.queued, s.queued + 1, __ATOMIC_RELAXED);
       s.lock.unlock();
-      done = true;
+    } else {
+      push_overflow(head, cpu);
     }
   }
-  if (BULKRCU_UNLIKELY(!done)) push_overflow(head);
   doorbell_ring_if_idle();
 }
 
 bool has_unswept() noexcept {
-  if (g_overflow.load(std::memory_order_relaxed)) return true;
+  if (g_any_carry.load(std::memory_order_relaxed)) return true;
+  for (int l = 0; l < nr_lanes(); ++l)
+    if (g_overflow[l].head.load(std::memory_order_relaxed)) return true;
   CbSlot* base = slots();
   for (int i = 0; i < nr_slots(); ++i)
     if (__atomic_load_n(&base[i].head, __ATOMIC_RELAXED)) return true;
@@ -102,104 +263,213 @@ bool has_unswept() noexcept {
 std::uint64_t sweep() noexcept {
   CbSlot* base = slots();
   const int n = nr_slots();
-  bulkrcu_head* taken[256];
-  bulkrcu_head** lists = n <= 256 ? taken : new bulkrcu_head*[n];
-  // The overflow list first, before any slot is locked, and its chain first in the segment: a
-  // push that found its slot locked by this sweep lands in the next sweep, and so does every
-  // later push of that thread, so a thread's callbacks keep their order on one CPU.
-  bulkrcu_head* over = g_overflow.exchange(nullptr, std::memory_order_acquire);
-  // R1 on every slot, one R2 for all CPUs, then take and R3 (percpu.h's protocol).
-  for (int i = 0; i < n; ++i) base[i].lock.lock();
-  subtle::fence_remote_all();
-  for (int i = 0; i < n; ++i) {
-    lists[i] = base[i].head;
-    base[i].head = nullptr;
-#if BULKRCU_TSAN
-    // rseq_push released each node by its own address (TSan cannot see the asm store).
-    for (bulkrcu_head* h = lists[i]; h; h = h->next) __tsan_acquire(h);
-#endif
-  }
-  for (int i = 0; i < n; ++i) base[i].lock.unlock();
-
-  // Concatenate the overflow chain, then each CPU's chain, each in queueing order.
-  bulkrcu_head* first = nullptr;
-  bulkrcu_head* tail = nullptr;
-  std::uint64_t count = 0;
-  auto append = [&](bulkrcu_head* lifo) {
+  const int lanes = nr_lanes();
+  // Per lane, in queueing order: the carried chain, the overflow chain, then each CPU's chain.
+  bulkrcu_head* first[kMaxLanes] = {};
+  bulkrcu_head* tail[kMaxLanes] = {};
+  std::uint64_t count[kMaxLanes] = {};
+  auto append = [&](int l, bulkrcu_head* lifo) {
     if (!lifo) return;
     bulkrcu_head* last;
-    bulkrcu_head* fifo = reverse(lifo, &last, &count);
-    if (tail)
-      tail->next = fifo;
+    bulkrcu_head* fifo = reverse(lifo, &last, &count[l]);
+    if (tail[l])
+      tail[l]->next = fifo;
     else
-      first = fifo;
-    tail = last;
+      first[l] = fifo;
+    tail[l] = last;
   };
-  append(over);
-  for (int i = 0; i < n; ++i) append(lists[i]);
-  if (lists != taken) delete[] lists;
-
-  const std::uint64_t id = ++g_sweeps;
-  if (first) {
-    // The cookie is taken after the detach: every callback in the segment was queued before it.
-    auto* seg = new Segment{gp::get_state(), id, first, count, nullptr};
-    if (g_seg_tail)
-      g_seg_tail->next = seg;
-    else
-      g_seg_head = seg;
-    g_seg_tail = seg;
-    g_nr_queued.fetch_add(count, std::memory_order_relaxed);
-    g_nr_pending.fetch_add(count, std::memory_order_relaxed);
-  } else if (!g_seg_head) {
-    g_invoked_through = id;
+  // The overflow lists first, before any slot is locked, and their chains first in the lane: a
+  // push that found its slot locked by this sweep lands in the next sweep, and so does every
+  // later push of that thread, so a thread's callbacks keep their order on one CPU.
+  for (int l = 0; l < lanes; ++l) append(l, g_overflow[l].head.exchange(nullptr, std::memory_order_acquire));
+  // R1 on a chunk of slots, one R2 for all CPUs, then take and R3 (percpu.h's protocol).
+  for (int c0 = 0; c0 < n; c0 += kSweepChunk) {
+    const int c1 = c0 + kSweepChunk < n ? c0 + kSweepChunk : n;
+    bulkrcu_head* taken[kSweepChunk];
+    for (int i = c0; i < c1; ++i) base[i].lock.lock();
+    subtle::fence_remote_all();
+    for (int i = c0; i < c1; ++i) {
+      taken[i - c0] = base[i].head;
+      base[i].head = nullptr;
+#if BULKRCU_TSAN
+      // rseq_push released each node by its own address (TSan cannot see the asm store).
+      for (bulkrcu_head* h = taken[i - c0]; h; h = h->next) __tsan_acquire(h);
+#endif
+    }
+    for (int i = c0; i < c1; ++i) base[i].lock.unlock();
+    for (int i = c0; i < c1; ++i) append(i % lanes, taken[i - c0]);
   }
+
+  // The cookie is taken after the detach: every callback swept was queued before it.
+  const unsigned long cookie = gp::get_state();
+  Locked lk;
+  const std::uint64_t id = ++g_sweeps;
+  std::uint64_t total = 0;
+  bool carry = false;
+  for (int l = 0; l < lanes; ++l) {
+    if (g_carry_first[l]) {  // carried callbacks go first: they were queued earlier
+      if (first[l]) {
+        g_carry_last[l]->next = first[l];
+      } else {
+        tail[l] = g_carry_last[l];
+      }
+      first[l] = g_carry_first[l];
+      count[l] += g_carry_n[l];
+      g_carry_first[l] = nullptr;
+      total -= g_carry_n[l];  // counted as swept when first carried
+    }
+    if (!first[l]) continue;
+    total += count[l];
+    const std::uint64_t seg_sweep = g_carry_n[l] ? g_carry_sweep[l] : id;
+    g_carry_n[l] = 0;
+    // The lane's newest waiting segment, if any.
+    Segment* newest = nullptr;
+    for (Segment* s = g_waiting.head; s; s = s->next)
+      if (s->lane == l) newest = s;
+    Segment* seg = nullptr;
+    if (!newest || newest->cookie != cookie) seg = seg_alloc();
+    if (seg) {
+      *seg = Segment{nullptr, cookie, seg_sweep, first[l], tail[l], count[l], l};
+      g_waiting.push(seg);
+    } else if (newest) {
+      // Same cookie, or the pool is dry: join the lane's newest waiting segment. Its cookie
+      // becomes the later of the two (waiting longer is always safe); its sweep stays the older.
+      newest->last->next = first[l];
+      newest->last = tail[l];
+      newest->n += count[l];
+      if (static_cast<long>(cookie - newest->cookie) > 0) newest->cookie = cookie;
+    } else {
+      g_carry_first[l] = first[l];
+      g_carry_last[l] = tail[l];
+      g_carry_n[l] = count[l];
+      g_carry_sweep[l] = seg_sweep;
+      carry = true;
+    }
+  }
+  g_any_carry.store(carry, std::memory_order_relaxed);
+  g_nr_swept.fetch_add(total, std::memory_order_relaxed);
   return id;
 }
 
 bool oldest_pending(unsigned long* cookie) noexcept {
-  if (!g_seg_head) return false;
-  *cookie = g_seg_head->cookie;
+  Locked lk;
+  if (!g_waiting.head) return false;
+  *cookie = g_waiting.head->cookie;
+  for (Segment* s = g_waiting.head; s; s = s->next)  // a merge may have raised an older one's
+    if (static_cast<long>(s->cookie - *cookie) < 0) *cookie = s->cookie;
   return true;
 }
 
-std::uint64_t invoke_ready() noexcept {
-  while (g_seg_head && gp::poll_state(g_seg_head->cookie)) {
-    Segment seg = *g_seg_head;
-    delete g_seg_head;
-    g_seg_head = seg.next;
-    if (!g_seg_head) g_seg_tail = nullptr;
-    std::uint64_t head_frees = 0;
-    UserCode user(Section::kNone);  // base/user_code.h: until the end of this segment
-    for (bulkrcu_head* h = seg.first; h;) {
-      bulkrcu_head* next = h->next;  // read before func: func may free or requeue h
-      const auto f = reinterpret_cast<std::uintptr_t>(h->func);
-      if (f < kMaxHeadOffset) {
-        free(reinterpret_cast<char*>(h) - f);
-        ++head_frees;
-      } else {
-        h->func(h);
-      }
-      h = next;
+void promote_ready() noexcept {
+  Locked lk;
+  // Waiting segments are promoted in order; one whose cookie was raised by a merge holds back
+  // the younger ones behind it until it is ready too.
+  while (g_waiting.head && gp::poll_state(g_waiting.head->cookie)) {
+    Segment* s = g_waiting.pop();
+    Fifo& q = g_ready[s->lane];
+    g_nr_ready.fetch_add(s->n, std::memory_order_relaxed);
+    // Join the lane's last ready segment unless a thread runs it: both are ready, so order and
+    // safety are kept, and the lane needs no more than two segments however far it falls behind.
+    if (q.tail && !(g_busy[s->lane] && q.tail == q.head)) {
+      q.tail->last->next = s->first;
+      q.tail->last = s->last;
+      q.tail->n += s->n;
+      seg_free(s);
+    } else {
+      q.push(s);
     }
-    g_nr_invoked.fetch_add(seg.n, std::memory_order_relaxed);
-    g_nr_head_frees.fetch_add(head_frees, std::memory_order_relaxed);
-    g_nr_pending.fetch_sub(seg.n, std::memory_order_relaxed);
-    g_invoked_through = seg.sweep;
   }
-  if (!g_seg_head) g_invoked_through = g_sweeps;
-  return g_invoked_through;
+}
+
+bool has_ready() noexcept {
+  Locked lk;
+  for (int l = 0; l < nr_lanes(); ++l)
+    if (g_ready[l].head && !g_busy[l]) return true;
+  return false;
+}
+
+std::uint64_t ready_backlog() noexcept { return g_nr_ready.load(std::memory_order_relaxed); }
+
+std::size_t batch_limit() noexcept { return kBatch; }
+
+std::size_t invoke_batch(std::size_t budget, std::uint64_t* through) noexcept {
+  Segment* seg = nullptr;
+  int lane = -1;
+  {
+    Locked lk;
+    const int lanes = nr_lanes();
+    for (int i = 0; i < lanes; ++i) {
+      const int l = (g_rr + i) % lanes;
+      if (g_ready[l].head && !g_busy[l]) {
+        lane = l;
+        break;
+      }
+    }
+    if (lane < 0) {
+      *through = through_locked();
+      return 0;
+    }
+    g_rr = lane + 1;
+    g_busy[lane] = true;
+    seg = g_ready[lane].head;
+    g_cursor[lane].store(seg->first, std::memory_order_relaxed);
+    g_cursor_done[lane].store(0, std::memory_order_relaxed);
+  }
+  // Only this thread touches seg's chain while the lane is busy (promote_ready joins a busy
+  // lane's segments behind it, never into it).
+  std::size_t done = 0;
+  std::uint64_t head_frees = 0;
+  bulkrcu_head* h = seg->first;
+  {
+    UserCode user(Section::kNone);  // base/user_code.h: until the end of this batch
+    while (h && done < budget) {
+      bulkrcu_head* next = h->next;  // read before func: func may free or requeue h
+      g_cursor[lane].store(next, std::memory_order_relaxed);
+      g_cursor_done[lane].store(done + 1, std::memory_order_relaxed);
+      head_frees += invoke_one(h);
+      h = next;
+      ++done;
+    }
+  }
+  BULKRCU_TRACE(callbacks_invoked, done, head_frees);
+  g_nr_invoked.fetch_add(done, std::memory_order_relaxed);
+  g_nr_head_frees.fetch_add(head_frees, std::memory_order_relaxed);
+  g_nr_ready.fetch_sub(done, std::memory_order_relaxed);
+  Locked lk;
+  seg->first = h;
+  seg->n -= done;
+  if (!h) seg_free(g_ready[lane].pop());
+  g_busy[lane] = false;
+  *through = through_locked();
+  return done;
+}
+
+std::uint64_t invoke_ready() noexcept {
+  promote_ready();
+  std::uint64_t through;
+  invoke_batch(kBatch, &through);
+  return through;
 }
 
 bool in_callback() noexcept { return in_user_code(); }
 
 Stats stats() noexcept {
   Stats s{};
-  s.queued = g_nr_queued.load(std::memory_order_relaxed);
+  CbSlot* base = slots();
+  for (int i = 0; i < nr_slots(); ++i) s.queued += __atomic_load_n(&base[i].queued, __ATOMIC_RELAXED);
+  for (int l = 0; l < kMaxLanes; ++l) s.overflow += g_overflow[l].count.load(std::memory_order_relaxed);
+  s.queued += s.overflow;
+  s.swept = g_nr_swept.load(std::memory_order_relaxed);
   s.invoked = g_nr_invoked.load(std::memory_order_relaxed);
-  s.overflow = g_nr_overflow.load(std::memory_order_relaxed);
-  s.pending = g_nr_pending.load(std::memory_order_relaxed);
+  s.pending = s.queued > s.invoked ? s.queued - s.invoked : 0;
   s.head_frees = g_nr_head_frees.load(std::memory_order_relaxed);
   return s;
 }
+
+std::uint64_t backlog() noexcept { return stats().pending; }
+
+bool backlog_high() noexcept { return backlog() > kHigh; }
+
+void (*g_free_object)(void*) noexcept = nullptr;
 
 }  // namespace bulkrcu::detail::cb

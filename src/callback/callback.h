@@ -1,16 +1,29 @@
 // bulkrcu/src/callback/callback.h: call_rcu (layer callback; includes base/, percpu/, gp/).
 //
 // Owner side: bulkrcu_call pushes the head onto this CPU's list (an rseq push, or a try-lock of
-// the slot in the kLock mode). When the slot is held by the runtime thread, or the try-lock
-// fails (another thread, or a signal handler interrupting this one), the head goes onto one
-// shared overflow list with a lock-free push. It never blocks, allocates or waits for a lock.
+// the slot in the kLock mode) and bumps this CPU's queued count. When the slot is held by the
+// runtime thread, or the try-lock fails (another thread, or a signal handler interrupting this
+// one), the head goes onto its lane's overflow list with a lock-free push. It never blocks,
+// allocates or waits for a lock.
 //
-// Runtime side (the runtime thread only, see runtime/): sweep() detaches every CPU's list and
-// the overflow list, restores queueing order (pushes are LIFO), and appends the result as one
-// segment tagged with a fresh grace-period cookie; invoke_ready() runs the segments whose cookie
-// has elapsed, oldest first. A CPU's callbacks therefore run in the order they were queued.
+// Lanes. CPU c belongs to lane c % nr_lanes() (at most kMaxLanes). A lane is the unit of order
+// and of parallel invocation: its callbacks run in queueing order, by one thread at a time; two
+// lanes may run on two threads at once. Callbacks queued on one CPU therefore run in the order
+// they were queued, whichever thread runs them.
+//
+// Runtime side. sweep() (the runtime thread) detaches every CPU's list and the overflow lists,
+// restores queueing order (pushes are LIFO), and appends one segment per lane, tagged with a
+// fresh grace-period cookie, to the waiting queue. promote_ready() moves the segments whose
+// cookie has elapsed onto their lane's ready queue. invoke_batch() (the runtime thread or an
+// invocation worker) runs at most `budget` callbacks of one lane that no other thread is
+// running, so that no thread spends long away from sweeping and grace periods.
+//
+// Segments come from a fixed pool: nothing here allocates. When the pool runs dry a new
+// segment is merged into its lane's newest waiting one (its cookie raised, which only delays)
+// or, with none, carried into the next sweep.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "bulkrcu/rcu.h"
@@ -19,6 +32,8 @@
 
 namespace bulkrcu::detail::cb {
 
+inline constexpr int kMaxLanes = 8;
+
 void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept;
 
 // The two-argument kvfree fallback (the kernel's trick): `head` lies `offset` bytes into a
@@ -26,28 +41,55 @@ void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept;
 // page of the address space is never mapped), and invocation frees the object.
 inline constexpr std::uintptr_t kMaxHeadOffset = 4096;
 void call_free_head(bulkrcu_head* head, std::uintptr_t offset) noexcept;
+// The free of call_free_head's objects: free() unless a layer above installs its own (the
+// cache layer does, so that kfree_rcu of a cache object goes back to its cache). Set once,
+// before any thread retires (a load-time constructor).
+extern void (*g_free_object)(void*) noexcept;
 
-// ---- runtime side (single thread) ----
-// True when a CPU list or the overflow list holds callbacks not yet swept (racy peek).
+// Number of lanes: min(possible CPUs, kMaxLanes).
+int nr_lanes() noexcept;
+
+// ---- runtime side ----
+// True when a CPU list, an overflow list or a carried chain holds callbacks not yet in a
+// segment (racy peek).
 bool has_unswept() noexcept;
-// Detaches everything queued so far into a new segment. Returns the segment's sweep number.
+// Runtime thread only. Detaches everything queued so far into new segments. Returns the sweep
+// number.
 std::uint64_t sweep() noexcept;
 // True when segments wait for their grace period; *cookie = the oldest one's cookie.
 bool oldest_pending(unsigned long* cookie) noexcept;
-// Invokes the segments whose cookie has elapsed; returns the highest sweep number whose
-// segment (and every older one) has been invoked.
+// Moves waiting segments whose cookie has elapsed to their lanes' ready queues.
+void promote_ready() noexcept;
+// True when some lane has ready callbacks that no thread is running (racy peek).
+bool has_ready() noexcept;
+// Ready callbacks not yet invoked (racy).
+std::uint64_t ready_backlog() noexcept;
+// Callbacks queued and not yet invoked, swept or not (racy).
+std::uint64_t backlog() noexcept;
+// True when the backlog is large enough that grace periods should be expedited and more
+// invocation threads used.
+bool backlog_high() noexcept;
+// Bulkrcu's threads only (the runtime thread, invocation workers). Runs at most `budget` ready
+// callbacks of one lane no other thread is running; returns how many it ran (0: nothing to do).
+// *through = the highest sweep number whose segments (and every older one's) have been invoked.
+std::size_t invoke_batch(std::size_t budget, std::uint64_t* through) noexcept;
+// promote_ready(), then one bounded invoke_batch(); returns *through of it (runtime thread).
 std::uint64_t invoke_ready() noexcept;
+// Callbacks one invoke_batch() runs at most.
+std::size_t batch_limit() noexcept;
 // True while the calling thread runs a callback.
 bool in_callback() noexcept;
 
-// After fork, in the child: the runtime thread's private segment queue is kept as is (its
-// callbacks still run); nothing else to reset.
+// After fork, in the child: the slot locks, the queue mutex and the lanes' busy flags are reset
+// (their holders do not exist in the child). A batch an invocation worker was running at the
+// fork resumes after the callback that was running then (that one is not run in the child).
 
 struct Stats {
-  std::uint64_t queued;  // counted when swept
+  std::uint64_t queued;  // counted by bulkrcu_call, per CPU
+  std::uint64_t swept;
   std::uint64_t invoked;
-  std::uint64_t overflow;    // pushes that took the shared overflow list
-  std::uint64_t pending;     // swept, not yet invoked
+  std::uint64_t overflow;    // pushes that took an overflow list
+  std::uint64_t pending;     // queued, not yet invoked
   std::uint64_t head_frees;  // objects freed through call_free_head
 };
 Stats stats() noexcept;

@@ -28,6 +28,25 @@
 //
 // Without membarrier (kernel without it, BULKRCU_NO_MEMBARRIER=1) readers run fences A and B
 // as full fences (bulkrcu__reader_fence = 1) and M1/M2 are full fences.
+//
+// Memory ordering of the no-reader shortcut (synchronize with no reader slot owned). A thread
+// can be inside a section only while it owns a slot: it claims one (a seq_cst CAS of owner
+// 0 -> 1, then F3: a full fence) before its first section's loads, and gives it back (a
+// release store of owner 0) only after its last section has ended. synchronize runs F4 (a full
+// fence, get_state's) after the caller's updates and then reads every owner. If it reads 0 for
+// every slot:
+//   - a thread that claims a slot later: F4 precedes its F3 in the fences' single total order
+//     (otherwise F4 would see its CAS), so every load of its sections sees the caller's
+//     updates; it cannot hold a pre-existing reference.
+//   - a thread that gave its slot back: the acquire load of owner 0 synchronizes with that
+//     release store, so its sections happen-before synchronize returns.
+// No other thread can be inside a section that began before the call, so returning at once is
+// a full grace period for the caller. To satisfy other threads' cookies too, the shortcut runs
+// under gp_mutex (trylock) as a grace period without membarrier: seq odd, a full fence, the
+// owner scan, seq even. A cookie taken before the odd store was preceded by its taker's fence,
+// which therefore precedes the scan's fence: the same argument covers that taker's updates. No membarrier is
+// needed: F3 is a real fence in the slow path of a thread's first read_lock, never in the read-side fast
+// path.
 #include "gp/gp.h"
 
 #include <errno.h>
@@ -42,6 +61,7 @@
 
 #include <climits>
 
+#include "base/trace.h"
 #include "bulkrcu/rcu.h"
 
 // ---- the reader fast path's shared state (declared in include/bulkrcu/rcu.h) -------------
@@ -116,8 +136,11 @@ ReaderSlot* claim_slot() {
     for (ReaderSlot& s : c->slots) {
       std::uint32_t expected = 0;
       if (s.owner.load(std::memory_order_relaxed) == 0 &&
-          s.owner.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed))
+          s.owner.compare_exchange_strong(expected, 1, std::memory_order_seq_cst,
+                                          std::memory_order_relaxed)) {
+        std::atomic_thread_fence(std::memory_order_seq_cst);  // F3 (the no-reader shortcut)
         return &s;
+      }
     }
   }
   // Every slot is taken: map a new chunk (mmap is async-signal-safe, malloc is not).
@@ -128,7 +151,8 @@ ReaderSlot* claim_slot() {
   Chunk* head = g_chunks.load(std::memory_order_relaxed);
   do {
     c->next = head;
-  } while (!g_chunks.compare_exchange_weak(head, c, std::memory_order_release, std::memory_order_relaxed));
+  } while (!g_chunks.compare_exchange_weak(head, c, std::memory_order_seq_cst, std::memory_order_relaxed));
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // F3: the owner store is visible with c
   g_nr_chunks.fetch_add(1, std::memory_order_relaxed);
   return &c->slots[0];
 }
@@ -158,6 +182,13 @@ void on_thread_exit(void* p) {
 }
 
 }  // namespace
+
+bool no_reader_slot_owned() noexcept {
+  for (Chunk* c = g_chunks.load(std::memory_order_acquire); c; c = c->next)
+    for (ReaderSlot& s : c->slots)
+      if (s.owner.load(std::memory_order_acquire) != 0) return false;
+  return true;
+}
 
 void for_each_thread_word(void (*f)(std::atomic<void*>& word, void* arg), void* arg) noexcept {
   for_each_slot([&](ReaderSlot& s) { f(s.word, arg); });
@@ -213,6 +244,7 @@ void report_stalls(unsigned long gpc, unsigned long seq, std::uint64_t waited_ns
         "section for at least %.1f s; the grace period keeps waiting\n",
         s.tid, comm, static_cast<double>(waited_ns) / 1e9);
     g.nr_stall.fetch_add(1, std::memory_order_relaxed);
+    BULKRCU_TRACE(stall_warning, s.tid, waited_ns);
   });
 }
 
@@ -238,6 +270,8 @@ bool any_active() {
 // exponential backoff capped at 1 ms, or keeps yielding when expedited. The clock is read only
 // once the spinning is over (*start_ns == 0 until then): a grace period that finds its readers
 // gone at once never pays for it.
+constexpr std::uint64_t kYieldPhaseNs = 5000000;  // 5 ms
+
 void wait_for_readers(bool expedited, std::uint64_t* start_ns) {
   const unsigned long gpc = __atomic_load_n(&bulkrcu__gp_ctr, __ATOMIC_RELAXED);
   std::uint64_t backoff = 2000;
@@ -258,7 +292,11 @@ void wait_for_readers(bool expedited, std::uint64_t* start_ns) {
     // A yield hands this CPU to a preempted reader, but under EEVDF the yielder then waits for
     // that reader's whole slice; a thread with a short slice (the runtime thread) sleeps
     // instead, and its wakeup preempts the reader as soon as the timer fires.
-    if (fast || (iter < spins + 16 && !latency_sensitive())) {
+    // An application thread yields for the first few milliseconds: with readers oversubscribing
+    // the CPUs the one it waits for is usually preempted inside its section, and a sleeping
+    // waiter then waits for several full slices of the others (4 spinning readers on 2 CPUs:
+    // p50 64 ms sleeping, about 1 us yielding, measured by gp_bench).
+    if (fast || (!latency_sensitive() && (iter < spins + 16 || waited < kYieldPhaseNs))) {
       sched_yield();
     } else {
       sleep_ns(backoff);
@@ -271,7 +309,8 @@ void run_grace_period(bool expedited) {
   std::uint64_t start = 0;  // set by wait_for_readers once it stops spinning
   unsigned long s = g.seq.load(std::memory_order_relaxed);
   g.seq.store(s + 1, std::memory_order_relaxed);  // odd: in progress (no one acts on odd)
-  master_fence();                                 // M1
+  BULKRCU_TRACE(gp_start, s + 1, expedited);
+  master_fence();  // M1
   if (any_active()) {
     wait_for_readers(expedited, &start);                  // W1
     std::atomic_thread_fence(std::memory_order_seq_cst);  // F1
@@ -284,6 +323,7 @@ void run_grace_period(bool expedited) {
   g.seq.store(s + 2, std::memory_order_release);  // pairs with poll_state's acquire
   g.nr_gp.fetch_add(1, std::memory_order_relaxed);
   if (expedited) g.nr_exp_gp.fetch_add(1, std::memory_order_relaxed);
+  BULKRCU_TRACE(gp_end, s + 2, expedited);
 }
 
 }  // namespace
@@ -297,6 +337,11 @@ unsigned long get_state() noexcept {
 }
 
 bool poll_state(unsigned long cookie) noexcept {
+#if defined(BULKRCU_BUSTED) && defined(BULKRCU_TESTING)  // the torture's self-test (tests/torture.cmake):
+  return true;  // every cookie has elapsed: synchronize, callbacks, kvfree's batches wait for no reader
+#elif defined(BULKRCU_BUSTED)
+#error "BULKRCU_BUSTED is for the torture's self-test build (with BULKRCU_TESTING) only"
+#endif
   return ulong_ge(g.seq.load(std::memory_order_acquire), cookie);
 }
 
@@ -327,11 +372,33 @@ bool try_grace_period_now() noexcept {
 
 void wait_for_cookie(unsigned long cookie, bool expedited) noexcept {
   if (poll_state(cookie)) return;
+  NoCancel no_cancel;  // nanosleep is a cancellation point; gp_mutex must never stay locked
   if (expedited) g.expedite.fetch_add(1, std::memory_order_relaxed);
   pthread_mutex_lock(&g.gp_mutex);
   while (!poll_state(cookie)) run_grace_period(expedited);
   pthread_mutex_unlock(&g.gp_mutex);
   if (expedited) g.expedite.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void synchronize(bool expedited) noexcept {
+  const unsigned long cookie = get_state();  // F4 of the no-reader shortcut
+  // The shortcut also completes the sequence (seq odd, F4 again, scan, even), so that cookies
+  // taken before it are satisfied as after any synchronize; when gp_mutex is busy, the full path.
+  if (no_reader_slot_owned() && pthread_mutex_trylock(&g.gp_mutex) == 0) {
+    const unsigned long s = g.seq.load(std::memory_order_relaxed);
+    g.seq.store(s + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // F4 after the odd store
+    const bool none = no_reader_slot_owned();
+    if (none) {
+      g.seq.store(s + 2, std::memory_order_release);
+      g.nr_gp.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      g.seq.store(s, std::memory_order_relaxed);  // abandoned, as try_grace_period_now does
+    }
+    pthread_mutex_unlock(&g.gp_mutex);
+    if (none) return;
+  }
+  wait_for_cookie(cookie, expedited);
 }
 
 void request(unsigned long cookie) noexcept {
@@ -437,13 +504,13 @@ bool(bulkrcu_read_lock_held)(void) { return bulkrcu__read_lock_held_inline(); }
 void bulkrcu_synchronize(void) {
   gp::assert_not_in_reader("bulkrcu_synchronize()");
   gp::count_synchronize();
-  gp::wait_for_cookie(gp::get_state(), false);
+  gp::synchronize(false);
 }
 
 void bulkrcu_synchronize_expedited(void) {
   gp::assert_not_in_reader("bulkrcu_synchronize_expedited()");
   gp::count_synchronize();
-  gp::wait_for_cookie(gp::get_state(), true);
+  gp::synchronize(true);
 }
 
 unsigned long bulkrcu_get_state(void) { return gp::get_state(); }

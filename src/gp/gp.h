@@ -9,6 +9,8 @@
 // period has elapsed after the call; poll_state(c) = seq >= c (wrap-safe).
 #pragma once
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -26,8 +28,25 @@ bool poll_state(unsigned long cookie) noexcept;
 unsigned long current_seq() noexcept;
 
 // Runs grace periods on the calling thread until `cookie` has elapsed. Callers that overlap
-// share grace periods. `expedited`: spin and yield instead of sleeping.
+// share grace periods. `expedited`: spin and yield instead of sleeping. Not a cancellation
+// point (cancellation is disabled while it waits).
 void wait_for_cookie(unsigned long cookie, bool expedited) noexcept;
+
+// bulkrcu_synchronize: returns at once when no thread owns a reader slot (no thread can be
+// inside a section: gp.cpp's "no-reader shortcut"), else waits for a fresh cookie.
+void synchronize(bool expedited) noexcept;
+// True when no reader slot is owned (every thread that ever read has exited, or none did).
+bool no_reader_slot_owned() noexcept;
+
+// Disables thread cancellation for its lifetime (bulkrcu's waits are not cancellation points:
+// a cancelled waiter would unwind through noexcept frames or leave a lock held).
+struct NoCancel {
+  int old = 0;
+  NoCancel() noexcept { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old); }
+  ~NoCancel() { pthread_setcancelstate(old, nullptr); }
+  NoCancel(const NoCancel&) = delete;
+  NoCancel& operator=(const NoCancel&) = delete;
+};
 
 // Runs one grace period on the calling thread if that needs no waiting: gp_mutex is free and,
 // within a few microseconds of spinning after the first fence, no reader is inside a critical

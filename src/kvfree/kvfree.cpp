@@ -32,8 +32,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/trace.h"
 #include "base/user_code.h"
 #include "bulkrcu/page_pool.h"
+#include "cache/cache.h"
 #include "callback/callback.h"
 #include "gp/gp.h"
 #include "pool/pool.h"
@@ -153,6 +155,16 @@ Block* init_block(void* page, Deleter fn, std::uint64_t home, std::size_t size =
   return b;
 }
 
+// The free() channel's deleter: a pointer in an object cache's slab (kvfree_rcu of a cache
+// object, as kfree_rcu in the kernel) goes back to its cache, anything else to free().
+// cache::owns is two table loads (docs/CACHE.md measures it).
+inline void free_ptr(void* p) noexcept {
+  if (BULKRCU_UNLIKELY(cache::owns(p)))
+    cache::free_retired(p);
+  else
+    free(p);
+}
+
 // The budget (BULKRCU_MAX_PENDING bytes, BULKRCU_MAX_PENDING_OBJECTS objects of unknown size).
 // A block is charged its page when it is installed, and its objects when it closes: whoever
 // turns its cap from non-zero to 0 (a closer's seal, or the monitor detaching a front) charges
@@ -172,7 +184,10 @@ void charge_objects(Block* b, bool may_size) noexcept {
   const std::uint64_t n = b->nr;
   std::uint64_t bytes = 0;
   if (b->fn == nullptr && may_size) {
-    for (std::uint64_t i = 0; i < n; ++i) bytes += malloc_usable_size(b->ptrs[i]);
+    // An object cache's object is not malloc's: never ask malloc about it (its slab is the
+    // cache's memory; the object holds at least a pointer).
+    for (std::uint64_t i = 0; i < n; ++i)
+      bytes += cache::owns(b->ptrs[i]) ? sizeof(void*) : malloc_usable_size(b->ptrs[i]);
   } else if (size != 0 && size != kUnsized) {
     bytes = n * size;
   } else {
@@ -200,6 +215,7 @@ bool over_budget() noexcept {
 
 // Runs the deleter over n pointers, prefetching ahead (the objects are cold by now).
 void reclaim_ptrs(Deleter fn, void* const* ptrs, std::size_t n) noexcept {
+  BULKRCU_TRACE(reclaim, n, fn);
   constexpr std::size_t kAhead = 16;
   for (std::size_t i = 0; i < n && i < kAhead; ++i) __builtin_prefetch(ptrs[i]);
   for (std::size_t i = 0; i < n; ++i) {
@@ -207,7 +223,7 @@ void reclaim_ptrs(Deleter fn, void* const* ptrs, std::size_t n) noexcept {
     if (fn)
       fn(ptrs[i]);
     else
-      free(ptrs[i]);
+      free_ptr(ptrs[i]);
   }
 }
 
@@ -307,11 +323,13 @@ void* get_page(unsigned flags, bool in_reader) noexcept {
   if (flags & kNoWait) return nullptr;
   if (void* p = bulkrcu_alloc_page()) {
     c.fb_inplace.fetch_add(1, std::memory_order_relaxed);
+    BULKRCU_TRACE(fallback_inplace, p);
     return p;
   }
   if (in_reader) {
     if (void* p = take_reserve()) {
       c.fb_reserve.fetch_add(1, std::memory_order_relaxed);
+      BULKRCU_TRACE(fallback_reserve, p);
       return p;
     }
   }
@@ -360,6 +378,7 @@ void arm_timer(unsigned flags) noexcept {
 // callback): the passes it waits for are made by the runtime thread (retire_slow).
 void throttle() noexcept {
   c.throttles.fetch_add(1, std::memory_order_relaxed);
+  BULKRCU_TRACE(budget_hit, 1);
   gp::request(gp::get_state());
   for (int round = 0; round < 200 && over_budget(); ++round) {
     help(kMayBlock | kHelp);
@@ -389,10 +408,11 @@ std::atomic<bool> g_quiesced{false};  // exit(): no user deleter starts any more
 // or hand the deleter to the runtime thread.
 void synchronize_and_free(Deleter fn, void* ptr) noexcept {
   c.fb_sync.fetch_add(1, std::memory_order_relaxed);
+  BULKRCU_TRACE(fallback_synchronize, ptr);
   c.fallback_objects.fetch_add(1, std::memory_order_relaxed);
   gp::wait_for_cookie(gp::get_state(), false);
   if (!fn) {
-    free(ptr);
+    free_ptr(ptr);
     return;
   }
   if (on_bulkrcu_thread()) {  // bulkrcu's own thread: it may run user deleters itself
@@ -462,6 +482,8 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
   }
   if (bulkrcu::detail::subtle::rseq_cmpxchg_slot(base, sizeof(Krc), off, u(old), u(nb)) != 1)
     return undo();  // S3
+  // 0: closed by a retiring thread (rseq). Not old->nr: old is the monitor's after S3.
+  if (old) BULKRCU_TRACE(block_close, cpu, 0);
   if (old)
     kick_monitor(flags);  // this CPU now holds a closed block: flood detection
   else
@@ -480,7 +502,8 @@ Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_read
     Block* old = k.front[ch];
     if (old && old->fn == fn && old->nr < old->cap) {
       old->ptrs[old->nr] = ptr;
-      *nr_out = static_cast<long>(++old->nr);
+      __atomic_store_n(&old->nr, old->nr + 1, __ATOMIC_RELAXED);  // the monitor peeks at it
+      *nr_out = static_cast<long>(old->nr);
       step = Step::kDone;
       return;
     }
@@ -506,6 +529,7 @@ Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_read
       charge_objects(old, (flags & kNoSyscall) == 0);  // under the lock: we sealed it
       old->cookie = gp::get_state();                   // under the lock: no append can follow it
       closed = true;
+      BULKRCU_TRACE(block_close, idx, 1);  // 1: by a retiring thread (try-lock mode)
     }
     nb->next = old;
     __atomic_store_n(&k.front[ch], nb, __ATOMIC_RELEASE);  // the monitor reads it without the lock
@@ -643,7 +667,7 @@ Block* pop_ready(Krc* base) noexcept {
   {
     with_locked_slot([&](Krc& kr, int) {
       b = kr.ready;
-      if (b) kr.ready = b->next;
+      if (b) __atomic_store_n(&kr.ready, b->next, __ATOMIC_RELAXED);  // others peek at it
     });
   }
   if (b) {
@@ -699,7 +723,8 @@ long help_step(Krc* base, std::atomic<void*>* word, unsigned flags, std::uint64_
   if (rest > 8 * kHelpBatch) __builtin_prefetch(&b->ptrs[rest - 8 * kHelpBatch]);
   // Cursors hold free() blocks only: a user deleter never runs on a retiring thread.
   __atomic_store_n(&b->done, rest, __ATOMIC_RELAXED);
-  for (std::uint64_t i = 0; i < k; ++i) free(buf[i]);
+  BULKRCU_TRACE(reclaim_help, k, b->home);
+  for (std::uint64_t i = 0; i < k; ++i) free_ptr(buf[i]);
   if (rest == 0) finish_cursor(word, b, flags);
   return static_cast<long>(k);
 }
@@ -736,14 +761,16 @@ void kfree_head(void* ptr, bulkrcu_head* head) noexcept {
   const std::uintptr_t offset =
       reinterpret_cast<std::uintptr_t>(head) - reinterpret_cast<std::uintptr_t>(ptr);
   // The fallback writes the head: it must lie wholly inside the object, aligned.
+  // (malloc_usable_size only for malloc's objects: an object cache's pointer is not one.)
   if (BULKRCU_UNLIKELY(offset >= cb::kMaxHeadOffset || offset % alignof(bulkrcu_head) != 0 ||
-                       offset + sizeof(bulkrcu_head) > malloc_usable_size(ptr)))
+                       (!cache::owns(ptr) && offset + sizeof(bulkrcu_head) > malloc_usable_size(ptr))))
     fatal(
         "bulkrcu_kfree_head(): the head must lie inside the object (offset + sizeof(head) <= "
         "malloc_usable_size(ptr)), pointer-aligned, within its first 4096 bytes");
   if (BULKRCU_LIKELY(retire(nullptr, ptr, kNoWait | kHelp))) return;
   // No page without waiting: link the object through its own head (never blocks).
   c.fb_head.fetch_add(1, std::memory_order_relaxed);
+  BULKRCU_TRACE(fallback_head, ptr);
   c.fallback_objects.fetch_add(1, std::memory_order_relaxed);
   cb::call_free_head(head, offset);
 }
@@ -1082,7 +1109,8 @@ PassResult monitor_pass_locked(bool lite) noexcept {
   const bool bar_active = m.bar_stage != BarrierStage::kIdle || bar_start;
   const bool timer = !lite && now >= m.next_timer_ns;
   const bool pressure = !lite && over_budget();
-  const bool refill = !lite && now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure;
+  const bool refill = !lite && now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure &&
+                      !pool::refill_backed_off();
   // A barrier (until it completes) and the budget reclaim elapsed blocks in the pass instead of
   // handing them over: nothing new reaches a ready list or a cursor while a barrier runs.
   const bool direct = bar_active || pressure;
@@ -1095,6 +1123,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
   while (!(lite && bar_active) && oldest(m) && gp::poll_state(oldest(m)->cookie)) {
     const Batch bt = *oldest(m);
     pop_oldest(m);
+    BULKRCU_TRACE(batch_ready, bt.cookie, direct);
     for (Block* b = bt.blocks; b;) {
       Block* next = b->next;
       b->done = b->nr;
@@ -1293,7 +1322,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
     bulkrcu_free_page(b);
   }
   if (timer) m.next_timer_ns = now + config().drain_ns;
-  if (refill) refill_reserve();
+  if (!lite) refill_reserve();  // independent of the cache back-off and of the budget
   g_last_pass_ns.store(now_ns(), std::memory_order_relaxed);
   out.reclaim = to_reclaim;
   return out;
@@ -1359,6 +1388,15 @@ std::size_t run_deleters() noexcept {
         if (b->est_bytes) credit(b);
         bulkrcu_free_page(b);
         b = next;
+      }
+    } else {
+      // exit(): no deleter starts any more, but a thread that handed one over before it saw
+      // the flag must not wait for it forever (the object is left to the OS).
+      for (SyncNode* node = g_sync_nodes.exchange(nullptr, std::memory_order_acquire); node;) {
+        SyncNode* next = node->next;
+        node->done.store(1, std::memory_order_release);
+        bulkrcu::detail::subtle::futex_wake(&node->done, 1);
+        node = next;
       }
     }
     g_deleter_runners.fetch_sub(1, std::memory_order_release);
@@ -1473,10 +1511,16 @@ void barrier() noexcept {
   gp::wait_for_cookie(gp::get_state(), false);
 }
 
-void memory_pressure() noexcept {
-  Krc* base = krcs();
-  Block* pages = nullptr;
-  const int n = nr_slots();
+namespace {
+// The pool's release hook (bulkrcu_page_pool_shrink, memory pressure): every CPU's cached pages
+// and the spare list straight back to the zone, and each emergency-reserve page moved to the
+// zone's fullest chunk (a new page first, swapped in, then the old one freed: the reserve
+// never looks empty to a retire inside a reader; when no page comes, the old one stays), so
+// that neither pins an otherwise free chunk.
+void release_pages() noexcept {
+  Krc* base = g_krcs.load(std::memory_order_acquire);
+  Block* pages = g_spare.exchange(nullptr, std::memory_order_acquire);
+  const int n = base ? nr_slots() : 0;
   constexpr int kGroup = 256;  // slots locked at once, so one broadcast fence covers them
   for (int group = 0; group < n; group += kGroup) {
     const int end = group + kGroup < n ? group + kGroup : n;
@@ -1485,6 +1529,9 @@ void memory_pressure() noexcept {
     for (int i = group; i < end; ++i) {
       Krc& k = base[i];
       while (Block* b = k.cache) {
+#if BULKRCU_TSAN
+        __tsan_acquire(b);  // pushed by an owner's rseq_push
+#endif
         k.cache = b->next;
         push(&pages, b);
       }
@@ -1493,10 +1540,22 @@ void memory_pressure() noexcept {
   }
   while (Block* b = pages) {
     pages = b->next;
-    bulkrcu_free_page(b);
+    pool::free_pages(b, 0);
   }
+  for (auto& r : g_reserve) {
+    if (!r.load(std::memory_order_relaxed)) continue;
+    void* fresh = pool::alloc_pages(0, /*may_grow=*/false);
+    if (!fresh) break;
+    if (Block* old = r.exchange(static_cast<Block*>(fresh), std::memory_order_acq_rel))
+      pool::free_pages(old, 0);
+  }
+}
+__attribute__((constructor(103))) void register_release_hook() { pool::set_release_hook(release_pages); }
+}  // namespace
+
+void memory_pressure() noexcept {
   g_refill_backoff_until.store(now_ns() + 1000000000ull, std::memory_order_relaxed);
-  pool::on_memory_pressure();
+  pool::on_memory_pressure();  // drains the pool's lists, runs release_pages, shrinks the zone
   kick_monitor();
 }
 

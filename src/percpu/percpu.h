@@ -260,6 +260,16 @@ BULKRCU_ALWAYS_INLINE int rseq_cmpxchg_slot(void* base, std::size_t stride, std:
                : "rax", "memory", "cc");
   return rc;
 }
+// Adds `delta` to the 64-bit counter at `off` in this CPU's slot without a locked instruction
+// (the add is the commit). Ignores the slot's lock: for counters that remote sides only read.
+template <std::size_t kOff>
+BULKRCU_ALWAYS_INLINE void rseq_add_slot(void* base, std::size_t stride, std::uint64_t delta) noexcept {
+  asm volatile(BULKRCU_RSEQ_BEGIN "addq %[delta], %c[field](%%rax)\n\t" BULKRCU_RSEQ_END
+               :
+               : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [delta] "r"(delta),
+                 [field] "i"(kOff)
+               : "rax", "memory", "cc");
+}
 #else
 #define BULKRCU_HAVE_RSEQ_ASM 0
 #endif

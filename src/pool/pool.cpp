@@ -43,9 +43,23 @@ constinit Zone g_zone{kParams.floor_chunks, kParams.spare_chunks};
 enum : unsigned { kInit = 1, kDebug = 2, kFailLockless = 4, kFailAll = 8 };
 std::atomic<unsigned> g_flags{0};
 
-// Refill requests: want_refill per slot, then g_refill_pending (release), then the doorbell.
-std::atomic<std::uint32_t> g_refill_pending{0};
+// The release fast path's one cache line (read-mostly): `slots` is non-null only when the
+// checked path has nothing to add (flags == kInit exactly, rseq mode), so the fast path makes
+// one test instead of loading the flags, the slot array and the per-CPU mode.
+struct alignas(kCacheLine) Fast {
+  std::atomic<PcpSlot*> slots{nullptr};
+  std::atomic<std::uintptr_t> page_mask{0};  // page_size() - 1
+  // Refill requests: want_refill per slot, then refill_pending (release), then the doorbell.
+  std::atomic<std::uint32_t> refill_pending{0};
+};
+Fast g_fast;
+std::atomic<std::uint32_t>& g_refill_pending = g_fast.refill_pending;
 std::atomic<std::uint64_t> g_backoff_until{0};  // now_ns() deadline; 0 = no back-off
+// After a drain or shrink the refill worker serves requests from free pages only, without
+// mapping a chunk, until this now_ns() deadline: a request pending from before the drain must
+// not take a fresh chunk right after the memory went back. bulkrcu_alloc_page still maps.
+std::atomic<std::uint64_t> g_nogrow_until{0};
+std::atomic<void (*)() noexcept> g_release_hook{nullptr};
 
 // Slow-path counters (atomic adds).
 std::atomic<std::uint64_t> g_refill_requests{0}, g_refills{0}, g_worker_refills{0}, g_drains{0};
@@ -62,12 +76,8 @@ BULKRCU_ALWAYS_INLINE void bump(std::atomic<std::uint64_t>& c) noexcept {
 
 unsigned init_flags() noexcept {
   unsigned f = kInit;
-#ifdef BULKRCU_TESTING
-  f |= kDebug;
-#else
-  const char* v = getenv("BULKRCU_POOL_DEBUG");
-  if (v && *v && strcmp(v, "0") != 0) f |= kDebug;
-#endif
+  // BULKRCU_POOL_DEBUG, parsed by base/ (its default is on in BULKRCU_TESTING builds).
+  if (config().pool_debug) f |= kDebug;
   g_zone.set_debug(f & kDebug);
   unsigned expected = 0;
   g_flags.compare_exchange_strong(expected, f, std::memory_order_relaxed);
@@ -78,6 +88,20 @@ BULKRCU_ALWAYS_INLINE unsigned flags() noexcept {
   unsigned f = g_flags.load(std::memory_order_relaxed);
   if (BULKRCU_UNLIKELY(!(f & kInit))) f = init_flags();
   return f;
+}
+
+// Opens or closes the fast path after the flags changed (initialisation, fault injection).
+void publish_fast() noexcept {
+  PcpSlot* base = slots();
+  g_fast.page_mask.store(page_size() - 1, std::memory_order_relaxed);
+  bool fast = flags() == kInit;
+#if BULKRCU_HAVE_RSEQ_ASM
+  fast = fast && mode() == PercpuMode::kRseq;
+#else
+  fast = false;
+#endif
+  // Release: a fast path that sees `slots` sees page_mask and the initialised slot array.
+  g_fast.slots.store(fast ? base : nullptr, std::memory_order_release);
 }
 
 // ---- fatal messages naming a pointer (async-signal-safe: no printf) ----------------------------
@@ -126,7 +150,9 @@ BULKRCU_NOINLINE void debug_handout(void* p, const char* call) noexcept {
   Chunk* c = chunk_of(p);
   if (!c) die(call, p, "about to hand out a page outside every chunk (corrupted free list)");
   std::uint8_t old = c->state[page_index(c, p)].exchange(kAllocated, std::memory_order_relaxed);
-  if (old != kOnList) die(call, p, "about to hand out a page that is not free (corrupted free list)");
+  if ((old & kStateMask) != kOnList)
+    die(call, p, "about to hand out a page that is not free (corrupted free list)");
+  if (old & kReleased) return;  // given back with MADV_DONTNEED since it was poisoned: reads as zero
   if (std::size_t off = check_poison(p)) {
     Msg m;
     m.s("page pool: ")
@@ -146,7 +172,8 @@ BULKRCU_NOINLINE void debug_on_free(void* p, const char* call) noexcept {
   if (!c) die(call, p, "not a page of this pool (never handed out by it)");
   std::uint8_t expected = kAllocated;
   if (!c->state[page_index(c, p)].compare_exchange_strong(expected, kOnList, std::memory_order_relaxed)) {
-    if (expected == kOnList || (expected & kFreeHead)) die(call, p, "double free (the page is already free)");
+    if ((expected & kStateMask) == kOnList || (expected & kFreeHead))
+      die(call, p, "double free (the page is already free)");
     die(call, p, "not a page the pool handed out (inside a free or larger block)");
   }
   poison_page(p);
@@ -338,7 +365,8 @@ BULKRCU_NOINLINE void* alloc_slow(PcpSlot* base, bool locked, unsigned f) noexce
 // Fills `cpu`'s list up to `target` pages (refill worker, regular context).
 void refill_cpu(PcpSlot* base, int cpu) noexcept {
   FreePage* chain;
-  std::size_t got = g_zone.alloc_bulk(kParams.target, &chain);
+  const bool may_grow = now_ns() >= g_nogrow_until.load(std::memory_order_relaxed);
+  std::size_t got = g_zone.alloc_bulk(kParams.target, &chain, may_grow);
   if (got == 0) return;
   PcpSlot* s = &base[cpu];
   lock_slot(s);               // R1
@@ -369,7 +397,16 @@ void refill_cpu(PcpSlot* base, int cpu) noexcept {
   g_worker_refills.fetch_add(1, std::memory_order_relaxed);
 }
 
+void hold_off_growth() noexcept {
+  g_nogrow_until.store(now_ns() + kParams.pressure_backoff_ns, std::memory_order_relaxed);
+}
+
+void run_release_hook() noexcept {
+  if (auto hook = g_release_hook.load(std::memory_order_acquire)) hook();
+}
+
 void drain_all() noexcept {
+  hold_off_growth();
   PcpSlot* base = slots();
   const int n = nr_slots();
   FreePage* all = nullptr;
@@ -383,6 +420,7 @@ void drain_all() noexcept {
       lists[i - first] = base[i].head;
       base[i].head = nullptr;
       base[i].count_hint.store(0, std::memory_order_relaxed);
+      base[i].want_refill.store(0, std::memory_order_relaxed);  // requests from before the drain
     }
     for (int i = first; i < end; ++i) base[i].lock.unlock();  // R3
     for (int i = first; i < end; ++i) {
@@ -429,6 +467,7 @@ __attribute__((constructor(102))) void pool_init() {
   (void)page_size();
   (void)flags();
   (void)slots();
+  publish_fast();
   pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
@@ -438,6 +477,7 @@ __attribute__((constructor(102))) void pool_init() {
 
 const Params& params() noexcept { return kParams; }
 bool debug() noexcept { return flags() & kDebug; }
+bool fast_path_open() noexcept { return g_fast.slots.load(std::memory_order_relaxed) != nullptr; }
 
 bool refill_wanted() noexcept { return g_refill_pending.load(std::memory_order_relaxed) != 0; }
 
@@ -458,6 +498,7 @@ void set_fail_injection(int m) noexcept {
   g_flags.fetch_and(~unsigned{kFailLockless | kFailAll}, std::memory_order_relaxed);
   if (m == 1) g_flags.fetch_or(kFailLockless, std::memory_order_relaxed);
   if (m == 2) g_flags.fetch_or(kFailAll, std::memory_order_relaxed);
+  publish_fast();
 }
 
 void back_off_refill(std::uint64_t ns) noexcept {
@@ -467,16 +508,27 @@ void back_off_refill(std::uint64_t ns) noexcept {
 void on_memory_pressure() noexcept {
   back_off_refill(kParams.pressure_backoff_ns);
   drain_all();
+  run_release_hook();  // after the drain: pages it keeps move to the fullest chunk
+  hold_off_growth();
   g_zone.shrink();
 }
 
-void* alloc_pages(unsigned order) noexcept {
+bool refill_backed_off() noexcept { return backed_off(); }
+
+void set_release_hook(void (*hook)() noexcept) noexcept {
+  g_release_hook.store(hook, std::memory_order_release);
+}
+
+std::uint64_t resident_bytes() noexcept { return g_zone.resident_bytes(); }
+std::uint64_t mapped_bytes() noexcept { return g_zone.nr_chunks() * kChunkBytes; }
+
+void* alloc_pages(unsigned order, bool may_grow) noexcept {
   unsigned f = flags();
   if (f & kFailAll) {
     errno = ENOMEM;
     return nullptr;
   }
-  void* p = g_zone.alloc(order);
+  void* p = g_zone.alloc(order, may_grow);
   if (p && (f & kDebug)) {
     Chunk* c = chunk_of(p);
     c->state[page_index(c, p)].store(kAllocated, std::memory_order_relaxed);
@@ -542,17 +594,10 @@ Stats stats() noexcept {
   return st;
 }
 
-}  // namespace bulkrcu::detail::pool
+namespace {
 
-// ---- public API (include/bulkrcu/page_pool.h) --------------------------------------------------------
-using namespace bulkrcu::detail;
-using namespace bulkrcu::detail::pool;
-
-extern "C" {
-
-size_t bulkrcu_page_size(void) { return page_size(); }
-
-void* bulkrcu_alloc_page_lockless(void) {
+// ---- the checked path: debug checks, fault injection, fallback mode, every slow case -----------
+BULKRCU_NOINLINE void* alloc_lockless_checked() noexcept {
   const unsigned f = flags();
   if (BULKRCU_UNLIKELY(f & (kFailLockless | kFailAll))) {
     bump(slots()[current_cpu()].misses);
@@ -574,7 +619,7 @@ void* bulkrcu_alloc_page_lockless(void) {
   return p;
 }
 
-void* bulkrcu_alloc_page(void) {
+BULKRCU_NOINLINE void* alloc_page_checked() noexcept {
   const unsigned f = flags();
   if (BULKRCU_UNLIKELY(f & kFailAll)) {
     errno = ENOMEM;
@@ -592,7 +637,7 @@ void* bulkrcu_alloc_page(void) {
   return p;
 }
 
-void bulkrcu_free_page(void* page) {
+BULKRCU_NOINLINE void free_page_checked(void* page) noexcept {
   if (!page) return;
   if (BULKRCU_UNLIKELY(reinterpret_cast<std::uintptr_t>(page) & (page_size() - 1))) die_misaligned(page);
   const unsigned f = flags();
@@ -610,8 +655,103 @@ void bulkrcu_free_page(void* page) {
   if (BULKRCU_UNLIKELY(count > kParams.high)) trim(base);
 }
 
+// ---- the release fast path -----------------------------------------------------------------------
+// What it leaves out, and where that went (measured in docs/POOL.md, "The lockless page"): the
+// flags, slot-array and per-CPU-mode loads (one load of g_fast.slots instead), the debug checks
+// and fault injection (g_fast.slots is null then: the checked path), the second read of the CPU
+// number and the separate count output (the statistic and the count hint are written by the
+// same asm after the commit), the page_size() call (page_mask), the trim check (the push
+// refuses to grow the list past `high`). Every miss, refusal and rare case is a tail call.
+#if BULKRCU_HAVE_RSEQ_ASM
+constexpr std::size_t kHeadOff = offsetof(PcpSlot, head), kNextOff = offsetof(FreePage, next),
+                      kDepthOff = offsetof(FreePage, depth), kHintOff = offsetof(PcpSlot, count_hint);
+
+// A lockless hit left fewer than `low` pages: ask for a refill on the slot it popped from.
+BULKRCU_NOINLINE void* lockless_low(PcpSlot* base, void* page) noexcept {
+  request_refill(&base[subtle::rseq_cpu_hint()]);
+  return page;
+}
+
+BULKRCU_NOINLINE void* lockless_fast_miss(PcpSlot* base, void* n) noexcept {
+  lockless_miss(&base[subtle::rseq_cpu_hint()], n != subtle::kSlotLocked);
+  return nullptr;
+}
+
+BULKRCU_NOINLINE void* alloc_ring(void* page) noexcept {
+  doorbell_ring_if_idle();
+  return page;
+}
+
+BULKRCU_NOINLINE void free_ring() noexcept { doorbell_ring_if_idle(); }
+#endif
+
+}  // namespace
+}  // namespace bulkrcu::detail::pool
+
+// ---- public API (include/bulkrcu/page_pool.h) --------------------------------------------------------
+using namespace bulkrcu::detail;
+using namespace bulkrcu::detail::pool;
+
+extern "C" {
+
+size_t bulkrcu_page_size(void) { return page_size(); }
+
+// About 30 instructions on a hit above the low mark, the return included.
+void* bulkrcu_alloc_page_lockless(void) {
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (PcpSlot* base = g_fast.slots.load(std::memory_order_acquire); BULKRCU_LIKELY(base != nullptr)) {
+    std::uintptr_t left;
+    void* n = subtle::rseq_pop_counted<kHeadOff, kNextOff, kDepthOff, kHintOff, offsetof(PcpSlot, hits)>(
+        base, sizeof(PcpSlot), &left);
+    if (BULKRCU_UNLIKELY(n == nullptr || n == subtle::kSlotLocked)) return lockless_fast_miss(base, n);
+    if (BULKRCU_UNLIKELY(left < kParams.low)) return lockless_low(base, n);
+    return n;
+  }
+#endif
+  return alloc_lockless_checked();
+}
+
+void* bulkrcu_alloc_page(void) {
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (PcpSlot* base = g_fast.slots.load(std::memory_order_acquire); BULKRCU_LIKELY(base != nullptr)) {
+    std::uintptr_t left;
+    void* n = subtle::rseq_pop_counted<kHeadOff, kNextOff, kDepthOff, kHintOff, offsetof(PcpSlot, allocs)>(
+        base, sizeof(PcpSlot), &left);
+    if (BULKRCU_LIKELY(n != nullptr && n != subtle::kSlotLocked)) {
+      if (BULKRCU_UNLIKELY(g_fast.refill_pending.load(std::memory_order_relaxed) != 0)) return alloc_ring(n);
+      return n;
+    }
+  }
+#endif
+  return alloc_page_checked();
+}
+
+// About 35 instructions when the list has room.
+void bulkrcu_free_page(void* page) {
+#if BULKRCU_HAVE_RSEQ_ASM
+  PcpSlot* base = g_fast.slots.load(std::memory_order_acquire);
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(page);
+  if (BULKRCU_LIKELY(base != nullptr && a != 0 &&
+                     (a & g_fast.page_mask.load(std::memory_order_relaxed)) == 0)) {
+    if (BULKRCU_LIKELY(
+            (subtle::rseq_push_bounded<kHeadOff, kNextOff, kDepthOff, kHintOff, offsetof(PcpSlot, frees),
+                                       kParams.high>(base, sizeof(PcpSlot), page)) == 0)) {
+      // A lockless miss only nudged the refill worker (no system call there); this call may make
+      // one, so it wakes the worker now if it sleeps: producer/consumer users get prompt refills.
+      if (BULKRCU_UNLIKELY(g_fast.refill_pending.load(std::memory_order_relaxed) != 0)) return free_ring();
+      return;
+    }
+  }
+#endif
+  free_page_checked(page);
+}
+
 void bulkrcu_page_pool_drain(void) { drain_all(); }
 
-void bulkrcu_page_pool_shrink(void) { g_zone.shrink(); }
+void bulkrcu_page_pool_shrink(void) {
+  run_release_hook();
+  hold_off_growth();
+  g_zone.shrink();
+}
 
 }  // extern "C"

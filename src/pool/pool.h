@@ -47,8 +47,11 @@ struct Params {
 };
 const Params& params() noexcept;
 
-// True when debug checks run (BULKRCU_POOL_DEBUG=1, or any BULKRCU_TESTING build).
+// True when debug checks run (BULKRCU_POOL_DEBUG on; its default is on in BULKRCU_TESTING builds).
 bool debug() noexcept;
+// True when the public calls take the release fast path (rseq mode, no debug checks, no fault
+// injection); else every call takes the checked path. For tests.
+bool fast_path_open() noexcept;
 
 // ---- runtime hooks (called by the runtime thread only) ----------------------------------------
 // A racy peek: true when some CPU asked for a refill since the last refill_step().
@@ -67,13 +70,28 @@ void set_fail_injection(int mode) noexcept;
 // meanwhile are dropped. Blocks: no. Async-signal-safe: yes.
 void back_off_refill(std::uint64_t ns) noexcept;
 // Memory pressure: back off refills for params().pressure_backoff_ns, drain every CPU list to
-// the zone, and unmap wholly free chunks above the floor. Blocks: yes (zone lock, remote fences).
+// the zone, run the release hook, unmap wholly free chunks above the floor and give large free
+// runs back (Zone::shrink). Blocks: yes (zone lock, remote fences).
 void on_memory_pressure() noexcept;
+// What the pool's chunks hold resident now (mincore over every chunk; takes the zone lock),
+// and what it maps (chunks * 2 MiB). For tests and tools.
+std::uint64_t resident_bytes() noexcept;
+std::uint64_t mapped_bytes() noexcept;
+
+// True while refills are backed off after on_memory_pressure() (the kvfree layer's page-cache
+// refills follow it too). Blocks: no. Async-signal-safe: yes.
+bool refill_backed_off() noexcept;
+// The layer above's pages, reached by bulkrcu_page_pool_shrink() and on_memory_pressure():
+// `hook` gives its cached pages back (free_pages(p, 0), straight to the zone) and may move
+// pages it must keep to the fullest chunk (alloc_pages(0), then free the old one). Set once,
+// by the kvfree layer at load time; runs on the shrinking thread, no pool lock held.
+void set_release_hook(void (*hook)() noexcept) noexcept;
 
 // A block of 2^order pages straight from the zone (order <= max_order()); NULL with errno
 // ENOMEM (or EINVAL for a bad order). Freed with free_pages(p, order), never bulkrcu_free_page.
 // Blocks: zone lock, may mmap. Not async-signal-safe.
-void* alloc_pages(unsigned order) noexcept;
+// With may_grow false, only from the zone's free blocks (never maps a chunk).
+void* alloc_pages(unsigned order, bool may_grow = true) noexcept;
 void free_pages(void* block, unsigned order) noexcept;
 
 // ---- introspection ------------------------------------------------------------------------------

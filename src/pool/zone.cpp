@@ -109,6 +109,9 @@ Chunk* register_chunk(char* base) noexcept {
   if (c) {
     c->base = base;
     c->next = c->prev = nullptr;
+    for (auto& f : c->free) f = nullptr;
+    c->nr_free = 0;
+    c->order_mask = 0;
     for (auto& s : c->state) s.store(kTail, std::memory_order_relaxed);
     // Release: a lock-free chunk_of() that finds c sees base and state initialized.
     registry_cell(reinterpret_cast<std::uintptr_t>(base), true)->store(c, std::memory_order_release);
@@ -198,20 +201,24 @@ std::size_t check_poison(const void* page) noexcept {
 
 // ---- Zone ----------------------------------------------------------------------------------
 
-void Zone::list_add(FreePage* p, unsigned order) noexcept {
+void Zone::list_add(Chunk* c, FreePage* p, unsigned order) noexcept {
   p->prev = nullptr;
-  p->next = free_[order];
+  p->next = c->free[order];
   if (p->next) p->next->prev = p;
-  free_[order] = p;
+  c->free[order] = p;
+  c->order_mask |= 1u << order;
+  c->nr_free += 1u << order;
   ++nr_blocks_[order];
 }
 
-void Zone::list_del(FreePage* p, unsigned order) noexcept {
+void Zone::list_del(Chunk* c, FreePage* p, unsigned order) noexcept {
   if (p->prev)
     p->prev->next = p->next;
   else
-    free_[order] = p->next;
+    c->free[order] = p->next;
   if (p->next) p->next->prev = p->prev;
+  if (!c->free[order]) c->order_mask &= ~(1u << order);
+  c->nr_free -= 1u << order;
   --nr_blocks_[order];
 }
 
@@ -222,7 +229,7 @@ void Zone::add_chunk_locked(Chunk* c) noexcept {
   chunks_ = c;
   const unsigned mo = max_order();
   c->state[0].store(static_cast<std::uint8_t>(kFreeHead | mo), std::memory_order_relaxed);
-  list_add(reinterpret_cast<FreePage*>(c->base), mo);
+  list_add(c, reinterpret_cast<FreePage*>(c->base), mo);
   nr_free_pages_.store(nr_free_pages_.load(std::memory_order_relaxed) + (1u << mo),
                        std::memory_order_relaxed);
   nr_chunks_.store(nr_chunks_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -232,7 +239,7 @@ void Zone::add_chunk_locked(Chunk* c) noexcept {
 // Removes a wholly free chunk from the zone (its one block is on free_[max_order]).
 void Zone::detach_chunk_locked(Chunk* c) noexcept {
   const unsigned mo = max_order();
-  list_del(reinterpret_cast<FreePage*>(c->base), mo);
+  list_del(c, reinterpret_cast<FreePage*>(c->base), mo);
   c->state[0].store(kTail, std::memory_order_relaxed);
   if (c->prev)
     c->prev->next = c->next;
@@ -265,21 +272,23 @@ bool Zone::grow() noexcept {
 }
 
 FreePage* Zone::take_locked(unsigned order) noexcept {
-  const unsigned mo = max_order();
-  unsigned k = order;
-  while (k <= mo && !free_[k]) ++k;
-  if (k > mo) return nullptr;
-  FreePage* p = free_[k];
-  list_del(p, k);
-  Chunk* c = chunk_of(p);
+  const std::uint32_t want = ~((1u << order) - 1);
+  Chunk* c = nullptr;
+  for (Chunk* i = chunks_; i; i = i->next)  // the fullest chunk that can serve `order`
+    if ((i->order_mask & want) && (!c || i->nr_free < c->nr_free)) c = i;
+  if (!c) return nullptr;
+  unsigned k = static_cast<unsigned>(__builtin_ctz(c->order_mask & want));
+  FreePage* p = c->free[k];
+  list_del(c, p, k);
   const std::size_t idx = index_in(c, p);
+  const std::uint8_t rel = c->state[idx].load(std::memory_order_relaxed) & kReleased;
   while (k > order) {  // split: keep the lower half, free the upper half
     --k;
     const std::size_t b = idx + (std::size_t{1} << k);
-    c->state[b].store(static_cast<std::uint8_t>(kFreeHead | k), std::memory_order_relaxed);
-    list_add(page_at(c, b), k);
+    c->state[b].store(static_cast<std::uint8_t>(kFreeHead | k | rel), std::memory_order_relaxed);
+    list_add(c, page_at(c, b), k);
   }
-  c->state[idx].store(kOnList, std::memory_order_relaxed);
+  c->state[idx].store(static_cast<std::uint8_t>(kOnList | rel), std::memory_order_relaxed);
   nr_free_pages_.store(nr_free_pages_.load(std::memory_order_relaxed) - (1u << order),
                        std::memory_order_relaxed);
   return p;
@@ -290,23 +299,26 @@ Chunk* Zone::give_locked(FreePage* p, unsigned order) noexcept {
   if (BULKRCU_UNLIKELY(!c)) fatal("page pool: the zone was handed a page outside every chunk");
   const unsigned mo = max_order();
   std::size_t idx = index_in(c, p);
+  std::uint8_t rel = c->state[idx].load(std::memory_order_relaxed) & kReleased;
   if (debug_) {
-    std::uint8_t s = c->state[idx].load(std::memory_order_relaxed);
+    std::uint8_t s = c->state[idx].load(std::memory_order_relaxed) & kStateMask;
     if (s != kOnList && s != kAllocated) fatal("page pool: a free page was returned to the zone twice");
   }
   nr_free_pages_.store(nr_free_pages_.load(std::memory_order_relaxed) + (1u << order),
                        std::memory_order_relaxed);
   while (order < mo) {
     const std::size_t b = idx ^ (std::size_t{1} << order);
-    if (c->state[b].load(std::memory_order_relaxed) != (kFreeHead | order)) break;
-    list_del(page_at(c, b), order);
+    const std::uint8_t sb = c->state[b].load(std::memory_order_relaxed);
+    if ((sb & kStateMask) != (kFreeHead | order)) break;
+    rel |= sb & kReleased;
+    list_del(c, page_at(c, b), order);
     c->state[b].store(kTail, std::memory_order_relaxed);
     c->state[idx].store(kTail, std::memory_order_relaxed);
     idx &= ~(std::size_t{1} << order);
     ++order;
   }
-  c->state[idx].store(static_cast<std::uint8_t>(kFreeHead | order), std::memory_order_relaxed);
-  list_add(page_at(c, idx), order);
+  c->state[idx].store(static_cast<std::uint8_t>(kFreeHead | order | rel), std::memory_order_relaxed);
+  list_add(c, page_at(c, idx), order);
   if (order == mo && nr_chunks_.load(std::memory_order_relaxed) > floor_ && nr_blocks_[mo] > spare_) {
     detach_chunk_locked(c);
     return c;
@@ -314,7 +326,7 @@ Chunk* Zone::give_locked(FreePage* p, unsigned order) noexcept {
   return nullptr;
 }
 
-void* Zone::alloc(unsigned order) noexcept {
+void* Zone::alloc(unsigned order, bool may_grow) noexcept {
   if (order > max_order()) {
     errno = EINVAL;
     return nullptr;
@@ -324,14 +336,14 @@ void* Zone::alloc(unsigned order) noexcept {
     FreePage* p = take_locked(order);
     unlock();
     if (p) return p;
-    if (!grow()) {
+    if (!may_grow || !grow()) {
       errno = ENOMEM;
       return nullptr;
     }
   }
 }
 
-std::size_t Zone::alloc_bulk(std::size_t n, FreePage** chain) noexcept {
+std::size_t Zone::alloc_bulk(std::size_t n, FreePage** chain, bool may_grow) noexcept {
   std::size_t got = 0;
   FreePage* head = nullptr;
   while (got < n) {
@@ -344,7 +356,7 @@ std::size_t Zone::alloc_bulk(std::size_t n, FreePage** chain) noexcept {
       ++got;
     }
     unlock();
-    if (got < n && !grow()) break;
+    if (got < n && (!may_grow || !grow())) break;
   }
   *chain = head;
   return got;
@@ -375,21 +387,59 @@ void Zone::free_chain(FreePage* chain) noexcept {
   unmap_dead(dead);
 }
 
+std::size_t Zone::release_locked() noexcept {
+  const std::size_t ps = page_size();
+  std::size_t pages = 0;
+  for (Chunk* c = chunks_; c; c = c->next)
+    for (unsigned k = kReleaseOrder; k <= max_order(); ++k)
+      for (FreePage* p = c->free[k]; p; p = p->next) {
+        // Every page but the first (the block's header): they read as zero from now on, which
+        // kReleased tells debug mode. Madvised again on every shrink: a merge with a block
+        // that was in use leaves part of the block resident, and the kernel skips pages that
+        // are not.
+        if (madvise(reinterpret_cast<char*>(p) + ps, (ps << k) - ps, MADV_DONTNEED) != 0) continue;
+        std::atomic<std::uint8_t>& st = c->state[index_in(c, p)];
+        st.store(st.load(std::memory_order_relaxed) | kReleased, std::memory_order_relaxed);
+        pages += (std::size_t{1} << k) - 1;
+      }
+  return pages;
+}
+
 std::size_t Zone::shrink() noexcept {
   const unsigned mo = max_order();
   Chunk* dead = nullptr;
   std::size_t n = 0;
   lock();
-  while (free_[mo] && nr_chunks_.load(std::memory_order_relaxed) > floor_) {
-    Chunk* c = chunk_of(free_[mo]);
-    detach_chunk_locked(c);
-    c->next = dead;
-    dead = c;
-    ++n;
+  for (Chunk* c = chunks_; c && nr_chunks_.load(std::memory_order_relaxed) > floor_;) {
+    Chunk* next = c->next;
+    if (c->nr_free == (1u << mo)) {
+      detach_chunk_locked(c);
+      c->next = dead;
+      dead = c;
+      ++n;
+    }
+    c = next;
   }
+  release_locked();
   unlock();
   unmap_dead(dead);
   return n;
+}
+
+std::uint64_t Zone::resident_bytes() noexcept {
+  const std::size_t ps = page_size();
+  unsigned char vec[kMaxPagesPerChunk];
+  std::uint64_t pages = 0;
+  lock();
+  for (Chunk* c = chunks_; c; c = c->next) {
+    if (mincore(c->base, kChunkBytes, vec) != 0) {
+      pages += kChunkBytes / ps;
+      continue;
+    }
+    for (std::size_t i = 0; i < kChunkBytes / ps; ++i) pages += vec[i] & 1;
+  }
+  unlock();
+  return pages * ps;
 }
 
 std::uint64_t Zone::nr_free_blocks(unsigned order) noexcept {
@@ -403,39 +453,42 @@ const char* Zone::check() noexcept {
   const unsigned mo = max_order();
   const char* bad = nullptr;
   std::uint64_t pages = 0;
+  std::uint64_t blocks[10] = {};
+  std::uint64_t chunks = 0;
   lock();
-  for (unsigned k = 0; k <= mo && !bad; ++k) {
-    std::uint64_t blocks = 0;
-    for (FreePage* p = free_[k]; p && !bad; p = p->next, ++blocks) {
-      Chunk* c = chunk_of(p);
-      if (!c) {
-        bad = "free block outside every chunk";
-        break;
-      }
-      const std::size_t idx = index_in(c, p);
-      if (idx & ((std::size_t{1} << k) - 1)) bad = "free block misaligned for its order";
-      if (c->state[idx].load(std::memory_order_relaxed) != (kFreeHead | k)) bad = "free block state mismatch";
-      if (k < mo && c->state[idx ^ (std::size_t{1} << k)].load(std::memory_order_relaxed) == (kFreeHead | k))
-        bad = "two free buddies were not merged";
-      if (p->next && p->next->prev != p) bad = "free list links broken";
-      pages += std::uint64_t{1} << k;
-    }
-    if (!bad && blocks != nr_blocks_[k]) bad = "free block count mismatch";
-  }
-  if (!bad && pages != nr_free_pages_.load(std::memory_order_relaxed)) bad = "free page count mismatch";
-  if (!bad) {
-    std::uint64_t chunks = 0;
+  for (Chunk* c = chunks_; c && !bad; c = c->next, ++chunks) {
+    if (chunk_of(c->base) != c) bad = "chunk not registered";
+    std::uint64_t chunk_pages = 0;
     std::uint64_t heads = 0;
-    for (Chunk* c = chunks_; c; c = c->next, ++chunks) {
-      if (chunk_of(c->base) != c) bad = "chunk not registered";
-      for (unsigned i = 0; i < (1u << mo); ++i)
-        if (c->state[i].load(std::memory_order_relaxed) & kFreeHead) ++heads;
+    for (unsigned k = 0; k <= mo && !bad; ++k) {
+      if (((c->order_mask >> k) & 1) != (c->free[k] != nullptr)) bad = "chunk order mask mismatch";
+      for (FreePage* p = c->free[k]; p && !bad; p = p->next, ++blocks[k], ++heads) {
+        if (chunk_of(p) != c) {
+          bad = "free block on another chunk's list";
+          break;
+        }
+        const std::size_t idx = index_in(c, p);
+        const std::uint8_t st = c->state[idx].load(std::memory_order_relaxed) & kStateMask;
+        if (idx & ((std::size_t{1} << k) - 1)) bad = "free block misaligned for its order";
+        if (st != (kFreeHead | k)) bad = "free block state mismatch";
+        if (k < mo && (c->state[idx ^ (std::size_t{1} << k)].load(std::memory_order_relaxed) & kStateMask) ==
+                          (kFreeHead | k))
+          bad = "two free buddies were not merged";
+        if (p->next && p->next->prev != p) bad = "free list links broken";
+        chunk_pages += std::uint64_t{1} << k;
+      }
     }
-    std::uint64_t blocks = 0;
-    for (unsigned k = 0; k <= mo; ++k) blocks += nr_blocks_[k];
-    if (!bad && chunks != nr_chunks_.load(std::memory_order_relaxed)) bad = "chunk count mismatch";
-    if (!bad && heads != blocks) bad = "a page is marked free but is on no free list";
+    if (!bad && chunk_pages != c->nr_free) bad = "chunk free page count mismatch";
+    std::uint64_t marked = 0;
+    for (unsigned i = 0; i < (1u << mo); ++i)
+      if (c->state[i].load(std::memory_order_relaxed) & kFreeHead) ++marked;
+    if (!bad && marked != heads) bad = "a page is marked free but is on no free list";
+    pages += chunk_pages;
   }
+  for (unsigned k = 0; k <= mo && !bad; ++k)
+    if (blocks[k] != nr_blocks_[k]) bad = "free block count mismatch";
+  if (!bad && pages != nr_free_pages_.load(std::memory_order_relaxed)) bad = "free page count mismatch";
+  if (!bad && chunks != nr_chunks_.load(std::memory_order_relaxed)) bad = "chunk count mismatch";
   unlock();
   return bad;
 }
@@ -446,7 +499,7 @@ void Zone::destroy() noexcept {
   Chunk* dead = nullptr;
   while (chunks_) {
     Chunk* c = chunks_;
-    if (c->state[0].load(std::memory_order_relaxed) != (kFreeHead | mo))
+    if ((c->state[0].load(std::memory_order_relaxed) & kStateMask) != (kFreeHead | mo))
       fatal("page pool: Zone::destroy() with pages still allocated");
     detach_chunk_locked(c);
     c->next = dead;

@@ -14,7 +14,7 @@
 //     chunk, its first page has state kFreeHead|k, and it is on free_[k];
 //   * its buddy (index ^ 2^k) is not a free head of order k unless k == max_order (else the
 //     two would have merged);
-//   * sum over free blocks of 2^k == nr_free_pages();
+//   * sum over free blocks of 2^k == nr_free_pages(); per chunk, == Chunk::nr_free;
 //   * a block of order max_order() is a wholly free chunk; at most `spare` of them stay mapped
 //     when more than `floor` chunks are mapped (the rest go back to the OS at once).
 #pragma once
@@ -48,13 +48,23 @@ enum PageState : std::uint8_t {
   kTail = 0,         // inside a free block (not its first page), or a non-first page of a block
   kAllocated = 1,    // owned by a caller (debug mode tracks this on the per-CPU fast paths)
   kOnList = 2,       // on a per-CPU list or in transit between a list and the zone
-  kFreeHead = 0x10,  // | order: first page of a free block of that order, on the zone's free list
+  kFreeHead = 0x10,  // | order: first page of a free block of that order, on its chunk's free list
+  // | kFreeHead|order: some of the block's pages after its first may have been given back with
+  // MADV_DONTNEED (they read as zero, not as poison); kept through splits and merges (OR), so
+  // | kOnList marks a page handed out of such a block: debug mode does not check its poison.
+  kReleased = 0x20,
 };
+inline constexpr std::uint8_t kStateMask = static_cast<std::uint8_t>(~kReleased);
 
 struct Chunk {
   char* base;   // 2 MiB aligned; nullptr while the descriptor is unused
   Chunk* next;  // zone's chunk list, or the descriptor free list
   Chunk* prev;
+  // Written under the zone lock: this chunk's free blocks, one doubly linked list per order,
+  // sum over them of 2^order == nr_free, bit k of order_mask == (free[k] != nullptr).
+  FreePage* free[10];
+  std::uint32_t nr_free;
+  std::uint32_t order_mask;
   std::atomic<std::uint8_t> state[kMaxPagesPerChunk];
 };
 
@@ -91,16 +101,21 @@ class Zone {
   void set_debug(bool on) noexcept { debug_ = on; }
 
   // A block of 2^order pages (state kOnList for its first page). May map a chunk (outside the
-  // lock). nullptr only when mmap fails. Blocks: zone lock, mmap.
-  void* alloc(unsigned order) noexcept;
+  // lock) unless `may_grow` is false. nullptr only when mmap fails (or no block is free and
+  // `may_grow` is false). Blocks: zone lock, mmap.
+  void* alloc(unsigned order, bool may_grow = true) noexcept;
   // Takes up to n order-0 pages, links them through FreePage::next into *chain, states kOnList.
-  // Returns the number taken (< n only when mmap fails).
-  std::size_t alloc_bulk(std::size_t n, FreePage** chain) noexcept;
+  // Returns the number taken (< n only when mmap fails, or when the free pages ran out and
+  // `may_grow` is false: then no chunk is mapped).
+  std::size_t alloc_bulk(std::size_t n, FreePage** chain, bool may_grow = true) noexcept;
   // Returns a block; merges with free buddies; may unmap a wholly free chunk (after unlocking).
   void free(void* block, unsigned order) noexcept;
   // Returns a chain of order-0 pages linked through FreePage::next.
   void free_chain(FreePage* chain) noexcept;
-  // Unmaps every wholly free chunk above the floor. Returns the number unmapped.
+  // Unmaps every wholly free chunk above the floor, then gives the pages of every free block of
+  // order >= kReleaseOrder (except each block's first page, which holds its header) back with
+  // MADV_DONTNEED, under the lock. Returns the number of chunks unmapped.
+  static constexpr unsigned kReleaseOrder = 4;  // 16 pages: 64 KiB with 4 KiB pages
   std::size_t shrink() noexcept;
 
   // Checks the invariants above; returns nullptr or a description of the first violation.
@@ -111,6 +126,8 @@ class Zone {
   std::uint64_t nr_chunks() const noexcept { return nr_chunks_.load(std::memory_order_relaxed); }
   std::uint64_t chunks_mapped() const noexcept { return chunks_mapped_.load(std::memory_order_relaxed); }
   std::uint64_t chunks_unmapped() const noexcept { return chunks_unmapped_.load(std::memory_order_relaxed); }
+  // Bytes of the mapped chunks that are resident (mincore(2) over every chunk, under the lock).
+  std::uint64_t resident_bytes() noexcept;
   // Free blocks of an order (for tests); takes the lock.
   std::uint64_t nr_free_blocks(unsigned order) noexcept;
 
@@ -123,11 +140,15 @@ class Zone {
   void reinit_lock_in_child() noexcept { pthread_mutex_init(&mu_, nullptr); }
 
  private:
+  // Allocation policy: the block comes from the fullest chunk (fewest free pages) that has a
+  // free block of at least `order`, so partly used chunks fill up and the emptiest ones drain
+  // and can go back to the OS; inside it, the smallest such order (buddy splitting).
   FreePage* take_locked(unsigned order) noexcept;
   // Returns a chunk to unmap after unlocking, or nullptr.
   Chunk* give_locked(FreePage* p, unsigned order) noexcept;
-  void list_add(FreePage* p, unsigned order) noexcept;
-  void list_del(FreePage* p, unsigned order) noexcept;
+  void list_add(Chunk* c, FreePage* p, unsigned order) noexcept;
+  void list_del(Chunk* c, FreePage* p, unsigned order) noexcept;
+  std::size_t release_locked() noexcept;  // the MADV_DONTNEED part of shrink()
   void add_chunk_locked(Chunk* c) noexcept;
   void detach_chunk_locked(Chunk* c) noexcept;
   bool grow() noexcept;  // maps one chunk and adds it; false when mmap fails
@@ -137,7 +158,6 @@ class Zone {
   unsigned spare_;
   bool debug_ = false;
   // Written under mu_.
-  FreePage* free_[10] = {};
   std::uint64_t nr_blocks_[10] = {};
   Chunk* chunks_ = nullptr;
   std::atomic<std::uint64_t> nr_free_pages_{0};

@@ -1,5 +1,6 @@
 #include "runtime/runtime.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -9,11 +10,13 @@
 #include "base/user_code.h"
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
+#include "cache/cache.h"
 #include "callback/callback.h"
 #include "gp/gp.h"
 #include "kvfree/kvfree.h"
 #include "percpu/percpu.h"
 #include "pool/pool.h"
+#include "runtime/stats_dump.h"
 
 namespace bulkrcu::detail::runtime {
 namespace {
@@ -32,28 +35,106 @@ std::atomic<std::uint64_t> g_barrier_target{0};
 std::atomic<std::uint32_t> g_progress{0};
 std::atomic<std::uint32_t> g_barrier_waiters{0};
 
+// ---- invocation workers (see callback.h's lanes) --------------------------------------------
+// Started on demand by the runtime thread when the ready backlog outgrows what it runs in one
+// pass; they sleep on g_worker_bell when no lane has ready callbacks. pthread_create failing
+// only leaves fewer threads (nothing here allocates with new).
+constexpr int kMaxWorkers = cb::kMaxLanes - 1;
+std::atomic<int> g_max_workers{1};  // invocation threads = 1 (the runtime thread) + workers
+pthread_t g_runtime_tid;
+// A lane runs on one thread at a time: more workers than lanes would only sleep.
+int worker_limit() {
+  const int m = g_max_workers.load(std::memory_order_relaxed);
+  return m < cb::nr_lanes() ? m : cb::nr_lanes();
+}
+std::atomic<int> g_nr_workers{0};
+std::atomic<int> g_workers_running{0};  // workers inside a batch
+std::atomic<std::uint32_t> g_worker_bell{0};
+std::atomic<int> g_worker_sleepers{0};
+pthread_t g_worker_tid[kMaxWorkers];
+void publish_progress(std::uint64_t through);
+bool workers_busy() { return g_workers_running.load(std::memory_order_acquire) != 0; }
+
 bool work_pending() {
   if (pool::refill_wanted()) return true;
   unsigned long c;
   if (cb::has_unswept() || cb::oldest_pending(&c)) return true;
   if (!gp::poll_state(gp::requested_cookie())) return true;
   if (kvfree::has_work()) return true;
-  return g_invoked_through.load(std::memory_order_relaxed) < g_barrier_target.load(std::memory_order_relaxed);
+  if (cb::has_ready()) return true;
+  // A barrier whose sweep has not run yet (what is swept is covered above, or by the
+  // invocation workers, which publish their own progress).
+  return g_sweeps_started.load(std::memory_order_relaxed) <
+             g_barrier_target.load(std::memory_order_relaxed) ||
+         (g_invoked_through.load(std::memory_order_relaxed) <
+              g_barrier_target.load(std::memory_order_relaxed) &&
+          !cb::oldest_pending(&c) && cb::ready_backlog() == 0 && !workers_busy());
 }
 
+// Any bulkrcu thread (the runtime thread, invocation workers): invoked_through only grows.
 void publish_progress(std::uint64_t through) {
-  if (through == g_invoked_through.load(std::memory_order_relaxed)) return;
-  g_invoked_through.store(through, std::memory_order_release);
+  std::uint64_t cur = g_invoked_through.load(std::memory_order_relaxed);
+  do {
+    if (through <= cur) return;
+  } while (!g_invoked_through.compare_exchange_weak(cur, through, std::memory_order_release,
+                                                    std::memory_order_relaxed));
   g_progress.fetch_add(1, std::memory_order_release);
   if (g_barrier_waiters.load(std::memory_order_seq_cst)) subtle::futex_wake(&g_progress, INT32_MAX);
 }
 
 // Waits for a grace period without holding g_driver_mutex, so that fork() (whose prepare
 // handler takes it) never waits for a reader. Only this thread touches the callback segments.
-void wait_for_cookie_unlocked(unsigned long cookie) {
+void wait_for_cookie_unlocked(unsigned long cookie, bool expedited) {
   pthread_mutex_unlock(&g_driver_mutex);
-  gp::wait_for_cookie(cookie, false);
+  gp::wait_for_cookie(cookie, expedited);
   pthread_mutex_lock(&g_driver_mutex);
+}
+
+void* worker_main(void*) {
+  pthread_setname_np(pthread_self(), "bulkrcu-cb");
+  for (;;) {
+    const std::uint32_t bell = g_worker_bell.load(std::memory_order_acquire);
+    g_workers_running.fetch_add(1, std::memory_order_seq_cst);
+    std::uint64_t through;
+    const std::size_t ran = cb::invoke_batch(cb::batch_limit(), &through);
+    g_workers_running.fetch_sub(1, std::memory_order_seq_cst);
+    publish_progress(through);
+    if (ran) continue;
+    doorbell_ring_if_idle();  // the runtime thread may wait for this lane to be released
+    g_worker_sleepers.fetch_add(1, std::memory_order_seq_cst);
+    if (!cb::has_ready()) subtle::futex_wait(&g_worker_bell, bell, 0);
+    g_worker_sleepers.fetch_sub(1, std::memory_order_relaxed);
+  }
+  return nullptr;
+}
+
+bool start_worker() {
+  const int i = g_nr_workers.load(std::memory_order_relaxed);
+  if (i >= kMaxWorkers) return false;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 1 << 20);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  const int rc = pthread_create(&g_worker_tid[i], &attr, worker_main, nullptr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) return false;  // fewer invocation threads; the runtime thread still invokes
+  g_nr_workers.store(i + 1, std::memory_order_release);
+  return true;
+}
+
+// Runtime thread: starts a worker when ready callbacks outgrow one batch, and wakes the
+// sleeping ones when a lane has ready callbacks.
+void wake_workers() {
+  if (!cb::has_ready()) return;
+  const bool behind = cb::ready_backlog() > 2 * cb::batch_limit();
+  if (behind && g_nr_workers.load(std::memory_order_relaxed) < worker_limit()) start_worker();
+  if (g_nr_workers.load(std::memory_order_relaxed) == 0) return;
+  g_worker_bell.fetch_add(1, std::memory_order_seq_cst);
+  if (g_worker_sleepers.load(std::memory_order_seq_cst)) subtle::futex_wake(&g_worker_bell, INT32_MAX);
 }
 
 void one_pass() {
@@ -71,10 +152,16 @@ void one_pass() {
     kvfree::run_deleters();
     pthread_mutex_lock(&g_driver_mutex);
   }
+  cb::promote_ready();
+  wake_workers();
+  // With ready callbacks no other thread runs, run a batch before waiting for the next grace
+  // period; otherwise wait (expedited when the backlog is high) while the workers invoke.
   unsigned long cookie;
-  if (cb::oldest_pending(&cookie) && !gp::poll_state(cookie)) wait_for_cookie_unlocked(cookie);
+  const bool expedite = cb::backlog_high();
+  if (!cb::has_ready() && cb::oldest_pending(&cookie) && !gp::poll_state(cookie))
+    wait_for_cookie_unlocked(cookie, expedite);
   unsigned long req = gp::requested_cookie();
-  if (!gp::poll_state(req)) wait_for_cookie_unlocked(req);
+  if (!gp::poll_state(req)) wait_for_cookie_unlocked(req, false);
   publish_progress(cb::invoke_ready());
 }
 
@@ -116,8 +203,7 @@ void start_thread() {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  pthread_t tid;
-  int rc = pthread_create(&tid, &attr, runtime_main, nullptr);
+  int rc = pthread_create(&g_runtime_tid, &attr, runtime_main, nullptr);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
   if (rc != 0) fatal("cannot start the runtime thread (pthread_create failed)");
@@ -139,12 +225,16 @@ void child_fork() {
   doorbell_word()->store(0, std::memory_order_relaxed);
   g_barrier_waiters.store(0, std::memory_order_relaxed);
   g_started.store(0, std::memory_order_relaxed);
+  g_nr_workers.store(0, std::memory_order_relaxed);  // the parent's workers do not exist here
+  g_workers_running.store(0, std::memory_order_relaxed);
+  g_worker_sleepers.store(0, std::memory_order_relaxed);
   t_is_runtime = false;
   kvfree::enable_fast_path(false);  // until the runtime thread restarts here
   kvfree::after_fork_child();
 }
 
 __attribute__((constructor(103))) void runtime_init() {
+  stats_dump_install();  // BULKRCU_STATS=1: statistics to stderr at exit
   pthread_atfork(prepare_fork, parent_fork, child_fork);
   ensure_started();
 }
@@ -165,6 +255,33 @@ void start_slow() noexcept {
 
 bool on_runtime_thread() noexcept { return t_is_runtime; }
 
+int invocation_threads() noexcept {
+  return (g_started.load(std::memory_order_acquire) == 2 ? 1 : 0) +
+         g_nr_workers.load(std::memory_order_acquire);
+}
+
+void set_max_invocation_threads(int n) noexcept {
+  if (n < 1) n = 1;
+  if (n > kMaxWorkers + 1) n = kMaxWorkers + 1;
+  g_max_workers.store(n - 1, std::memory_order_relaxed);
+}
+
+int max_invocation_threads() noexcept { return g_max_workers.load(std::memory_order_relaxed) + 1; }
+
+int pin_invocation_thread(int i, const cpu_set_t* set) noexcept {
+  ensure_started();
+  if (i < 0 || i > kMaxWorkers) return EINVAL;
+  if (i == 0) return pthread_setaffinity_np(g_runtime_tid, sizeof *set, set);
+  // Workers are started by the runtime thread only; start the missing ones under its mutex.
+  pthread_mutex_lock(&g_driver_mutex);
+  if (g_max_workers.load(std::memory_order_relaxed) < i) g_max_workers.store(i, std::memory_order_relaxed);
+  bool ok = true;
+  while (ok && g_nr_workers.load(std::memory_order_relaxed) < i) ok = start_worker();
+  const int rc = ok ? pthread_setaffinity_np(g_worker_tid[i - 1], sizeof *set, set) : EAGAIN;
+  pthread_mutex_unlock(&g_driver_mutex);
+  return rc;
+}
+
 void callback_barrier() noexcept {
   gp::assert_not_in_reader("bulkrcu_barrier()");
   if (cb::in_callback())
@@ -175,6 +292,7 @@ void callback_barrier() noexcept {
   std::uint64_t cur = g_barrier_target.load(std::memory_order_relaxed);
   while (cur < target && !g_barrier_target.compare_exchange_weak(cur, target, std::memory_order_release)) {
   }
+  gp::NoCancel no_cancel;  // not a cancellation point (rcu.h)
   g_barrier_waiters.fetch_add(1, std::memory_order_seq_cst);
   doorbell_ring();
   for (;;) {
@@ -246,12 +364,16 @@ void bulkrcu_kvfree_barrier(void) {
         "bulkrcu_kvfree_barrier() called from inside an RCU callback or deleter: it would wait "
         "for itself");
   gp::assert_not_in_reader("bulkrcu_kvfree_barrier()");
+  gp::NoCancel no_cancel;  // not a cancellation point (rcu.h)
   runtime::ensure_started();
   kvfree::barrier();
   runtime::callback_barrier();  // objects of the two-argument fallback, and bulkrcu_call
 }
 
-void bulkrcu_memory_pressure(void) { kvfree::memory_pressure(); }
+void bulkrcu_memory_pressure(void) {
+  cache::on_memory_pressure();  // first: empty slabs reach the pool before it shrinks
+  kvfree::memory_pressure();
+}
 
 size_t bulkrcu_kvfree_reclaim(void) {
   runtime::ensure_started();
@@ -285,6 +407,8 @@ void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   s.callbacks_invoked = c.invoked;
   s.callbacks_pending = c.pending;
   s.callbacks_overflow = c.overflow;
+  s.callbacks_swept = c.swept;
+  s.callbacks_invocation_threads = static_cast<std::uint64_t>(runtime::invocation_threads());
   s.percpu_rseq = mode() == PercpuMode::kRseq;
   s.reader_fences = __atomic_load_n(&bulkrcu__reader_fence, __ATOMIC_RELAXED) != 0;
   s.nr_cpu_slots = static_cast<std::uint64_t>(nr_slots());

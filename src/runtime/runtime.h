@@ -7,6 +7,8 @@
 // It starts when the library loads and, in a fork child, at the first call that needs it.
 #pragma once
 
+#include <sched.h>
+
 #include <atomic>
 #include <cstdint>
 
@@ -30,5 +32,18 @@ void callback_barrier() noexcept;
 
 // True on the runtime thread.
 bool on_runtime_thread() noexcept;
+
+// ---- invocation threads (callbacks run on the runtime thread and on workers started on demand
+// when the ready backlog outgrows one batch; see callback.h's lanes). For layers that map other
+// APIs (liburcu's call_rcu_data) onto bulkrcu's invocation threads.
+// Threads that invoke callbacks now: the runtime thread (once started) plus workers.
+int invocation_threads() noexcept;
+// Upper bound on invocation threads, clamped to [1, cb::kMaxLanes]; default 2. Lowering it
+// stops no running worker. Never more workers run than lanes.
+void set_max_invocation_threads(int n) noexcept;
+int max_invocation_threads() noexcept;
+// Pins invocation thread i (0: the runtime thread, 1..: workers, started now if missing) to
+// `set`. Returns 0 or an errno value (EINVAL for a bad index, EAGAIN if a worker cannot start).
+int pin_invocation_thread(int i, const cpu_set_t* set) noexcept;
 
 }  // namespace bulkrcu::detail::runtime

@@ -1,0 +1,1331 @@
+// bulkrcu/src/cache/cache.cpp: RCU object caches (layer cache). See cache.h for the structure
+// and the invariants, docs/CACHE.md for the design.
+//
+// Lock order: a slot lock (held for a few instructions, never across another lock) ; the
+// registry mutex -> a cache's mutex. A cache's mutex is a leaf: under it no other lock is
+// taken, no page is allocated or freed and no grace period is waited for, so fork's prepare
+// handler may take it after every lock of the layers below.
+#include "cache/cache.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+
+#include "base/base.h"
+#include "bulkrcu/rcu.h"
+#include "cache/cache_rseq.h"
+#include "callback/callback.h"
+#include "gp/gp.h"
+#include "percpu/percpu.h"
+#include "pool/pool.h"
+
+struct bulkrcu_cache;
+
+namespace bulkrcu::detail::cache {
+namespace {
+
+// ---- sizing --------------------------------------------------------------------------------
+#ifdef BULKRCU_TESTING
+constexpr std::size_t kMinObjsPerSlab = 8;
+constexpr std::size_t kSheafCapMax = 4;  // every array fills within a few calls
+constexpr std::size_t kMaxReady = 2;     // ready arrays kept in the depot
+constexpr std::uint64_t kGpPaceNs = 0;   // grace periods as often as the depot asks
+constexpr std::size_t kMaxEmptySheaves = 1;
+constexpr std::size_t kKeepEmptySlabs = 0;
+#else
+constexpr std::size_t kMinObjsPerSlab = 32;  // "a few dozen objects" per slab
+constexpr std::size_t kSheafCapMax = 504;    // (4096 - 64) / 8: a sheaf is one page
+constexpr std::size_t kSheafBytes = 32768;   // cap = clamp(32 KiB / stride, 8, kSheafCapMax)
+constexpr std::size_t kMaxReady = 32;        // 32 x 504 objects: bounded, about a grace period of one CPU
+// The depot asks for a grace period at most this often (one covers every array sealed before
+// it: at 25M retires a second, 250 us is about 12 arrays).
+constexpr std::uint64_t kGpPaceNs = 250000;
+constexpr std::size_t kMaxEmptySheaves = 4;
+constexpr std::size_t kKeepEmptySlabs = 8;  // slabs kept empty: fewer trips to the zone
+#endif
+constexpr std::size_t kSheafHeader = 64;
+
+// ---- arrays ("sheaves") --------------------------------------------------------------------
+// One pool page. nr at 0 and cap at 8, objs from 64: cache_rseq.h relies on it.
+struct Sheaf {
+  std::size_t nr;        // owner: see cache.h
+  std::size_t cap;       //
+  unsigned long cookie;  // pending: the grace period its objects wait for
+  Sheaf* next;           // inbox / depot list link
+  std::uintptr_t pending;
+  std::uintptr_t pad[3];
+  void** objs() noexcept { return reinterpret_cast<void**>(reinterpret_cast<char*>(this) + kSheafHeader); }
+};
+static_assert(sizeof(Sheaf) == kSheafHeader);
+static_assert(offsetof(Sheaf, nr) == 0 && offsetof(Sheaf, cap) == 8);
+
+struct alignas(kCacheLine) CpuSlot {
+  SlotLock lock;  // 0: percpu.h's protocol
+  Sheaf* main;    // 8: owner: this CPU's sequences; remote: under lock + fence_remote
+  Sheaf* rcu;     // 16: same
+  char pad[kCacheLine - 24];
+};
+constexpr std::size_t kMainOff = offsetof(CpuSlot, main);
+constexpr std::size_t kRcuOff = offsetof(CpuSlot, rcu);
+static_assert(kMainOff == 8 && kRcuOff == 16 && sizeof(CpuSlot) == kCacheLine);
+
+// ---- slabs -----------------------------------------------------------------------------------
+enum SlabList : std::uint32_t { kNone = 0, kPartial, kFull, kEmpty, kDying };
+constexpr std::uint64_t kSlabMagic = 0x62726375536c6162ull;  // "brcuSlab"
+
+struct Cache;
+struct Slab {
+  std::uint64_t magic;
+  Cache* cache;
+  Slab* next;  // under the cache's mutex
+  Slab* prev;
+  char* objs;
+  void* freelist;        // linked through the word at Cache::link_off
+  unsigned long cookie;  // kDying: back to the pool once elapsed
+  std::uint32_t inuse;   // objects off the free list (in arrays or with users)
+  std::uint32_t bump;    // objects [bump, nobj) never handed out
+  std::uint32_t list;
+  std::uint32_t nobj;
+  std::uint32_t order;                 // the slab is 2^order pages
+  std::atomic<std::uint64_t> bits[1];  // debug: 1 = a user holds the object (nobj bits)
+};
+constexpr std::size_t kSlabHeaderFixed = offsetof(Slab, bits);
+
+// Retired objects that found no array (free_rcu's fallback), linked through their
+// out-of-object word; the drainer gives each taken chain one cookie.
+struct PendingChain {
+  void* head = nullptr;
+  unsigned long cookie = 0;
+  std::size_t n = 0;
+};
+constexpr std::size_t kPendingChains = 8;
+
+struct SlabListHead {
+  Slab* head = nullptr;
+  std::size_t n = 0;
+};
+
+struct Cache {
+  char name[64];
+  std::size_t size, stride, align, link_off, objs_off, slab_bytes, sheaf_cap;
+  unsigned order, flags;
+  std::uint32_t nobj;
+  bool poison;  // debug mode, neither typesafe nor constructed
+  void (*ctor)(void*);
+  CpuSlot* slots;
+
+  pthread_mutex_t mu;
+  // Written under mu:
+  SlabListHead lists[5];                // indexed by SlabList (kNone unused)
+  Sheaf* waiting = nullptr;             // cookies not yet elapsed
+  Sheaf* ready = nullptr;               // allocate as they are
+  PendingChain chains[kPendingChains];  // overflow chains waiting for their cookie
+  std::size_t nr_ready = 0, nr_waiting = 0;
+  std::uint64_t slab_allocs = 0, slab_frees = 0, reused = 0;
+  std::uint64_t gp_asked_ns = 0;  // when the depot last asked for a grace period
+
+  // Lock-free, any context:
+  std::atomic<Sheaf*> inbox{nullptr};        // sealed arrays (pending or free objects)
+  std::atomic<Sheaf*> inbox_empty{nullptr};  // empty arrays (the depot keeps them here)
+  std::atomic<std::size_t> nr_empty{0};      // about |inbox_empty|
+  std::atomic<void*> overflow{nullptr};      // retired objects without an array
+  std::atomic<std::uint64_t> overflowed{0};  // cumulative
+  std::atomic<std::uint64_t> sealing{0};     // free_rcu slow paths holding a detached array
+  std::atomic<std::uint64_t> sealed{0};
+
+  Cache* reg_next = nullptr;  // registry, under g_reg_mu
+  Cache* reg_prev = nullptr;
+};
+
+pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+Cache* g_caches = nullptr;  // under g_reg_mu
+
+// ---- messages (async-signal-safe: no printf) ---------------------------------------------------
+struct Msg {
+  char buf[320];
+  std::size_t n = 0;
+  Msg& s(const char* t) noexcept {
+    while (t && *t && n + 1 < sizeof buf) buf[n++] = *t++;
+    buf[n] = 0;
+    return *this;
+  }
+  Msg& hex(std::uintptr_t v) noexcept {
+    char t[19] = "0x";
+    int i = 17;
+    char d[16];
+    int k = 0;
+    do {
+      d[k++] = "0123456789abcdef"[v & 15];
+      v >>= 4;
+    } while (v);
+    i = 2;
+    while (k) t[i++] = d[--k];
+    t[i] = 0;
+    return s(t);
+  }
+  Msg& dec(std::uint64_t v) noexcept {
+    char d[24];
+    int k = 0;
+    do {
+      d[k++] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v);
+    char t[24];
+    int i = 0;
+    while (k) t[i++] = d[--k];
+    t[i] = 0;
+    return s(t);
+  }
+};
+
+[[noreturn]] BULKRCU_NOINLINE void die(const char* call, const Cache* c, const void* p,
+                                       const char* what) noexcept {
+  Msg m;
+  m.s(call).s("(\"").s(c ? c->name : "?").s("\"");
+  if (p) m.s(", ").hex(reinterpret_cast<std::uintptr_t>(p));
+  m.s("): ").s(what);
+  fatal(m.buf);
+}
+
+// ---- the address map: which pages are slabs, and of what order ---------------------------------
+// 47-bit addresses, 2 MiB frames: g_map[frame >> 13] points to a lazily mapped 4 MiB table of
+// 8192 frames x 512 bytes, one byte per page: 0 = no slab, else the slab's order + 1. Bytes are
+// set when a slab is made (before any of its objects is handed out) and cleared before it goes
+// back to the pool; the tables are never unmapped, so a racing lookup is memory-safe.
+constexpr unsigned kFrameShift = 21;
+constexpr std::size_t kL2Frames = 8192;
+constexpr std::size_t kPagesPerFrameMax = 512;
+// Read on every fast path; set at load time (cache_init) and never changed.
+unsigned g_page_shift = 12;
+bool g_debug = false;
+
+std::atomic<std::uint8_t*> g_map[std::size_t{1} << (47 - kFrameShift - 13)];
+
+std::atomic<std::uint8_t>* map_entry(std::uintptr_t a, bool create) noexcept {
+  if (a >> 47) return nullptr;
+  const std::uintptr_t frame = a >> kFrameShift;
+  std::atomic<std::uint8_t*>& cell = g_map[frame / kL2Frames];
+  std::uint8_t* l2 = cell.load(std::memory_order_acquire);
+  if (BULKRCU_UNLIKELY(!l2)) {
+    if (!create) return nullptr;
+    void* m = mmap(nullptr, kL2Frames * kPagesPerFrameMax, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    std::uint8_t* expected = nullptr;
+    if (cell.compare_exchange_strong(expected, static_cast<std::uint8_t*>(m), std::memory_order_acq_rel,
+                                     std::memory_order_acquire)) {
+      l2 = static_cast<std::uint8_t*>(m);
+    } else {
+      munmap(m, kL2Frames * kPagesPerFrameMax);
+      l2 = expected;
+    }
+  }
+  const std::size_t page = (a >> g_page_shift) & (kPagesPerFrameMax - 1);
+  return reinterpret_cast<std::atomic<std::uint8_t>*>(l2 + (frame % kL2Frames) * kPagesPerFrameMax + page);
+}
+
+BULKRCU_ALWAYS_INLINE Slab* slab_of(const void* p) noexcept {
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p);
+  std::atomic<std::uint8_t>* e = map_entry(a, false);
+  if (!e) return nullptr;
+  const unsigned b = e->load(std::memory_order_relaxed);
+  if (!b) return nullptr;
+  Slab* s = reinterpret_cast<Slab*>(a & ~((std::uintptr_t{1} << (g_page_shift + b - 1)) - 1));
+  return s->magic == kSlabMagic ? s : nullptr;
+}
+
+bool set_map(Slab* s, unsigned order, std::uint8_t v) noexcept {
+  const std::size_t pages = std::size_t{1} << order;
+  for (std::size_t i = 0; i < pages; ++i) {
+    std::atomic<std::uint8_t>* e =
+        map_entry(reinterpret_cast<std::uintptr_t>(s) + i * pool::page_size(), true);
+    if (!e) return false;
+    e->store(v, std::memory_order_relaxed);
+  }
+  return true;
+}
+
+// ---- grace periods ---------------------------------------------------------------------------
+BULKRCU_ALWAYS_INLINE bool elapsed(unsigned long cookie) noexcept {
+#ifdef BULKRCU_CACHE_BUSTED
+  (void)cookie;
+  return true;  // test-only broken build: the cache torture must catch this
+#else
+  return gp::poll_state(cookie);
+#endif
+}
+
+// ---- slab operations (under c->mu) ------------------------------------------------------------
+void list_del(Cache* c, Slab* s) noexcept {
+  if (s->list == kNone) return;
+  SlabListHead& h = c->lists[s->list];
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    h.head = s->next;
+  if (s->next) s->next->prev = s->prev;
+  s->next = s->prev = nullptr;
+  --h.n;
+  s->list = kNone;
+}
+void list_add(Cache* c, Slab* s, SlabList l) noexcept {
+  SlabListHead& h = c->lists[l];
+  s->prev = nullptr;
+  s->next = h.head;
+  if (h.head) h.head->prev = s;
+  h.head = s;
+  ++h.n;
+  s->list = l;
+}
+// Puts s on the list its state calls for (cache.h's slab invariant).
+void relist(Cache* c, Slab* s) noexcept {
+  SlabList want = s->inuse == 0 ? kEmpty : (s->freelist || s->bump < s->nobj) ? kPartial : kFull;
+  if (s->list == want) return;
+  list_del(c, s);
+  list_add(c, s, want);
+}
+
+BULKRCU_ALWAYS_INLINE void*& link_of(const Cache* c, void* o) noexcept {
+  return *reinterpret_cast<void**>(static_cast<char*>(o) + c->link_off);
+}
+
+void* slab_take(Cache* c, Slab* s) noexcept {
+  void* o;
+  if (s->freelist) {
+    o = s->freelist;
+    s->freelist = link_of(c, o);
+  } else {
+    o = s->objs + std::size_t{s->bump} * c->stride;
+    ++s->bump;
+  }
+  ++s->inuse;
+  relist(c, s);
+  return o;
+}
+
+void slab_put(Cache* c, void* o) noexcept {
+  Slab* s = reinterpret_cast<Slab*>(reinterpret_cast<std::uintptr_t>(o) & ~(c->slab_bytes - 1));
+  link_of(c, o) = s->freelist;
+  s->freelist = o;
+  --s->inuse;
+  relist(c, s);
+}
+
+// Moves empty slabs beyond `keep` off the lists: onto *out (to free after unlocking) or, for a
+// typesafe cache, onto the dying list with a cookie.
+void trim_empty_locked(Cache* c, std::size_t keep, Slab** out) noexcept {
+  while (c->lists[kEmpty].n > keep) {
+    Slab* s = c->lists[kEmpty].head;
+    list_del(c, s);
+    if (c->flags & BULKRCU_CACHE_TYPESAFE_BY_RCU) {
+      s->cookie = bulkrcu_start_poll();
+      list_add(c, s, kDying);
+    } else {
+      s->next = *out;
+      *out = s;
+    }
+  }
+}
+// Dying slabs whose grace period has elapsed, onto *out.
+void collect_dying_locked(Cache* c, bool all, Slab** out) noexcept {
+  Slab* s = c->lists[kDying].head;
+  while (s) {
+    Slab* n = s->next;
+    if (all || elapsed(s->cookie)) {
+      list_del(c, s);
+      s->next = *out;
+      *out = s;
+    }
+    s = n;
+  }
+}
+
+void free_sheaf_objects_locked(Cache* c, Sheaf* s) noexcept {
+  void** o = s->objs();
+  for (std::size_t i = 0; i < s->nr; ++i) slab_put(c, o[i]);
+  s->nr = 0;
+}
+
+// ---- debug ------------------------------------------------------------------------------------
+void poison_obj(const Cache* c, void* o) noexcept { memset(o, 0x6b, c->size); }
+
+BULKRCU_NOINLINE void check_poison(const Cache* c, void* o) noexcept {
+  const unsigned char* b = static_cast<const unsigned char*>(o);
+  for (std::size_t i = 0; i < c->size; ++i) {
+    if (b[i] != 0x6b) die("bulkrcu_cache_alloc", c, o, "object was written after it was freed");
+  }
+}
+
+std::size_t obj_index(const Cache* c, const Slab* s, const void* p, const char* call) noexcept {
+  const std::uintptr_t off = reinterpret_cast<std::uintptr_t>(p) - reinterpret_cast<std::uintptr_t>(s->objs);
+  if (reinterpret_cast<const char*>(p) < s->objs || off % c->stride != 0 || off / c->stride >= s->nobj)
+    die(call, c, p, "not the start of an object of this cache");
+  return off / c->stride;
+}
+
+BULKRCU_NOINLINE void debug_on_alloc(Cache* c, void* p) noexcept {
+  Slab* s = slab_of(p);
+  if (!s || s->cache != c)
+    die("bulkrcu_cache_alloc", c, p, "internal error: object of another cache in an array");
+  const std::size_t i = obj_index(c, s, p, "bulkrcu_cache_alloc");
+  const std::uint64_t bit = std::uint64_t{1} << (i % 64);
+  if (s->bits[i / 64].fetch_or(bit, std::memory_order_relaxed) & bit)
+    die("bulkrcu_cache_alloc", c, p, "internal error: object handed out twice");
+  if (c->poison) check_poison(c, p);
+}
+
+[[noreturn]] BULKRCU_NOINLINE void die_bad_free(const Cache* c, const Slab* s, const void* p,
+                                                const char* call) noexcept {
+  if (!s) die(call, c, p, "not an object of any cache (foreign pointer)");
+  Msg m;
+  m.s("object of cache \"").s(s->cache->name).s("\" freed to the wrong cache");
+  die(call, c, p, m.buf);
+}
+
+// Every free checks that p is an object of c (in every mode: a wrong cache would corrupt both);
+// debug mode also tracks ownership (double free) and poisons.
+BULKRCU_ALWAYS_INLINE void check_free(Cache* c, void* p, const char* call, bool poison_now) noexcept {
+  Slab* s = slab_of(p);
+  if (BULKRCU_UNLIKELY(!s || s->cache != c)) die_bad_free(c, s, p, call);
+  if (BULKRCU_UNLIKELY(g_debug)) {
+    const std::size_t i = obj_index(c, s, p, call);
+    const std::uint64_t bit = std::uint64_t{1} << (i % 64);
+    if (!(s->bits[i / 64].fetch_and(~bit, std::memory_order_relaxed) & bit))
+      die(call, c, p, "double free (the object is not allocated)");
+    if (poison_now && c->poison) poison_obj(c, p);
+  }
+}
+
+// free_rcu's check: the fast path reads only the address map (hot: one byte per page), which
+// rejects foreign pointers and slabs of another order at once; the slab header (cold by now
+// for objects retired a while after their allocation) is checked when the array is sealed,
+// once per distinct slab (verify_sheaf): a wrong cache still aborts before any reuse.
+BULKRCU_ALWAYS_INLINE void check_free_rcu(Cache* c, void* p) noexcept {
+  if (BULKRCU_UNLIKELY(g_debug)) return check_free(c, p, "bulkrcu_cache_free_rcu", false);
+  std::atomic<std::uint8_t>* e = map_entry(reinterpret_cast<std::uintptr_t>(p), false);
+  if (BULKRCU_UNLIKELY(!e || e->load(std::memory_order_relaxed) != c->order + 1))
+    check_free(c, p, "bulkrcu_cache_free_rcu", false);  // aborts with the right message
+}
+
+void verify_sheaf(Cache* c, Sheaf* s) noexcept {
+  std::uintptr_t prev = 0;
+  void** o = s->objs();
+  for (std::size_t i = 0; i < s->nr; ++i) {
+    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(o[i]) & ~(c->slab_bytes - 1);
+    if (base == prev) continue;
+    prev = base;
+    const Slab* sl = reinterpret_cast<const Slab*>(base);
+    if (sl->magic != kSlabMagic || sl->cache != c)
+      die_bad_free(c, slab_of(o[i]), o[i], "bulkrcu_cache_free_rcu");
+  }
+}
+
+// An array that was retired and whose grace period elapsed becomes ready; debug mode poisons
+// its objects now (a reader that still used one would see 0x6b: "use after a deferred free").
+void make_ready(Cache* c, Sheaf* s) noexcept {
+  if (s->pending && c->poison) {
+    void** o = s->objs();
+    for (std::size_t i = 0; i < s->nr; ++i) poison_obj(c, o[i]);
+  }
+  s->pending = 0;
+}
+
+// ---- lock-free stacks --------------------------------------------------------------------------
+void stack_push_chain(std::atomic<Sheaf*>& head, Sheaf* first, Sheaf* last) noexcept {
+  Sheaf* h = head.load(std::memory_order_relaxed);
+  do {
+    last->next = h;
+  } while (!head.compare_exchange_weak(h, first, std::memory_order_release, std::memory_order_relaxed));
+}
+void stack_push(std::atomic<Sheaf*>& head, Sheaf* s) noexcept { stack_push_chain(head, s, s); }
+
+// Takes the first array `pick` accepts: the whole stack is taken with one exchange (no ABA),
+// the rest pushed back. Lock-free and async-signal-safe.
+template <class Pick>
+Sheaf* stack_take_one(std::atomic<Sheaf*>& head, Pick pick) noexcept {
+  if (!head.load(std::memory_order_relaxed)) return nullptr;
+  Sheaf* all = head.exchange(nullptr, std::memory_order_acquire);
+  Sheaf* got = nullptr;
+  Sheaf** pp = &all;
+  for (Sheaf* s = all; s; pp = &s->next, s = s->next) {
+    if (pick(s)) {
+      *pp = s->next;
+      got = s;
+      break;
+    }
+  }
+  if (all) {
+    Sheaf* last = all;
+    while (last->next) last = last->next;
+    stack_push_chain(head, all, last);
+  }
+  return got;
+}
+
+Sheaf* init_sheaf(Cache* c, void* page) noexcept {
+  Sheaf* s = static_cast<Sheaf*>(page);
+  s->nr = 0;
+  s->cap = c->sheaf_cap;
+  s->cookie = 0;
+  s->next = nullptr;
+  s->pending = 0;
+  return s;
+}
+
+// ---- per-CPU operations, owner side ----------------------------------------------------------
+// kRseq mode (not under TSan): one restartable sequence. Otherwise the slot of
+// current_cpu(), try-locked; a busy lock reads as "locked" (a signal handler that interrupted
+// its holder, or a remote): the caller takes its slow path.
+#if BULKRCU_HAVE_RSEQ_ASM && !BULKRCU_TSAN
+#define BULKRCU_CACHE_RSEQ 1
+#else
+#define BULKRCU_CACHE_RSEQ 0
+#endif
+
+template <std::size_t kOff>
+BULKRCU_ALWAYS_INLINE Sheaf*& field(CpuSlot* s) noexcept {
+  if constexpr (kOff == kMainOff)
+    return s->main;
+  else
+    return s->rcu;
+}
+
+template <std::size_t kOff>
+BULKRCU_ALWAYS_INLINE void* pop_local(Cache* c) noexcept {
+#if BULKRCU_CACHE_RSEQ
+  if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq))
+    return subtle::rseq_sheaf_pop<kOff>(c->slots, sizeof(CpuSlot));
+#endif
+  CpuSlot* s = &c->slots[current_cpu()];
+  if (!s->lock.try_lock()) return subtle::kSlotLocked;
+  void* o = nullptr;
+  Sheaf* sh = field<kOff>(s);
+  if (sh && sh->nr) o = sh->objs()[--sh->nr];
+  s->lock.unlock();
+  return o;
+}
+
+// > 0: stored; 0: no array or full; -1: locked.
+template <std::size_t kOff>
+BULKRCU_ALWAYS_INLINE long push_local(Cache* c, void* p) noexcept {
+#if BULKRCU_CACHE_RSEQ
+  if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq))
+    return subtle::rseq_sheaf_push<kOff>(c->slots, sizeof(CpuSlot), p);
+#endif
+  CpuSlot* s = &c->slots[current_cpu()];
+  if (!s->lock.try_lock()) return -1;
+  long r = 0;
+  Sheaf* sh = field<kOff>(s);
+  if (sh && sh->nr < sh->cap) {
+    sh->objs()[sh->nr] = p;
+    r = static_cast<long>(++sh->nr);
+  }
+  s->lock.unlock();
+  return r;
+}
+
+// Installs `fresh` in this CPU's slot at kOff and returns the array it replaces in *old
+// (nullptr if none); the old array is then owned by the caller. False when the slot is locked
+// or keeps changing (nothing installed).
+template <std::size_t kOff>
+bool exchange_local(Cache* c, Sheaf* fresh, Sheaf** old) noexcept {
+#if BULKRCU_CACHE_RSEQ
+  if (mode() == PercpuMode::kRseq) {
+    for (int i = 0; i < 8; ++i) {
+      CpuSlot* s = &c->slots[subtle::cache_rseq_cpu()];
+      Sheaf* expected = __atomic_load_n(&field<kOff>(s), __ATOMIC_RELAXED);
+      // The commit checks the field of the CPU the sequence runs on: a migration since the
+      // load above makes it differ, and we retry.
+      int rc = subtle::rseq_cmpxchg_slot(c->slots, sizeof(CpuSlot), kOff,
+                                         reinterpret_cast<std::uintptr_t>(expected),
+                                         reinterpret_cast<std::uintptr_t>(fresh));
+      if (rc < 0) return false;
+      if (rc == 1) {
+        *old = expected;
+        return true;
+      }
+    }
+    return false;
+  }
+#endif
+  CpuSlot* s = &c->slots[current_cpu()];
+  if (!s->lock.try_lock()) return false;
+  *old = field<kOff>(s);
+  field<kOff>(s) = fresh;
+  s->lock.unlock();
+  return true;
+}
+
+// Remote side: detaches cpu's arrays (percpu.h's protocol: lock, fence, touch, unlock).
+void detach_cpu(Cache* c, int cpu, Sheaf** main, Sheaf** rcu) noexcept {
+  CpuSlot* s = &c->slots[cpu];
+  for (unsigned i = 0; !s->lock.try_lock(); ++i) {
+    if (i < 64)
+      cpu_relax();
+    else
+      sched_yield();
+  }
+  subtle::fence_remote(cpu);  // R2: no owner sequence that saw the lock free can still commit
+  if (main) {
+    *main = s->main;
+    s->main = nullptr;
+  }
+  if (rcu) {
+    *rcu = s->rcu;
+    s->rcu = nullptr;
+  }
+  s->lock.unlock();
+}
+
+// ---- depot (under c->mu) ----------------------------------------------------------------------
+void add_to_depot_locked(Cache* c, Sheaf* s) noexcept {
+  if (s->nr == 0) {
+    s->pending = 0;
+    c->nr_empty.fetch_add(1, std::memory_order_relaxed);
+    stack_push(c->inbox_empty, s);
+  } else if (s->pending && !elapsed(s->cookie)) {
+    s->next = c->waiting;
+    c->waiting = s;
+    ++c->nr_waiting;
+  } else {
+    if (s->pending) ++c->reused;
+    make_ready(c, s);
+    s->next = c->ready;
+    c->ready = s;
+    ++c->nr_ready;
+  }
+}
+
+// Takes the overflow stack as one chain with a fresh cookie (every object on it was retired
+// before the exchange), and frees chains whose cookie has elapsed to the slabs.
+void drain_overflow_locked(Cache* c) noexcept {
+  for (PendingChain& ch : c->chains) {
+    if (!ch.head || !elapsed(ch.cookie)) continue;
+    for (void* o = ch.head; o;) {
+      void* n = link_of(c, o);
+      if (c->poison) poison_obj(c, o);
+      slab_put(c, o);
+      o = n;
+    }
+    ch = PendingChain{};
+  }
+  if (!c->overflow.load(std::memory_order_relaxed)) return;
+  void* chain = c->overflow.exchange(nullptr, std::memory_order_acquire);
+  if (!chain) return;
+  const unsigned long cookie = bulkrcu_start_poll();
+  PendingChain* slot = nullptr;
+  for (PendingChain& ch : c->chains)
+    if (!ch.head) slot = &ch;
+  if (!slot) {  // all in use: join the newest, whose cookie then covers both (later is safe)
+    slot = &c->chains[0];
+    void* tail = chain;
+    while (link_of(c, tail)) tail = link_of(c, tail);
+    link_of(c, tail) = slot->head;
+  }
+  slot->head = chain;
+  slot->cookie = cookie;
+}
+
+// Takes the inbox into the depot and promotes waiting arrays whose grace period has elapsed.
+void drain_inbox_locked(Cache* c) noexcept {
+  Sheaf* s = c->inbox.exchange(nullptr, std::memory_order_acquire);
+  while (s) {
+    Sheaf* n = s->next;
+    add_to_depot_locked(c, s);
+    s = n;
+  }
+  s = c->inbox_empty.exchange(nullptr, std::memory_order_acquire);
+  while (s) {
+    Sheaf* n = s->next;
+    add_to_depot_locked(c, s);
+    s = n;
+  }
+  Sheaf** pp = &c->waiting;
+  while (Sheaf* w = *pp) {
+    if (elapsed(w->cookie)) {
+      *pp = w->next;
+      --c->nr_waiting;
+      add_to_depot_locked(c, w);
+    } else {
+      pp = &w->next;
+    }
+  }
+  drain_overflow_locked(c);
+}
+
+// Keeps the depot within its bounds: extra ready arrays go back to the slabs (this touches
+// their objects: the imbalance case), extra empty arrays and empty slabs onto the out lists.
+void trim_depot_locked(Cache* c, std::size_t max_ready, std::size_t max_empty, Sheaf** pages, Slab** slabs,
+                       std::size_t keep_slabs) noexcept {
+  while (c->nr_ready > max_ready) {
+    Sheaf* s = c->ready;
+    c->ready = s->next;
+    --c->nr_ready;
+    free_sheaf_objects_locked(c, s);
+    add_to_depot_locked(c, s);
+  }
+  while (c->nr_empty.load(std::memory_order_relaxed) > max_empty) {
+    Sheaf* s = stack_take_one(c->inbox_empty, [](Sheaf*) { return true; });
+    if (!s) break;
+    c->nr_empty.fetch_sub(1, std::memory_order_relaxed);
+    s->next = *pages;
+    *pages = s;
+  }
+  trim_empty_locked(c, keep_slabs, slabs);
+}
+
+// Needs no Cache: memory pressure frees slabs after dropping the registry mutex.
+void release_slab(Slab* s) noexcept {
+  const unsigned order = s->order;
+  set_map(s, order, 0);
+  s->magic = 0;
+  pool::free_pages(s, order);
+}
+void release_raw(Sheaf* pages, Slab* slabs) noexcept {
+  while (pages) {
+    Sheaf* n = pages->next;
+    bulkrcu_free_page(pages);
+    pages = n;
+  }
+  while (slabs) {
+    Slab* next = slabs->next;
+    release_slab(slabs);
+    slabs = next;
+  }
+}
+
+// Frees what a locked section collected (outside the mutex: the zone lock is not a leaf).
+void release_outside(Cache* c, Sheaf* pages, Slab* slabs) noexcept {
+  while (pages) {
+    Sheaf* n = pages->next;
+    bulkrcu_free_page(pages);
+    pages = n;
+  }
+  std::uint64_t n = 0;
+  while (slabs) {
+    Slab* next = slabs->next;
+    release_slab(slabs);
+    ++n;
+    slabs = next;
+  }
+  if (n) {
+    pthread_mutex_lock(&c->mu);
+    c->slab_frees += n;
+    pthread_mutex_unlock(&c->mu);
+  }
+}
+
+Slab* new_slab(Cache* c) noexcept {
+  void* mem = pool::alloc_pages(c->order);
+  if (!mem) return nullptr;
+  Slab* s = static_cast<Slab*>(mem);
+  memset(static_cast<void*>(s), 0, c->objs_off);
+  s->cache = c;
+  s->objs = static_cast<char*>(mem) + c->objs_off;
+  s->nobj = c->nobj;
+  s->order = c->order;
+  if (c->poison) memset(s->objs, 0x6b, std::size_t{c->nobj} * c->stride);
+  if (c->ctor)
+    for (std::uint32_t i = 0; i < c->nobj; ++i) c->ctor(s->objs + std::size_t{i} * c->stride);
+  if (!set_map(s, c->order, static_cast<std::uint8_t>(c->order + 1))) {
+    set_map(s, c->order, 0);
+    pool::free_pages(mem, c->order);
+    errno = ENOMEM;
+    return nullptr;
+  }
+  // The magic last: slab_of() accepts the slab only once its header is complete.
+  __atomic_store_n(&s->magic, kSlabMagic, __ATOMIC_RELEASE);
+  return s;
+}
+
+// An array with objects for this CPU: a ready one from the depot, else one filled from the
+// slabs (new slabs mapped outside the mutex). nullptr with errno = ENOMEM.
+Sheaf* get_full_sheaf(Cache* c) noexcept {
+  Sheaf* pages = nullptr;
+  Slab* slabs = nullptr;
+  Sheaf* s = nullptr;
+  pthread_mutex_lock(&c->mu);
+  drain_inbox_locked(c);
+  if (!c->ready && c->nr_waiting > 0) {
+    // Retired arrays wait and none is ready: ask for a grace period, paced (one covers them
+    // all). Meanwhile this refill comes from the slabs.
+    const std::uint64_t now = now_ns();
+    if (now - c->gp_asked_ns >= kGpPaceNs) {
+      c->gp_asked_ns = now;
+      bulkrcu_start_poll();
+    }
+  }
+  if (c->ready) {
+    s = c->ready;
+    c->ready = s->next;
+    --c->nr_ready;
+  } else {
+    s = stack_take_one(c->inbox_empty, [](Sheaf*) { return true; });
+    if (s) {
+      c->nr_empty.fetch_sub(1, std::memory_order_relaxed);
+    } else {
+      pthread_mutex_unlock(&c->mu);
+      void* page = bulkrcu_alloc_page();
+      if (!page) return nullptr;
+      s = init_sheaf(c, page);
+      pthread_mutex_lock(&c->mu);
+    }
+    s->nr = 0;
+    s->pending = 0;
+    while (s->nr < s->cap) {
+      Slab* slab = c->lists[kPartial].head ? c->lists[kPartial].head : c->lists[kEmpty].head;
+      if (!slab) {
+        if (s->nr > 0) break;  // enough for now; the next refill maps a slab
+        pthread_mutex_unlock(&c->mu);
+        Slab* fresh = new_slab(c);
+        pthread_mutex_lock(&c->mu);
+        if (!fresh) {
+          add_to_depot_locked(c, s);
+          pthread_mutex_unlock(&c->mu);
+          errno = ENOMEM;
+          return nullptr;
+        }
+        ++c->slab_allocs;
+        list_add(c, fresh, kEmpty);
+        continue;
+      }
+      s->objs()[s->nr++] = slab_take(c, slab);
+    }
+  }
+  trim_depot_locked(c, kMaxReady, kMaxEmptySheaves, &pages, &slabs, kKeepEmptySlabs);
+  collect_dying_locked(c, false, &slabs);
+  pthread_mutex_unlock(&c->mu);
+  release_outside(c, pages, slabs);
+  return s;
+}
+
+// Hands an array the caller owns back to the depot (lock-free: the inbox).
+void give_back(Cache* c, Sheaf* s) noexcept {
+  if (s->nr == 0) {
+    c->nr_empty.fetch_add(1, std::memory_order_relaxed);
+    stack_push(c->inbox_empty, s);
+  } else {
+    stack_push(c->inbox, s);
+  }
+}
+
+// An empty array without locking: the depot's inbox of empty arrays, else a lockless page.
+Sheaf* empty_sheaf_lockless(Cache* c) noexcept {
+  Sheaf* s = stack_take_one(c->inbox_empty, [](Sheaf*) { return true; });
+  if (s) {
+    c->nr_empty.fetch_sub(1, std::memory_order_relaxed);
+    return s;
+  }
+  void* page = bulkrcu_alloc_page_lockless();
+  return page ? init_sheaf(c, page) : nullptr;
+}
+
+// ---- slow paths ----------------------------------------------------------------------------------
+BULKRCU_NOINLINE void* alloc_slow(Cache* c) noexcept {
+  Sheaf* s = get_full_sheaf(c);
+  if (!s) return nullptr;
+  void* o = s->objs()[--s->nr];
+  if (s->nr == 0) {
+    give_back(c, s);
+    return o;
+  }
+  Sheaf* old = nullptr;
+  if (!exchange_local<kMainOff>(c, s, &old)) {
+    give_back(c, s);
+    return o;
+  }
+  if (old) give_back(c, old);
+  return o;
+}
+
+// Frees p to the slabs directly (the slot is locked or no array is at hand).
+void free_to_slab(Cache* c, void* p) noexcept {
+  pthread_mutex_lock(&c->mu);
+  slab_put(c, p);
+  Sheaf* pages = nullptr;
+  Slab* slabs = nullptr;
+  trim_empty_locked(c, kKeepEmptySlabs, &slabs);
+  pthread_mutex_unlock(&c->mu);
+  release_outside(c, pages, slabs);
+}
+
+// p is free (checks done): this CPU's main array is full, missing or locked.
+BULKRCU_NOINLINE void free_slow(Cache* c, void* p) noexcept {
+  Sheaf* fresh = empty_sheaf_lockless(c);
+  if (!fresh) {
+    void* page = bulkrcu_alloc_page();
+    if (page) fresh = init_sheaf(c, page);
+  }
+  if (!fresh) return free_to_slab(c, p);
+  fresh->objs()[0] = p;
+  fresh->nr = 1;
+  fresh->pending = 0;
+  Sheaf* old = nullptr;
+  if (!exchange_local<kMainOff>(c, fresh, &old)) {
+    give_back(c, fresh);
+    return;
+  }
+  if (old) give_back(c, old);
+  // Keep the depot bounded when this CPU only frees.
+  if (pthread_mutex_trylock(&c->mu) == 0) {
+    Sheaf* pages = nullptr;
+    Slab* slabs = nullptr;
+    drain_inbox_locked(c);
+    trim_depot_locked(c, kMaxReady, kMaxEmptySheaves, &pages, &slabs, kKeepEmptySlabs);
+    pthread_mutex_unlock(&c->mu);
+    release_outside(c, pages, slabs);
+  }
+}
+
+BULKRCU_ALWAYS_INLINE void free_now(Cache* c, void* p) noexcept {
+  if (BULKRCU_LIKELY(push_local<kMainOff>(c, p) > 0)) return;
+  free_slow(c, p);
+}
+
+// The last resort of free_rcu (no array at hand without locking): the overflow stack, linked
+// through the object's out-of-object word. Lock-free, async-signal-safe, needs no memory.
+BULKRCU_NOINLINE void free_rcu_fallback(Cache* c, void* p) noexcept {
+  c->overflowed.fetch_add(1, std::memory_order_relaxed);
+  void* h = c->overflow.load(std::memory_order_relaxed);
+  do {
+    link_of(c, p) = h;
+  } while (!c->overflow.compare_exchange_weak(h, p, std::memory_order_release, std::memory_order_relaxed));
+}
+
+// Seals a retired array: one cookie for all its objects, then the inbox.
+void seal(Cache* c, Sheaf* s) noexcept {
+  verify_sheaf(c, s);
+  s->pending = 1;
+  s->cookie = gp::get_state();  // no grace period started here: the depot paces them
+  c->sealed.fetch_add(1, std::memory_order_relaxed);
+  stack_push(c->inbox, s);
+}
+
+// This CPU's retired array is full, missing or locked. No lock, no blocking.
+BULKRCU_NOINLINE void free_rcu_slow(Cache* c, void* p, long r) noexcept {
+  if (r < 0) return free_rcu_fallback(c, p);
+  Sheaf* fresh = empty_sheaf_lockless(c);
+  if (!fresh) return free_rcu_fallback(c, p);
+  fresh->objs()[0] = p;
+  fresh->nr = 1;
+  // sealing: a barrier waits for arrays that are between the slot and the inbox.
+  c->sealing.fetch_add(1, std::memory_order_acq_rel);
+  Sheaf* old = nullptr;
+  if (!exchange_local<kRcuOff>(c, fresh, &old)) {
+    seal(c, fresh);
+  } else if (old) {
+    seal(c, old);
+  }
+  c->sealing.fetch_sub(1, std::memory_order_release);
+}
+
+BULKRCU_NOINLINE void* alloc_lockless_slow(Cache* c) noexcept {
+  Sheaf* s =
+      stack_take_one(c->inbox, [](Sheaf* x) { return x->nr > 0 && (!x->pending || elapsed(x->cookie)); });
+  if (!s) return nullptr;
+  make_ready(c, s);  // debug poisoning is a memset: async-signal-safe
+  void* o = s->objs()[--s->nr];
+  Sheaf* old = nullptr;
+  if (s->nr == 0 || !exchange_local<kMainOff>(c, s, &old)) {
+    give_back(c, s);
+    return o;
+  }
+  if (old) give_back(c, old);
+  return o;
+}
+
+// Flushes every CPU's arrays (main: free objects; rcu: sealed) and the depot to the slabs as
+// far as grace periods allow. Caller: shrink, destroy, memory pressure.
+void flush_all(Cache* c, bool take_rcu, Sheaf** pages, Slab** slabs, std::size_t keep_slabs) noexcept {
+  for (int cpu = 0; cpu < nr_slots(); ++cpu) {
+    Sheaf* m = nullptr;
+    Sheaf* r = nullptr;
+    detach_cpu(c, cpu, &m, take_rcu ? &r : nullptr);
+    if (m) give_back(c, m);
+    if (r) {
+      if (r->nr)
+        seal(c, r);
+      else
+        give_back(c, r);
+    }
+  }
+  pthread_mutex_lock(&c->mu);
+  drain_inbox_locked(c);
+  trim_depot_locked(c, 0, 0, pages, slabs, keep_slabs);
+  collect_dying_locked(c, false, slabs);
+  pthread_mutex_unlock(&c->mu);
+}
+
+void wait_sealing(Cache* c) noexcept {
+  for (unsigned i = 0; c->sealing.load(std::memory_order_acquire) != 0; ++i) {
+    if (i < 64)
+      cpu_relax();
+    else
+      sched_yield();
+  }
+}
+
+void barrier(Cache* c) noexcept {
+  for (int cpu = 0; cpu < nr_slots(); ++cpu) {
+    Sheaf* r = nullptr;
+    detach_cpu(c, cpu, nullptr, &r);
+    if (r) {
+      if (r->nr)
+        seal(c, r);
+      else
+        give_back(c, r);
+    }
+  }
+  wait_sealing(c);
+  // The overflow stack gets its cookie now; every array sealed before this point took its
+  // cookie earlier: one grace period from now covers them all.
+  pthread_mutex_lock(&c->mu);
+  drain_inbox_locked(c);
+  pthread_mutex_unlock(&c->mu);
+  gp::wait_for_cookie(gp::get_state(), false);
+  pthread_mutex_lock(&c->mu);
+  drain_inbox_locked(c);
+  pthread_mutex_unlock(&c->mu);
+}
+
+std::uint64_t objects_out_locked(Cache* c) noexcept {
+  std::uint64_t n = 0;
+  for (unsigned l = kPartial; l <= kDying; ++l)
+    for (Slab* s = c->lists[l].head; s; s = s->next) n += s->inuse;
+  return n;
+}
+
+// ---- registry and fork -------------------------------------------------------------------------
+void reg_add(Cache* c) noexcept {
+  pthread_mutex_lock(&g_reg_mu);
+  c->reg_next = g_caches;
+  if (g_caches) g_caches->reg_prev = c;
+  g_caches = c;
+  pthread_mutex_unlock(&g_reg_mu);
+}
+void reg_del(Cache* c) noexcept {
+  pthread_mutex_lock(&g_reg_mu);
+  if (c->reg_prev)
+    c->reg_prev->reg_next = c->reg_next;
+  else
+    g_caches = c->reg_next;
+  if (c->reg_next) c->reg_next->reg_prev = c->reg_prev;
+  pthread_mutex_unlock(&g_reg_mu);
+}
+
+void prepare_fork() {
+  pthread_mutex_lock(&g_reg_mu);
+  for (Cache* c = g_caches; c; c = c->reg_next) pthread_mutex_lock(&c->mu);
+}
+void parent_fork() {
+  for (Cache* c = g_caches; c; c = c->reg_next) pthread_mutex_unlock(&c->mu);
+  pthread_mutex_unlock(&g_reg_mu);
+}
+void child_fork() {
+  for (Cache* c = g_caches; c; c = c->reg_next) {
+    pthread_mutex_init(&c->mu, nullptr);
+    // A fallback-mode owner or a remote may have held a slot lock; its thread is gone.
+    for (int i = 0; i < nr_slots(); ++i) c->slots[i].lock.word.store(0, std::memory_order_relaxed);
+    // Arrays other threads held between a slot and the inbox are lost (leaked), not waited for.
+    c->sealing.store(0, std::memory_order_relaxed);
+  }
+  pthread_mutex_init(&g_reg_mu, nullptr);
+}
+// Registered before the runtime layer's handlers (constructor 103): prepare handlers run in
+// reverse order of registration, so ours runs after the runtime's (driver mutex, kvfree and
+// pool locks). The runtime thread may free to a cache (kvfree's reclaim) while it holds the
+// driver mutex; a holder of a cache mutex waits for nothing, so this order cannot deadlock.
+void free_any(void* p) noexcept;
+__attribute__((constructor(102))) void cache_init() {
+  g_page_shift = pool::page_shift();
+  g_debug = pool::debug();
+  pthread_atfork(prepare_fork, parent_fork, child_fork);
+  cb::g_free_object = &free_any;  // kfree_rcu's embedded-head fallback reaches caches too
+}
+
+BULKRCU_ALWAYS_INLINE Cache* C(bulkrcu_cache* c) noexcept { return reinterpret_cast<Cache*>(c); }
+
+}  // namespace
+
+bool owns(const void* p) noexcept { return slab_of(p) != nullptr; }
+
+void free_retired(void* p) noexcept {
+  Slab* s = slab_of(p);
+  Cache* c = s->cache;
+  check_free(c, p, "kvfree_rcu (reclaim)", true);
+  free_now(c, p);
+}
+
+namespace {
+void free_any(void* p) noexcept {
+  if (owns(p))
+    free_retired(p);
+  else
+    free(p);
+}
+}  // namespace
+
+void on_memory_pressure() noexcept {
+  // Pages and slabs are freed after the registry mutex is dropped: fork's prepare takes the
+  // zone lock before the registry (registry -> zone here would invert it).
+  Sheaf* pages = nullptr;
+  Slab* slabs = nullptr;
+  pthread_mutex_lock(&g_reg_mu);
+  for (Cache* c = g_caches; c; c = c->reg_next) {
+    Slab* mine = nullptr;
+    flush_all(c, false, &pages, &mine, 0);
+    std::uint64_t n = 0;
+    while (mine) {
+      Slab* next = mine->next;
+      mine->next = slabs;
+      slabs = mine;
+      mine = next;
+      ++n;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->slab_frees += n;
+    pthread_mutex_unlock(&c->mu);
+  }
+  pthread_mutex_unlock(&g_reg_mu);
+  release_raw(pages, slabs);
+}
+
+Info info(bulkrcu_cache* cc) noexcept {
+  Cache* c = C(cc);
+  Info i{};
+  pthread_mutex_lock(&c->mu);
+  drain_inbox_locked(c);
+  i.stride = c->stride;
+  i.slab_bytes = c->slab_bytes;
+  i.objs_per_slab = c->nobj;
+  i.sheaf_cap = c->sheaf_cap;
+  for (unsigned l = kPartial; l <= kDying; ++l) i.slabs += c->lists[l].n;
+  i.objects_out = objects_out_locked(c);
+  i.ready = c->nr_ready;
+  i.waiting = c->nr_waiting;
+  i.empty_sheaves = c->nr_empty.load(std::memory_order_relaxed);
+  i.overflowed = c->overflowed.load(std::memory_order_relaxed);
+  for (PendingChain& ch : c->chains) i.overflow_chains += ch.head != nullptr;
+  i.sealed = c->sealed.load(std::memory_order_relaxed);
+  i.reused = c->reused;
+  i.slab_allocs = c->slab_allocs;
+  i.slab_frees = c->slab_frees;
+  pthread_mutex_unlock(&c->mu);
+  return i;
+}
+
+}  // namespace bulkrcu::detail::cache
+
+using namespace bulkrcu::detail;
+using bulkrcu::detail::cache::Cache;
+
+extern "C" {
+
+struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, size_t size, size_t align, unsigned flags,
+                                                void (*ctor)(void*)) {
+  const char* nm = name ? name : "(unnamed)";
+  auto bad = [&](const char* what) -> struct bulkrcu_cache* {
+    log_warning("bulkrcu_cache_create(\"%s\", size %zu, align %zu, flags %#x): %s\n", nm, size, align, flags,
+                what);
+    errno = EINVAL;
+    return nullptr;
+  };
+  const std::size_t page = pool::page_size();
+  if (size == 0) return bad("size 0");
+  if (align == 0) align = 8;
+  if (align & (align - 1)) return bad("alignment is not a power of two");
+  if (align > page) return bad("alignment over the page size");
+  if (flags & ~BULKRCU_CACHE_TYPESAFE_BY_RCU) return bad("unknown flags");
+  if (align < 8) align = 8;
+  // The link word lies after the object in every cache: free lists never write a typesafe or
+  // constructed object, and free_rcu's overflow may link an object readers still use.
+  const bool outside_link = (flags & BULKRCU_CACHE_TYPESAFE_BY_RCU) || ctor;
+  const std::size_t base = (size + 7) & ~std::size_t{7};
+  const std::size_t link_off = base;
+  std::size_t stride = base + sizeof(void*);
+  stride = (stride + align - 1) & ~(align - 1);
+  if (size > (page << pool::max_order())) return bad("size over the largest slab");
+  // The smallest order whose slab holds kMinObjsPerSlab objects (else the largest that fits one).
+  unsigned order = 0;
+  std::uint32_t nobj = 0;
+  std::size_t objs_off = 0;
+  for (unsigned o = 0; o <= pool::max_order(); ++o) {
+    const std::size_t bytes = page << o;
+    std::size_t n = bytes / stride;
+    std::size_t off = 0;
+    while (n > 0) {
+      off = (cache::kSlabHeaderFixed + ((n + 63) / 64) * 8 + align - 1) & ~(align - 1);
+      if (off + n * stride <= bytes) break;
+      --n;
+    }
+    if (n > 0) {
+      order = o;
+      nobj = static_cast<std::uint32_t>(n);
+      objs_off = off;
+      if (n >= cache::kMinObjsPerSlab) break;
+    }
+  }
+  if (nobj == 0) return bad("size over the largest slab");
+
+  void* mem = mmap(nullptr, sizeof(Cache), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  Cache* c = new (mem) Cache();
+  strncpy(c->name, nm, sizeof c->name - 1);
+  c->size = size;
+  c->stride = stride;
+  c->align = align;
+  c->link_off = link_off;
+  c->objs_off = objs_off;
+  c->order = order;
+  c->slab_bytes = page << order;
+  c->nobj = nobj;
+  c->flags = flags;
+  c->ctor = ctor;
+  c->poison = pool::debug() && !outside_link;
+#ifdef BULKRCU_TESTING
+  c->sheaf_cap = cache::kSheafCapMax;
+#else
+  std::size_t cap = cache::kSheafBytes / stride;
+  c->sheaf_cap = cap < 8 ? 8 : cap > cache::kSheafCapMax ? cache::kSheafCapMax : cap;
+#endif
+  if (c->sheaf_cap > (page - cache::kSheafHeader) / sizeof(void*))
+    c->sheaf_cap = (page - cache::kSheafHeader) / sizeof(void*);
+  pthread_mutex_init(&c->mu, nullptr);
+  c->slots = static_cast<cache::CpuSlot*>(alloc_slots(sizeof(cache::CpuSlot)));
+  cache::reg_add(c);
+  return reinterpret_cast<struct bulkrcu_cache*>(c);
+}
+
+struct bulkrcu_cache* bulkrcu_cache_create(const char* name, size_t size, size_t align, unsigned flags) {
+  return bulkrcu_cache_create_ctor(name, size, align, flags, nullptr);
+}
+
+void* bulkrcu_cache_alloc(struct bulkrcu_cache* cc) {
+  Cache* c = cache::C(cc);
+  void* o = cache::pop_local<cache::kMainOff>(c);
+  if (BULKRCU_UNLIKELY(o == nullptr || o == subtle::kSlotLocked)) {
+    o = cache::alloc_slow(c);
+    if (!o) return nullptr;
+  }
+  if (BULKRCU_UNLIKELY(cache::g_debug)) cache::debug_on_alloc(c, o);
+  return o;
+}
+
+void* bulkrcu_cache_alloc_lockless(struct bulkrcu_cache* cc) {
+  Cache* c = cache::C(cc);
+  void* o = cache::pop_local<cache::kMainOff>(c);
+  if (BULKRCU_UNLIKELY(o == nullptr || o == subtle::kSlotLocked)) {
+    o = cache::alloc_lockless_slow(c);
+    if (!o) return nullptr;
+  }
+  if (BULKRCU_UNLIKELY(cache::g_debug)) cache::debug_on_alloc(c, o);
+  return o;
+}
+
+void bulkrcu_cache_free(struct bulkrcu_cache* cc, void* p) {
+  if (!p) return;
+  Cache* c = cache::C(cc);
+  cache::check_free(c, p, "bulkrcu_cache_free", true);
+  cache::free_now(c, p);
+}
+
+void bulkrcu_cache_free_rcu(struct bulkrcu_cache* cc, void* p) {
+  if (!p) return;
+  Cache* c = cache::C(cc);
+  cache::check_free_rcu(c, p);
+  long r = cache::push_local<cache::kRcuOff>(c, p);
+  if (BULKRCU_LIKELY(r > 0)) return;
+  cache::free_rcu_slow(c, p, r);
+}
+
+void bulkrcu_cache_barrier(struct bulkrcu_cache* cc) {
+  gp::assert_not_in_reader("bulkrcu_cache_barrier()");
+  cache::barrier(cache::C(cc));
+}
+
+void bulkrcu_cache_shrink(struct bulkrcu_cache* cc) {
+  Cache* c = cache::C(cc);
+  const bool typesafe = c->flags & BULKRCU_CACHE_TYPESAFE_BY_RCU;
+  if (typesafe) gp::assert_not_in_reader("bulkrcu_cache_shrink() of a typesafe-by-rcu cache");
+  cache::Sheaf* pages = nullptr;
+  cache::Slab* slabs = nullptr;
+  cache::flush_all(c, false, &pages, &slabs, 0);
+  cache::release_outside(c, pages, slabs);
+  if (typesafe) {
+    slabs = nullptr;
+    gp::wait_for_cookie(gp::get_state(), false);
+    pthread_mutex_lock(&c->mu);
+    cache::collect_dying_locked(c, false, &slabs);
+    pthread_mutex_unlock(&c->mu);
+    cache::release_outside(c, nullptr, slabs);
+  }
+}
+
+void bulkrcu_cache_destroy(struct bulkrcu_cache* cc) {
+  if (!cc) return;
+  Cache* c = cache::C(cc);
+  gp::assert_not_in_reader("bulkrcu_cache_destroy()");
+  cache::barrier(c);
+  cache::Sheaf* pages = nullptr;
+  cache::Slab* slabs = nullptr;
+  cache::flush_all(c, true, &pages, &slabs, 0);
+  cache::release_outside(c, pages, slabs);
+  pages = nullptr;
+  slabs = nullptr;
+  pthread_mutex_lock(&c->mu);
+  std::uint64_t out = cache::objects_out_locked(c);
+  pthread_mutex_unlock(&c->mu);
+  if (out != 0) {
+    // Objects retired with kvfree_rcu reach the cache only through kvfree's reclaim, and
+    // free_rcu's own grace periods may not all have elapsed yet: wait for both, once.
+    bulkrcu_kvfree_barrier();
+    cache::barrier(c);
+    cache::flush_all(c, true, &pages, &slabs, 0);
+    cache::release_outside(c, pages, slabs);
+    pages = nullptr;
+    slabs = nullptr;
+    pthread_mutex_lock(&c->mu);
+    out = cache::objects_out_locked(c);
+    pthread_mutex_unlock(&c->mu);
+  }
+  if (out != 0) {
+    cache::Msg m;
+    m.dec(out).s(" objects still allocated");
+    cache::die("bulkrcu_cache_destroy", c, nullptr, m.buf);
+  }
+  if (c->flags & BULKRCU_CACHE_TYPESAFE_BY_RCU) gp::wait_for_cookie(gp::get_state(), false);
+  cache::reg_del(c);
+  pthread_mutex_lock(&c->mu);
+  cache::collect_dying_locked(c, true, &slabs);
+  while (cache::Slab* s = c->lists[cache::kEmpty].head) {
+    cache::list_del(c, s);
+    s->next = slabs;
+    slabs = s;
+  }
+  pthread_mutex_unlock(&c->mu);
+  cache::release_outside(c, pages, slabs);
+  free_slots(c->slots, sizeof(cache::CpuSlot));
+  c->~Cache();
+  munmap(c, sizeof(Cache));
+}
+
+struct bulkrcu_cache* bulkrcu_cache_of(const void* p) {
+  cache::Slab* s = cache::slab_of(p);
+  return s ? reinterpret_cast<struct bulkrcu_cache*>(s->cache) : nullptr;
+}
+
+size_t bulkrcu_cache_object_size(const struct bulkrcu_cache* c) {
+  return reinterpret_cast<const Cache*>(c)->size;
+}
+
+}  // extern "C"

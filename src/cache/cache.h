@@ -1,0 +1,69 @@
+// bulkrcu/src/cache/cache.h: RCU object caches, user-space sheaves (layer cache; includes
+// base/, percpu/, pool/ and gp/).
+//
+// The public API is include/bulkrcu/cache.h; docs/CACHE.md has the design. This header adds
+// what the layers above need: kvfree's reclaim routes a retired pointer that lies in a slab to
+// its cache (owns() and free_retired()), the runtime's memory-pressure entry reaches every cache,
+// and tests read a cache's state.
+//
+// Structure:
+//
+//   per-CPU slot  { lock, main, rcu }     main: array to allocate from and free into
+//        |  full rcu array: cookie         rcu:  array collecting bulkrcu_cache_free_rcu
+//        v  (bulkrcu_start_poll)
+//   inbox        lock-free stack of sealed arrays (and one of empty arrays); any context pushes
+//        v  (slow paths, under the cache's mutex)
+//   depot        waiting (cookie not yet elapsed) -> ready (elapsed: allocate as is) ; empty
+//        v  (imbalance, shrink)
+//   slabs        partial / full / empty lists; an empty slab beyond kKeepEmptySlabs goes back to
+//                the pool (typesafe caches: after a grace period, through the dying list)
+//
+// Array ("sheaf") invariants: 0 <= nr <= cap; objs[0..nr) are objects of the cache that no
+// user holds; owner: the slot it is installed in (this CPU's sequences, or a remote under the
+// slot lock + fence_remote), else whoever took it off a list or stack.
+// Slab invariants (under the cache's mutex): inuse == nobj - |freelist| - (nobj - bump);
+// list == kEmpty iff inuse == 0, kFull iff no free object, else kPartial (kDying: off the
+// lists, waiting for its grace period before it goes back to the pool).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "bulkrcu/cache.h"
+
+namespace bulkrcu::detail::cache {
+
+// True when p lies in some cache's slab. Lock-free, async-signal-safe: two table loads.
+bool owns(const void* p) noexcept;
+
+// kvfree's reclaim of a pointer retired with bulkrcu_kvfree (free() channel) that owns()
+// claimed: its grace period has elapsed, so it is freed to its cache at once (debug checks as
+// bulkrcu_cache_free). Regular context: may take the cache's mutex and the zone lock.
+void free_retired(void* p) noexcept;
+
+// bulkrcu_memory_pressure(): every cache returns its free arrays and empty slabs (typesafe
+// caches' slabs after a grace period, without waiting here). Blocks: locks. Inside a reader: yes.
+void on_memory_pressure() noexcept;
+
+// ---- introspection (tests) ----------------------------------------------------------------
+struct Info {
+  std::size_t stride;             // bytes per object in a slab
+  std::size_t slab_bytes;         // bytes per slab
+  std::size_t objs_per_slab;      //
+  std::size_t sheaf_cap;          // objects per array
+  std::uint64_t slabs;            // slabs now (all lists, dying included)
+  std::uint64_t objects_out;      // objects not on a slab's free list (arrays + users)
+  std::uint64_t ready;            // arrays in the depot ready for allocation
+  std::uint64_t waiting;          // arrays in the depot waiting for their grace period
+  std::uint64_t empty_sheaves;    // empty arrays kept in the depot
+  std::uint64_t overflowed;       // cumulative: free_rcu objects that found no array (fallback)
+  std::uint64_t overflow_chains;  // overflow chains waiting for their grace period
+  std::uint64_t sealed;           // cumulative: retired arrays that took a cookie
+  std::uint64_t reused;           // cumulative: retired arrays that became ready as they were
+  std::uint64_t slab_allocs;      // cumulative
+  std::uint64_t slab_frees;       // cumulative
+};
+// Drains the inbox into the depot first. Blocks: the cache's mutex.
+Info info(bulkrcu_cache* c) noexcept;
+
+}  // namespace bulkrcu::detail::cache

@@ -1,0 +1,409 @@
+// Unit tests of the object caches (include/bulkrcu/cache.h, src/cache/). Linked against the
+// shrunk library: arrays of 4 objects, slabs of at least 8, no empty slab kept, a reserve of 4.
+#include "bulkrcu/cache.h"
+
+#include <errno.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "bulkrcu/page_pool.h"
+#include "bulkrcu/rcu.h"
+#include "cache/cache.h"
+#include "pool/pool.h"
+#include "test_support.h"
+
+namespace {
+
+using bulkrcu::detail::cache::info;
+using bulkrcu_test::SectionHolder;
+
+struct Obj {
+  unsigned long id;
+  unsigned long pad[2];
+};
+
+TEST(Cache, BadInputIsRefused) {
+  errno = 0;
+  EXPECT_EQ(bulkrcu_cache_create("zero", 0, 0, 0), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(bulkrcu_cache_create("align3", 24, 3, 0), nullptr);
+  EXPECT_EQ(bulkrcu_cache_create("huge", std::size_t{1} << 30, 0, 0), nullptr);
+  EXPECT_EQ(bulkrcu_cache_create("flags", 24, 0, 0x80), nullptr);
+  bulkrcu_cache* c = bulkrcu_cache_create("ok", 24, 16, 0);
+  ASSERT_NE(c, nullptr);
+  void* p = bulkrcu_cache_alloc(c);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % 16, 0u);
+  bulkrcu_cache_free(c, p);
+  bulkrcu_cache_destroy(c);
+}
+
+TEST(Cache, SlabHoldsAFewDozenObjects) {
+  bulkrcu_cache* c = bulkrcu_cache_create("geom", 24, 0, 0);
+  auto i = info(c);
+  EXPECT_GE(i.objs_per_slab, 8u);
+  EXPECT_EQ(i.stride, 32u);  // 24 bytes and the out-of-object link word
+  bulkrcu_cache* t = bulkrcu_cache_create("geom-ts", 24, 0, BULKRCU_CACHE_TYPESAFE_BY_RCU);
+  EXPECT_EQ(info(t).stride, 32u);  // the free-list link lies outside the object
+  bulkrcu_cache* big = bulkrcu_cache_create("geom-big", 100000, 0, 0);
+  ASSERT_NE(big, nullptr);
+  void* p = bulkrcu_cache_alloc(big);
+  ASSERT_NE(p, nullptr);
+  memset(p, 1, 100000);
+  bulkrcu_cache_free(big, p);
+  bulkrcu_cache_destroy(big);
+  bulkrcu_cache_destroy(t);
+  bulkrcu_cache_destroy(c);
+}
+
+TEST(Cache, AllocFreeDistinctObjectsAndOwnership) {
+  bulkrcu_cache* c = bulkrcu_cache_create("distinct", sizeof(Obj), 0, 0);
+  std::set<void*> seen;
+  std::vector<Obj*> v;
+  for (int i = 0; i < 1000; ++i) {
+    Obj* o = static_cast<Obj*>(bulkrcu_cache_alloc(c));
+    ASSERT_NE(o, nullptr);
+    EXPECT_TRUE(seen.insert(o).second) << "handed out twice";
+    EXPECT_EQ(bulkrcu_cache_of(o), c);
+    o->id = i;
+    v.push_back(o);
+  }
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(v[i]->id, static_cast<unsigned long>(i));
+  int x;
+  EXPECT_EQ(bulkrcu_cache_of(&x), nullptr);
+  void* m = malloc(24);
+  EXPECT_EQ(bulkrcu_cache_of(m), nullptr);
+  free(m);
+  EXPECT_EQ(info(c).objects_out, 1000u);
+  for (Obj* o : v) bulkrcu_cache_free(c, o);
+  bulkrcu_cache_shrink(c);
+  EXPECT_EQ(info(c).objects_out, 0u);
+  EXPECT_EQ(info(c).slabs, 0u);
+  bulkrcu_cache_destroy(c);
+}
+
+// A retired object is not handed out again while a reader that began before the retire runs.
+TEST(Cache, FreeRcuWaitsForReaders) {
+  bulkrcu_cache* c = bulkrcu_cache_create("gp", sizeof(Obj), 0, 0);
+  std::vector<void*> retired;
+  for (int i = 0; i < 64; ++i) retired.push_back(bulkrcu_cache_alloc(c));
+  {
+    SectionHolder reader;
+    for (void* p : retired) bulkrcu_cache_free_rcu(c, p);
+    std::set<void*> r(retired.begin(), retired.end());
+    std::vector<void*> fresh;
+    for (int i = 0; i < 200; ++i) {
+      void* p = bulkrcu_cache_alloc(c);
+      ASSERT_NE(p, nullptr);
+      EXPECT_EQ(r.count(p), 0u) << "reused while a reader may hold it";
+      fresh.push_back(p);
+    }
+    for (void* p : fresh) bulkrcu_cache_free(c, p);
+    EXPECT_GT(info(c).waiting + info(c).overflow_chains, 0u);
+  }
+  bulkrcu_cache_barrier(c);
+  auto i = info(c);
+  EXPECT_EQ(i.waiting, 0u);
+  EXPECT_GT(i.reused, 0u);  // whole retired arrays became ready as they were
+  // After the barrier the retired objects come back.
+  std::set<void*> r(retired.begin(), retired.end());
+  std::vector<void*> again;
+  std::size_t hits = 0;
+  for (int i = 0; i < 400; ++i) {
+    void* p = bulkrcu_cache_alloc(c);
+    hits += r.count(p);
+    again.push_back(p);
+  }
+  EXPECT_EQ(hits, retired.size());
+  for (void* p : again) bulkrcu_cache_free(c, p);
+  bulkrcu_cache_destroy(c);
+}
+
+TEST(Cache, BarrierIsPerCache) {
+  bulkrcu_cache* a = bulkrcu_cache_create("a", 32, 0, 0);
+  bulkrcu_cache* b = bulkrcu_cache_create("b", 32, 0, 0);
+  for (int i = 0; i < 50; ++i) {
+    bulkrcu_cache_free_rcu(a, bulkrcu_cache_alloc(a));
+    bulkrcu_cache_free_rcu(b, bulkrcu_cache_alloc(b));
+  }
+  const unsigned long sealed_b = info(b).sealed;
+  bulkrcu_cache_barrier(a);
+  EXPECT_EQ(info(a).waiting, 0u);
+  EXPECT_EQ(info(b).sealed, sealed_b);  // b's partial arrays were left alone
+  bulkrcu_cache_destroy(a);
+  bulkrcu_cache_destroy(b);
+}
+
+TEST(Cache, ShrinkReturnsMemoryToTheOs) {
+  bulkrcu_cache* c = bulkrcu_cache_create("rss", 64, 0, 0);
+  std::vector<void*> v;
+  for (int i = 0; i < 200000; ++i) v.push_back(bulkrcu_cache_alloc(c));  // ~12.8 MiB
+  const auto peak = info(c);
+  EXPECT_GT(peak.slabs, 0u);
+  for (void* p : v) bulkrcu_cache_free_rcu(c, p);
+  bulkrcu_cache_barrier(c);
+  bulkrcu_cache_shrink(c);
+  EXPECT_EQ(info(c).slabs, 0u);
+  EXPECT_GE(info(c).slab_frees, peak.slab_allocs);
+  bulkrcu_page_pool_shrink();
+  bulkrcu_cache_destroy(c);
+}
+
+TEST(Cache, MemoryPressureReachesCaches) {
+  bulkrcu_cache* c = bulkrcu_cache_create("pressure", 48, 0, 0);
+  std::vector<void*> v;
+  for (int i = 0; i < 1000; ++i) v.push_back(bulkrcu_cache_alloc(c));
+  for (void* p : v) bulkrcu_cache_free(c, p);
+  EXPECT_GT(info(c).slabs, 0u);
+  bulkrcu_memory_pressure();
+  EXPECT_EQ(info(c).slabs, 0u);
+  bulkrcu_cache_destroy(c);
+}
+
+int g_ctor_calls = 0;
+void ctor(void* p) {
+  ++g_ctor_calls;
+  static_cast<Obj*>(p)->id = 12345;
+}
+
+TEST(Cache, ConstructorRunsOncePerObjectOfASlab) {
+  g_ctor_calls = 0;
+  bulkrcu_cache* c = bulkrcu_cache_create_ctor("ctor", sizeof(Obj), 0, 0, ctor);
+  Obj* o = static_cast<Obj*>(bulkrcu_cache_alloc(c));
+  EXPECT_EQ(o->id, 12345u);
+  EXPECT_EQ(static_cast<std::size_t>(g_ctor_calls), info(c).objs_per_slab);
+  bulkrcu_cache_free(c, o);
+  Obj* again = static_cast<Obj*>(bulkrcu_cache_alloc(c));
+  EXPECT_EQ(again->id, 12345u);  // not poisoned, not linked through: as the constructor left it
+  bulkrcu_cache_free(c, again);
+  bulkrcu_cache_destroy(c);
+}
+
+// Typesafe-by-rcu: a freed object is reused at once, but its slab stays while a reader runs.
+TEST(Cache, TypesafeReusesAtOnceAndKeepsSlabsUntilAGracePeriod) {
+  bulkrcu_cache* c = bulkrcu_cache_create("typesafe", sizeof(Obj), 0, BULKRCU_CACHE_TYPESAFE_BY_RCU);
+  std::vector<Obj*> v;
+  for (int i = 0; i < 100; ++i) {
+    v.push_back(static_cast<Obj*>(bulkrcu_cache_alloc(c)));
+    v.back()->id = 7;
+  }
+  Obj* last = v.back();
+  bulkrcu_cache_free(c, last);
+  EXPECT_EQ(bulkrcu_cache_alloc(c), last);  // the same CPU's array: reused at once
+  EXPECT_EQ(last->id, 7u);                  // a free never writes a typesafe object
+  {
+    SectionHolder reader;
+    for (Obj* o : v) bulkrcu_cache_free(c, o);
+    bulkrcu_memory_pressure();  // empty slabs go to the dying list, not to the pool
+    EXPECT_GT(info(c).slabs, 0u);
+    for (Obj* o : v) EXPECT_EQ(bulkrcu_cache_of(o), c);  // still this cache's memory
+  }
+  bulkrcu_cache_shrink(c);  // waits for the grace period, then frees them
+  EXPECT_EQ(info(c).slabs, 0u);
+  bulkrcu_cache_destroy(c);
+}
+
+// ---- signals: alloc_lockless and free_rcu from a handler ------------------------------------
+bulkrcu_cache* g_sig_cache;
+std::atomic<long> g_sig_allocs{0}, g_sig_nulls{0};
+void on_signal(int) {
+  void* p = bulkrcu_cache_alloc_lockless(g_sig_cache);
+  if (!p) {
+    g_sig_nulls.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  static_cast<Obj*>(p)->id = 99;
+  g_sig_allocs.fetch_add(1, std::memory_order_relaxed);
+  bulkrcu_cache_free_rcu(g_sig_cache, p);
+}
+
+TEST(Cache, LocklessAllocAndFreeRcuInSignalHandlers) {
+  g_sig_cache = bulkrcu_cache_create("signals", sizeof(Obj), 0, 0);
+  bulkrcu_test::install_handler(SIGUSR1, on_signal);
+  std::atomic<bool> stop{false};
+  pthread_t main_thread = pthread_self();
+  std::thread sender([&] {
+    while (!stop.load()) {
+      pthread_kill(main_thread, SIGUSR1);
+      bulkrcu_test::nap_us(20);
+    }
+  });
+  for (int round = 0; round < 2000 || g_sig_allocs.load() < 50; ++round) {
+    std::vector<void*> v;
+    for (int i = 0; i < 20; ++i) v.push_back(bulkrcu_cache_alloc(g_sig_cache));
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (i % 2)
+        bulkrcu_cache_free_rcu(g_sig_cache, v[i]);
+      else
+        bulkrcu_cache_free(g_sig_cache, v[i]);
+    }
+  }
+  stop = true;
+  sender.join();
+  signal(SIGUSR1, SIG_IGN);
+  EXPECT_GT(g_sig_allocs.load(), 0);
+  bulkrcu_cache_destroy(g_sig_cache);
+}
+
+// ---- allocation failures --------------------------------------------------------------------
+TEST(Cache, AllocationFailuresAreReportedAndSurvived) {
+  bulkrcu_cache* c = bulkrcu_cache_create("faults", sizeof(Obj), 0, 0);
+  bulkrcu::detail::pool::set_fail_injection(2);
+  errno = 0;
+  EXPECT_EQ(bulkrcu_cache_alloc(c), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_EQ(bulkrcu_cache_alloc_lockless(c), nullptr);
+  bulkrcu::detail::pool::set_fail_injection(0);
+  std::vector<void*> v;
+  for (int i = 0; i < 100; ++i) v.push_back(bulkrcu_cache_alloc(c));
+  // No lockless page for a new retired array: free_rcu falls back to the overflow stack.
+  bulkrcu::detail::pool::set_fail_injection(1);
+  for (void* p : v) bulkrcu_cache_free_rcu(c, p);
+  EXPECT_GT(info(c).overflowed, 0u);
+  bulkrcu::detail::pool::set_fail_injection(0);
+  bulkrcu_cache_barrier(c);
+  EXPECT_EQ(info(c).overflow_chains, 0u);
+  bulkrcu_cache_destroy(c);  // every object came back: no abort
+}
+
+// ---- threads, churn, fork ---------------------------------------------------------------------
+TEST(Cache, ThreadChurnStrandsNothing) {
+  bulkrcu_cache* c = bulkrcu_cache_create("churn", sizeof(Obj), 0, 0);
+  for (int gen = 0; gen < 20; ++gen) {
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 4; ++t)
+      ts.emplace_back([c] {
+        std::vector<void*> v;
+        for (int i = 0; i < 300; ++i) v.push_back(bulkrcu_cache_alloc(c));
+        for (std::size_t i = 0; i < v.size(); ++i) {
+          if (i % 3 == 0)
+            bulkrcu_cache_free(c, v[i]);
+          else
+            bulkrcu_cache_free_rcu(c, v[i]);
+        }
+      });
+    for (auto& t : ts) t.join();
+  }
+  bulkrcu_cache_barrier(c);
+  bulkrcu_cache_shrink(c);
+  EXPECT_EQ(info(c).objects_out, 0u);
+  bulkrcu_cache_destroy(c);
+}
+
+TEST(Cache, ForkChildUsesTheCache) {
+#if BULKRCU_TSAN
+  GTEST_SKIP() << "ThreadSanitizer limitation: threads started after a multi-threaded fork";
+#endif
+  bulkrcu_cache* c = bulkrcu_cache_create("fork", sizeof(Obj), 0, 0);
+  std::atomic<bool> stop{false};
+  std::thread busy([&] {
+    while (!stop.load()) {
+      void* p = bulkrcu_cache_alloc(c);
+      bulkrcu_cache_free_rcu(c, p);
+    }
+  });
+  for (int k = 0; k < 5; ++k) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      std::vector<void*> v;
+      for (int i = 0; i < 500; ++i) v.push_back(bulkrcu_cache_alloc(c));
+      for (void* p : v) bulkrcu_cache_free_rcu(c, p);
+      bulkrcu_cache_barrier(c);
+      bulkrcu_cache_shrink(c);
+      _exit(v[0] && v[499] ? 0 : 1);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  }
+  stop = true;
+  busy.join();
+  bulkrcu_cache_barrier(c);
+  bulkrcu_cache_destroy(c);
+}
+
+// ---- misuse ------------------------------------------------------------------------------------
+TEST(CacheDeathTest, DestroyWithObjectsAllocatedNamesCacheAndCount) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        bulkrcu_cache* c = bulkrcu_cache_create("leaky", 24, 0, 0);
+        for (int i = 0; i < 3; ++i) (void)bulkrcu_cache_alloc(c);
+        bulkrcu_cache_destroy(c);
+      },
+      "bulkrcu_cache_destroy\\(\"leaky\"\\): 3 objects still allocated");
+}
+
+TEST(CacheDeathTest, WrongCacheForeignPointerDoubleFree) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        bulkrcu_cache* a = bulkrcu_cache_create("one", 24, 0, 0);
+        bulkrcu_cache* b = bulkrcu_cache_create("two", 24, 0, 0);
+        bulkrcu_cache_free(b, bulkrcu_cache_alloc(a));
+      },
+      "bulkrcu_cache_free\\(\"two\", 0x[0-9a-f]+\\): object of cache \"one\" freed to the wrong cache");
+  EXPECT_DEATH(
+      {
+        bulkrcu_cache* a = bulkrcu_cache_create("one", 24, 0, 0);
+        static long x;
+        bulkrcu_cache_free_rcu(a, &x);
+      },
+      "not an object of any cache");
+  EXPECT_DEATH(
+      {
+        bulkrcu_cache* a = bulkrcu_cache_create("dbl", 24, 0, 0);
+        void* p = bulkrcu_cache_alloc(a);
+        bulkrcu_cache_free(a, p);
+        bulkrcu_cache_free(a, p);
+      },
+      "double free");
+  EXPECT_DEATH(
+      {
+        bulkrcu_cache* a = bulkrcu_cache_create("interior", 24, 0, 0);
+        char* p = static_cast<char*>(bulkrcu_cache_alloc(a));
+        bulkrcu_cache_free(a, p + 8);
+      },
+      "not the start of an object");
+}
+
+TEST(CacheDeathTest, UseAfterFreeIsDetected) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        bulkrcu_cache* a = bulkrcu_cache_create("uaf", 24, 0, 0);
+        Obj* p = static_cast<Obj*>(bulkrcu_cache_alloc(a));
+        bulkrcu_cache_free(a, p);
+        p->pad[1] = 1;  // write after free
+        (void)bulkrcu_cache_alloc(a);
+      },
+      "written after it was freed");
+  // After a deferred free's grace period the object is poisoned: a late reader sees 0x6b.
+  bulkrcu_cache* a = bulkrcu_cache_create("uaf-rcu", sizeof(Obj), 0, 0);
+  Obj* p = static_cast<Obj*>(bulkrcu_cache_alloc(a));
+  p->id = 1;
+  bulkrcu_cache_free_rcu(a, p);
+  bulkrcu_cache_barrier(a);
+  EXPECT_EQ(p->pad[1], 0x6b6b6b6b6b6b6b6bul);
+  bulkrcu_cache_destroy(a);
+}
+
+TEST(CacheDeathTest, BarrierInsideAReaderAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        bulkrcu_cache* a = bulkrcu_cache_create("reader", 24, 0, 0);
+        bulkrcu_read_lock();
+        bulkrcu_cache_barrier(a);
+      },
+      "inside a read-side critical section");
+}
+
+}  // namespace
