@@ -602,6 +602,13 @@ bool map_dead_table() {
 TEST(Torture, ReadersNeverReachFreedObjects) {
   ASSERT_TRUE(map_dead_table());
   const double seconds = env_seconds();
+  const std::vector<int> forms = env_forms();
+  ASSERT_FALSE(forms.empty());
+  for (int f : forms) {
+    g_enabled[f] = true;
+    for (int i = 0; i < kSlotsPerForm; ++i) g_read_slots[g_nr_read_slots++] = f * kSlotsPerForm + i;
+  }
+
   // The per-CPU mode this run tortures (ctest runs it in each: tests/torture.cmake).
   bulkrcu_read_lock();
   bulkrcu_read_unlock();
@@ -612,30 +619,6 @@ TEST(Torture, ReadersNeverReachFreedObjects) {
   EXPECT_EQ(s0.reader_fences, expect_fences ? 1u : 0u);
   const char* mode = s0.percpu_rseq ? (s0.reader_fences ? "rseq, fenced readers" : "rseq")
                                     : (s0.reader_fences ? "try-lock, fenced readers" : "try-lock");
-
-  std::vector<int> forms = env_forms();
-  // KNOWN BUG (open; docs/KVFREE.md "Known issues"): a deleter of a user-deleter kvfree channel
-  // (bulkrcu_defer, _defer_nowait, C++ rcu_retire / rcu_obj_base::retire) sometimes runs about
-  // one grace period early: the cookie check fires for those forms, in every per-CPU mode under
-  // ThreadSanitizer and in the try-lock mode in about 1 Release run in 4 under load. The
-  // free() forms (kvfree, kfree_head), call and the waiting forms have not failed. Until it is
-  // fixed, a run without BULKRCU_TORTURE_FORMS leaves the user-deleter forms out and says so on
-  // stderr; BULKRCU_TORTURE_FORMS= (set, even empty) runs every form and reproduces it:
-  //   GLIBC_TUNABLES=glibc.pthread.rseq=0 BULKRCU_EXPECT_NO_RSEQ=1 BULKRCU_TORTURE_FORMS= torture_test
-  // The busted step sets the variable, so it still checks every form against the broken build.
-  if (!getenv("BULKRCU_TORTURE_FORMS")) {
-    const int user_deleter_forms[] = {kDefer,     kDeferNowait, kDeferNowaitSig,
-                                      kObjRetire, kRcuRetire,   kRcuRetireNode};
-    for (int f : user_deleter_forms) forms.erase(std::remove(forms.begin(), forms.end(), f), forms.end());
-    fprintf(stderr,
-            "bulkrcu-torture: user-deleter forms left out (known early-free bug, docs/KVFREE.md; "
-            "BULKRCU_TORTURE_FORMS= runs them)\n");
-  }
-  ASSERT_FALSE(forms.empty());
-  for (int f : forms) {
-    g_enabled[f] = true;
-    for (int i = 0; i < kSlotsPerForm; ++i) g_read_slots[g_nr_read_slots++] = f * kSlotsPerForm + i;
-  }
 
   for (int i = 0; i < kSlots; ++i) {
     Obj* o = make(i / kSlotsPerForm);
