@@ -119,7 +119,7 @@ TEST(Gp, SynchronizeWithoutReadersReturns) {
   bulkrcu_synchronize();  // the caller's own finished section does not block it
 }
 
-TEST(Gp, TryGracePeriodNowFailsWhileAReaderHoldsASectionAndLeavesNoTrace) {
+TEST(Gp, TryGracePeriodNowFailsWhileAReaderHoldsASectionAndKeepsCookiesMonotonic) {
   bulkrcu_kvfree_barrier();  // nothing pending: the runtime thread has no grace period to run
   bulkrcu_synchronize();
   std::atomic<bool> never{false};
@@ -127,9 +127,13 @@ TEST(Gp, TryGracePeriodNowFailsWhileAReaderHoldsASectionAndLeavesNoTrace) {
   const unsigned long cookie = bulkrcu_get_state();
   const unsigned long seq = bulkrcu::detail::gp::current_seq();
   EXPECT_FALSE(bulkrcu::detail::gp::try_grace_period_now());
-  // The attempt is undone: the sequence is back where it was (even), the cookie unsatisfied.
-  EXPECT_EQ(bulkrcu::detail::gp::current_seq(), seq);
-  EXPECT_EQ(seq & 1, 0u);
+  // The attempt is abandoned, not undone: the sequence never moves backwards (it stays odd for
+  // the next grace period to take over, unless one already has), so a cookie taken now is never
+  // satisfied before the one taken before the attempt; neither is satisfied yet.
+  const unsigned long after = bulkrcu::detail::gp::current_seq();
+  EXPECT_TRUE(after == seq || after == (seq | 1)) << seq << " -> " << after;
+  const unsigned long later = bulkrcu_get_state();
+  EXPECT_GE(static_cast<long>(later - cookie), 0) << "get_state() went backwards: " << cookie << " then " << later;
   EXPECT_FALSE(bulkrcu_poll_state(cookie));
   reader.release_and_join();
   // Without readers it completes a grace period on this thread (retried: the runtime thread
@@ -139,6 +143,40 @@ TEST(Gp, TryGracePeriodNowFailsWhileAReaderHoldsASectionAndLeavesNoTrace) {
   EXPECT_TRUE(ok);
   bulkrcu_synchronize();  // whatever the attempts did, a full grace period satisfies the cookie
   EXPECT_TRUE(bulkrcu_poll_state(cookie));
+}
+
+// The torture's cookie check relies on this: a cookie taken later is never satisfied before
+// one taken earlier. An attempt abandoned because a reader is inside used to put the sequence
+// back to its even value, so an observer that saw the odd value saw it move backwards.
+TEST(Gp, SequenceNeverMovesBackwardsWhenAttemptsAreAbandoned) {
+  std::atomic<bool> never{false};
+  HeldReader reader(&never);
+  std::atomic<bool> stop{false};
+  std::atomic<long> backwards{0}, odd_seen{0};
+  std::thread observer([&] {
+    unsigned long last = bulkrcu::detail::gp::current_seq();
+    unsigned long last_cookie = bulkrcu_get_state();
+    while (!stop.load(std::memory_order_relaxed)) {
+      const unsigned long v = bulkrcu::detail::gp::current_seq();
+      const unsigned long c = bulkrcu_get_state();
+      if (static_cast<long>(v - last) < 0 || static_cast<long>(c - last_cookie) < 0) backwards.fetch_add(1);
+      if (v & 1) odd_seen.fetch_add(1);
+      last = v;
+      last_cookie = c;
+    }
+  });
+  // Attempts fail while the reader is inside (bounded: until the observer has seen an odd
+  // sequence often enough for a backwards step to have been visible).
+  long failed = 0;
+  for (int i = 0; i < 200000 && (i < 2000 || odd_seen.load() < 1000); ++i)
+    if (!bulkrcu::detail::gp::try_grace_period_now()) ++failed;
+  stop = true;
+  observer.join();
+  EXPECT_GT(failed, 0);
+  EXPECT_GT(odd_seen.load(), 0) << "the observer never ran during an attempt";
+  EXPECT_EQ(backwards.load(), 0) << "the grace-period sequence (or get_state()) moved backwards";
+  reader.release_and_join();
+  bulkrcu_synchronize();
 }
 
 TEST(Gp, TryGracePeriodNowSatisfiesACookie) {

@@ -322,6 +322,9 @@ TEST(PoolPcp, LocklessMissAndLowMarkWakeTheRefillWorker) {
   const pool::Params& pp = pool::params();
   pool::back_off_refill(0);
   bulkrcu_page_pool_drain();
+  // The drain may have unmapped every chunk and holds growth off for a while: a refill asked
+  // for before then finds the zone empty and is dropped (docs/POOL.md), so wait it out.
+  wait_until([] { return !pool::growth_held_off(); });
   const bulkrcu_stats s0 = stats();
 
   // An empty list: the lockless call misses and asks for a refill.
@@ -431,7 +434,9 @@ TEST(PoolShrink, MemoryPressureDrainsShrinksAndBacksOff) {
   const std::uint64_t req0 = stats().pool_refill_requests;
   EXPECT_EQ(bulkrcu_alloc_page_lockless(), nullptr);
   EXPECT_EQ(stats().pool_refill_requests, req0);
-  // Back-off over: the next miss is answered.
+  // Back-off over: the next miss is answered (once growth is allowed again, should the zone
+  // have gone empty).
+  wait_until([] { return !pool::growth_held_off(); });
   pool::back_off_refill(0);
   void* p = bulkrcu_alloc_page_lockless();
   if (p) bulkrcu_free_page(p);

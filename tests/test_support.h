@@ -45,8 +45,8 @@ void wait_until(Pred pred) {
   }
 }
 
-// True while some thread runs a grace period (the sequence number is odd).
-inline bool gp_in_progress() { return (bulkrcu::detail::gp::current_seq() & 1) != 0; }
+// True while some thread runs a grace period (waits for readers).
+inline bool gp_in_progress() { return bulkrcu::detail::gp::driving(); }
 
 // Gives a buggy grace period a window in which to finish too early. Correctness never depends
 // on its length: a correct engine cannot finish while the reader is held, whatever the window.

@@ -164,7 +164,8 @@ void report(int form, int kind, std::uint64_t id, std::uint64_t seen);
 
 // Also checks, with the library's own cookie, that a grace period has elapsed since the retire:
 // every path to a deleter takes its cookie (block close, callback sweep, synchronize) after the
-// retire began, so a correct library has polled a later cookie than this one before the call.
+// retire began, so a correct library has polled a later cookie than this one before the call
+// (cookies are monotonic: gp.cpp never moves the sequence backwards, Gp.SequenceNeverMoves...).
 // That sees a kvfree or callback layer that hands objects over without waiting, whatever the
 // readers do at that moment (not a broken grace-period engine: its own poll agrees with it).
 void mark_dead(Obj* o) {

@@ -6,7 +6,7 @@
 //   reader (outermost unlock): B: compiler barrier;  ctr = phase (nesting 0)
 //
 //   grace period (under gp_mutex):
-//     seq++ (odd)
+//     seq++ (odd; already odd if an attempt was abandoned: taken over as it is)
 //     M1: membarrier(PRIVATE_EXPEDITED)    -- matches A and B on every running thread
 //     if no reader shows nesting > 0: done (skip to M2)
 //     W1: wait until no reader is active with a phase other than gp_ctr's
@@ -47,6 +47,15 @@
 // which therefore precedes the scan's fence: the same argument covers that taker's updates. No membarrier is
 // needed: F3 is a real fence in the slow path of a thread's first read_lock, never in the read-side fast
 // path.
+//
+// seq never moves backwards, so get_state() is monotonic: a cookie taken later is never
+// satisfied before one taken earlier (the torture checks every deleter against that). An
+// attempt that cannot finish (the shortcut or try_grace_period_now finding a reader, a fork
+// child whose driver is gone) leaves seq odd, and the next grace period takes it over: its
+// own M1 (or F4) comes after the abandoned attempt's fence, and that fence after the fence of
+// every taker of a cookie it satisfies (the taker read seq before the odd store), so the
+// argument above holds for it. (Going back to the even value made a cookie taken during the
+// attempt, s + 4, outlive one taken after it, s + 2, by a grace period.)
 #include "gp/gp.h"
 
 #include <errno.h>
@@ -198,6 +207,7 @@ namespace {
 // ---- the grace-period engine -------------------------------------------------------------
 struct Engine {
   alignas(kCacheLine) std::atomic<unsigned long> seq{0};
+  std::atomic<std::uint32_t> driving{0};  // run_grace_period is between its two seq stores
   alignas(kCacheLine) std::atomic<unsigned long> requested{0};
   alignas(kCacheLine) std::atomic<std::uint32_t> expedite{0};  // expedited callers waiting
   pthread_mutex_t gp_mutex = PTHREAD_MUTEX_INITIALIZER;        // serializes grace periods
@@ -305,10 +315,18 @@ void wait_for_readers(bool expedited, std::uint64_t* start_ns) {
   }
 }
 
+// Under gp_mutex: seq odd (in progress; no one acts on odd). Returns the odd value; an odd
+// seq left by an abandoned attempt is taken over as it is (see the top of this file).
+unsigned long begin_seq() noexcept {
+  unsigned long s = g.seq.load(std::memory_order_relaxed);
+  if (!(s & 1)) g.seq.store(++s, std::memory_order_relaxed);
+  return s;
+}
+
 void run_grace_period(bool expedited) {
   std::uint64_t start = 0;  // set by wait_for_readers once it stops spinning
-  unsigned long s = g.seq.load(std::memory_order_relaxed);
-  g.seq.store(s + 1, std::memory_order_relaxed);  // odd: in progress (no one acts on odd)
+  const unsigned long s = begin_seq() - 1;  // completes at s + 2
+  g.driving.store(1, std::memory_order_relaxed);
   BULKRCU_TRACE(gp_start, s + 1, expedited);
   master_fence();  // M1
   if (any_active()) {
@@ -321,6 +339,7 @@ void run_grace_period(bool expedited) {
   }
   master_fence();                                 // M2
   g.seq.store(s + 2, std::memory_order_release);  // pairs with poll_state's acquire
+  g.driving.store(0, std::memory_order_relaxed);
   g.nr_gp.fetch_add(1, std::memory_order_relaxed);
   if (expedited) g.nr_exp_gp.fetch_add(1, std::memory_order_relaxed);
   BULKRCU_TRACE(gp_end, s + 2, expedited);
@@ -346,11 +365,11 @@ bool poll_state(unsigned long cookie) noexcept {
 }
 
 unsigned long current_seq() noexcept { return g.seq.load(std::memory_order_acquire); }
+bool driving() noexcept { return g.driving.load(std::memory_order_acquire) != 0; }
 
 bool try_grace_period_now() noexcept {
   if (pthread_mutex_trylock(&g.gp_mutex) != 0) return false;
-  const unsigned long s = g.seq.load(std::memory_order_relaxed);
-  g.seq.store(s + 1, std::memory_order_relaxed);
+  const unsigned long s = begin_seq() - 1;
   master_fence();  // M1
   // No reader inside a section at some instant after M1 means every section that began before
   // M1 has ended (the same test as run_grace_period's shortcut, taken a little later). Short
@@ -363,9 +382,7 @@ bool try_grace_period_now() noexcept {
     master_fence();                                 // M2
     g.seq.store(s + 2, std::memory_order_release);  // pairs with poll_state's acquire
     g.nr_gp.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    g.seq.store(s, std::memory_order_relaxed);  // abandoned, as a fork child does
-  }
+  }  // else abandoned: seq stays odd for the next grace period to take over
   pthread_mutex_unlock(&g.gp_mutex);
   return ok;
 }
@@ -385,16 +402,13 @@ void synchronize(bool expedited) noexcept {
   // The shortcut also completes the sequence (seq odd, F4 again, scan, even), so that cookies
   // taken before it are satisfied as after any synchronize; when gp_mutex is busy, the full path.
   if (no_reader_slot_owned() && pthread_mutex_trylock(&g.gp_mutex) == 0) {
-    const unsigned long s = g.seq.load(std::memory_order_relaxed);
-    g.seq.store(s + 1, std::memory_order_relaxed);
+    const unsigned long s = begin_seq() - 1;
     std::atomic_thread_fence(std::memory_order_seq_cst);  // F4 after the odd store
     const bool none = no_reader_slot_owned();
     if (none) {
       g.seq.store(s + 2, std::memory_order_release);
       g.nr_gp.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      g.seq.store(s, std::memory_order_relaxed);  // abandoned, as try_grace_period_now does
-    }
+    }  // else abandoned: seq stays odd (as in try_grace_period_now)
     pthread_mutex_unlock(&g.gp_mutex);
     if (none) return;
   }
@@ -431,15 +445,14 @@ void assert_not_in_reader(const char* what) noexcept {
 // ---- fork --------------------------------------------------------------------------------
 // fork() does not wait for gp_mutex: its holder may be waiting for a reader that itself waits
 // for the fork to return. The child instead abandons a grace period that was in flight: seq
-// goes back to the even value it started from (no cookie becomes satisfied by that; a cookie
-// taken during it needs the child's next full grace period), and gp_ctr's phase, whichever it
-// is, is one a fresh grace period handles (W1 waits for sections of the other phase).
+// stays odd and the child's next grace period takes it over with its own M1 (no cookie is
+// satisfied before that; seq never moves backwards), and gp_ctr's phase, whichever it is, is
+// one a fresh grace period handles (W1 waits for sections of the other phase).
 void before_fork() noexcept {}
 void after_fork_parent() noexcept {}
 void after_fork_child() noexcept {
   pthread_mutex_init(&g.gp_mutex, nullptr);
-  const unsigned long s = g.seq.load(std::memory_order_relaxed);
-  if (s & 1) g.seq.store(s - 1, std::memory_order_relaxed);
+  g.driving.store(0, std::memory_order_relaxed);
   // Only the forking thread exists in the child: every other slot's owner is gone, and a
   // section it held open would stall every grace period.
   bulkrcu__reader* mine = bulkrcu__tls_reader;

@@ -26,6 +26,9 @@ unsigned long get_state() noexcept;
 bool poll_state(unsigned long cookie) noexcept;
 // The current sequence value (for statistics and tests).
 unsigned long current_seq() noexcept;
+// True while a thread runs a full grace period (waiting for readers, for tests). An odd
+// current_seq() alone does not say so: an abandoned attempt leaves it odd.
+bool driving() noexcept;
 
 // Runs grace periods on the calling thread until `cookie` has elapsed. Callers that overlap
 // share grace periods. `expedited`: spin and yield instead of sleeping. Not a cancellation

@@ -515,6 +515,8 @@ void on_memory_pressure() noexcept {
 
 bool refill_backed_off() noexcept { return backed_off(); }
 
+bool growth_held_off() noexcept { return now_ns() < g_nogrow_until.load(std::memory_order_relaxed); }
+
 void set_release_hook(void (*hook)() noexcept) noexcept {
   g_release_hook.store(hook, std::memory_order_release);
 }

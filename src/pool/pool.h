@@ -81,6 +81,10 @@ std::uint64_t mapped_bytes() noexcept;
 // True while refills are backed off after on_memory_pressure() (the kvfree layer's page-cache
 // refills follow it too). Blocks: no. Async-signal-safe: yes.
 bool refill_backed_off() noexcept;
+// True while the zone may not map chunks for the refill worker (after a drain, a shrink or
+// on_memory_pressure()): a refill then takes only what the zone holds, and one that finds the
+// zone empty is dropped (the next miss asks again). Blocks: no. Async-signal-safe: yes.
+bool growth_held_off() noexcept;
 // The layer above's pages, reached by bulkrcu_page_pool_shrink() and on_memory_pressure():
 // `hook` gives its cached pages back (free_pages(p, 0), straight to the zone) and may move
 // pages it must keep to the fullest chunk (alloc_pages(0), then free the old one). Set once,

@@ -108,9 +108,9 @@ void* worker_main(void*) {
   return nullptr;
 }
 
-bool start_worker() {
-  const int i = g_nr_workers.load(std::memory_order_relaxed);
-  if (i >= kMaxWorkers) return false;
+// Starts one of bulkrcu's own threads: detached, a 1 MiB stack, and no process signals (they
+// belong to the application's threads). Returns pthread_create's result.
+int spawn_thread(pthread_t* tid, void* (*fn)(void*)) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -118,10 +118,17 @@ bool start_worker() {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  const int rc = pthread_create(&g_worker_tid[i], &attr, worker_main, nullptr);
+  const int rc = pthread_create(tid, &attr, fn, nullptr);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
-  if (rc != 0) return false;  // fewer invocation threads; the runtime thread still invokes
+  return rc;
+}
+
+bool start_worker() {
+  const int i = g_nr_workers.load(std::memory_order_relaxed);
+  if (i >= kMaxWorkers) return false;
+  if (spawn_thread(&g_worker_tid[i], worker_main) != 0)
+    return false;  // fewer invocation threads; the runtime thread still invokes
   g_nr_workers.store(i + 1, std::memory_order_release);
   return true;
 }
@@ -195,18 +202,8 @@ void* runtime_main(void*) {
 }
 
 void start_thread() {
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 1 << 20);
-  // The runtime thread takes no process signals: they belong to the application's threads.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&g_runtime_tid, &attr, runtime_main, nullptr);
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  pthread_attr_destroy(&attr);
-  if (rc != 0) fatal("cannot start the runtime thread (pthread_create failed)");
+  if (spawn_thread(&g_runtime_tid, runtime_main) != 0)
+    fatal("cannot start the runtime thread (pthread_create failed)");
 }
 
 // Fork handlers. gp/ registers its own (it may be linked without this layer) from a
