@@ -4,17 +4,23 @@
 // owners only run rseq sequences on their own CPU's Krc (or, in the kLock mode, hold its
 // try-lock); the monitor changes a Krc only under its lock after fence_remote (percpu.h).
 //
-// Closing a block (the slow path, rseq mode). The bad interleaving to prevent: a thread takes
-// the cookie, another thread on the same CPU then appends one more pointer to the block, and the
-// block is reclaimed after a grace period that began before that pointer was retired. So:
+// Closing a block (the slow path, rseq mode):
 //   S1 seal:    if front[ch] == old: old->cap = 0        (no append can commit after this)
-//   S2 cookie:  c = get_state();  if front[ch] == old: old->cookie = c
 //   S3 install: nb->next = old;   if front[ch] == old: front[ch] = nb
 // Each step is one rseq sequence whose check binds it to the CPU that owns `old`; if the front
 // changed (another closer won, or the monitor detached `old`), the step does nothing and the
-// closer starts over. Two closers may both run S2: both cookies were taken after S1, so either
-// is correct. The monitor gives a fresh cookie to every block it detaches with kCookieUnset.
-// The slow path never dereferences a block it does not own outside a sequence.
+// closer starts over. The slow path never dereferences a block it does not own outside a
+// sequence (S1's charge aside, see below).
+//
+// The block's cookie is taken by the monitor when it detaches the block from the chain behind
+// the front (after S3, so after every append), never by an rseq closer. A closer's cookie
+// (the S2 step this protocol used to have: c = get_state(); if front[ch] == old:
+// old->cookie = c) is not safe: the steps compare addresses, and a closer preempted between
+// S1 and S2 may find `old` closed by another thread, reclaimed and reused as the new front of
+// the same channel; its S2 then gave that block a cookie older than its later appends (an
+// early free by one grace period). Installing on top of such a block (a late S3) is harmless:
+// it is closed by that install, and charged by the monitor if nobody sealed it. In the
+// try-lock mode the closer holds the slot's lock from seal to install, and takes the cookie.
 //
 // Reclaim. When a block's cookie has elapsed, the monitor sets done = nr and pushes the block
 // onto its CPU's ready list if that CPU retired recently (its threads' allocator caches are
@@ -475,10 +481,6 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
     }
     charge_objects(old, (flags & kNoSyscall) == 0);  // we sealed it: nr is final
     bulkrcu__read_unlock_inline();
-    unsigned long cookie = gp::get_state();
-    if (bulkrcu::detail::subtle::rseq_if_eq_store(
-            base, sizeof(Krc), off, u(old), reinterpret_cast<std::uintptr_t*>(&old->cookie), cookie) != 1)
-      return undo();  // S2
   }
   if (bulkrcu::detail::subtle::rseq_cmpxchg_slot(base, sizeof(Krc), off, u(old), u(nb)) != 1)
     return undo();  // S3
@@ -1034,6 +1036,16 @@ struct RoundState {
   std::uint64_t* collected_objs;
 };
 
+// A block taken from the chain behind a front. Nobody appends to it any more (it is not the
+// front), but a late install may have closed it without a seal (close_and_install_rseq):
+// charge it then, once.
+void close_collected(Block* b) noexcept {
+  if (__atomic_load_n(&b->cap, __ATOMIC_RELAXED) != 0) {
+    charge_objects(b, true);
+    b->cap = 0;
+  }
+}
+
 void locked_round_slot(Krc& k, CpuMon& cm, int i, const RoundState& r) noexcept {
   for (int ch = 0; ch < kChannels; ++ch) {
     Block* f = k.front[ch];
@@ -1043,6 +1055,7 @@ void locked_round_slot(Krc& k, CpuMon& cm, int i, const RoundState& r) noexcept 
     }
     for (Block* b = __atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL); b;) {
       Block* next = b->next;
+      close_collected(b);
       b->home = static_cast<std::uint32_t>(i);
       *r.collected_objs += b->nr;
       push(r.collected, b);
@@ -1202,6 +1215,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
         if (!__atomic_load_n(&f->next, __ATOMIC_RELAXED)) continue;
         for (Block* b = __atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL); b;) {
           Block* next = b->next;
+          close_collected(b);
           b->home = static_cast<std::uint32_t>(i);
           collected_objs += b->nr;
           push(&collected, b);
@@ -1255,7 +1269,8 @@ PassResult monitor_pass_locked(bool lite) noexcept {
     if (chains) add_batch(m, gp::get_state(), nullptr, chains);
   }
 
-  // 3. Cookies for detached blocks; the rest keep the cookie their closer recorded (polled
+  // 3. Cookies for detached blocks (every block an rseq closer closed: it takes none); the rest
+  //    (try-lock mode closers) keep the cookie their closer recorded under the lock (polled
   //    grace periods: a block whose cookie has already elapsed needs no new one).
   if (collected) {
     const unsigned long fresh = gp::get_state();

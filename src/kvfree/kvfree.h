@@ -14,7 +14,8 @@
 //       front[ch] of a Krc; 0 <= nr <= cap; cookie == kCookieUnset
 //   closed  [nobody appends: cap was set to 0 (sealed) or nr == cap (full)]
 //       chained behind front[ch] through `next`; cookie: the grace period that covers every
-//       pointer in it (set by the closing thread after the seal, or by the runtime thread)
+//       pointer in it (set by the runtime thread when it detaches the block, or by a
+//       try-lock mode closer under the slot's lock)
 //   waiting [whoever holds the monitor's mutex] in the monitor's list until poll_state(cookie)
 //   ready   [a Krc's `incoming` list (lock-free; any thread takes the whole list) or `ready`
 //       list (this CPU pops with rseq; the runtime thread pushes and takes idle lists under
