@@ -448,6 +448,60 @@ TEST(CallbackFork, ChildBarrierWithASlotLockHeldAtFork) {
       << "the child did not complete its barrier (status " << status << ")";
 }
 
+// ---- back-pressure -------------------------------------------------------------------------------
+
+std::atomic<long> g_bounded_runs{0};
+void bounded_cb(bulkrcu_head* h) {
+  g_bounded_runs.fetch_add(1, std::memory_order_relaxed);
+  free(h);
+}
+
+// While a reader holds back every grace period, a bounded producer stops near its bound (a
+// plain bulkrcu_call producer would run through); once the reader leaves it finishes, and
+// the backlog never went much past the bound (64 calls a thread between checks).
+TEST(CallbackBounded, WaitsWhileTheBacklogIsOverTheBound) {
+  bulkrcu_barrier();
+  const std::uint64_t base = stats().callbacks_pending;
+  constexpr std::size_t kMax = 256;
+  constexpr long kCalls = 4096;
+  g_bounded_runs = 0;
+  std::atomic<long> made{0};
+  std::atomic<std::uint64_t> peak{0};
+  SectionHolder reader;  // no grace period can end while it holds its section
+  std::thread producer([&] {
+    for (long i = 0; i < kCalls; ++i) {
+      bulkrcu_call_bounded(static_cast<bulkrcu_head*>(malloc(sizeof(bulkrcu_head))), bounded_cb, kMax);
+      made.fetch_add(1, std::memory_order_relaxed);
+      const std::uint64_t p = stats().callbacks_pending;
+      if (p > peak.load(std::memory_order_relaxed)) peak.store(p, std::memory_order_relaxed);
+    }
+  });
+  // It must stop: the callbacks cannot run while the reader is inside.
+  wait_until([&] { return made.load() >= static_cast<long>(kMax); });
+  give_window();
+  const long stalled_at = made.load();
+  EXPECT_LT(stalled_at, kCalls) << "bulkrcu_call_bounded did not wait while the backlog was over its bound";
+  EXPECT_LE(stalled_at, static_cast<long>(kMax + 64 + base));
+  reader.release_and_join();
+  producer.join();
+  EXPECT_EQ(made.load(), kCalls);
+  EXPECT_LE(peak.load(), base + kMax + 64 + 1);
+  bulkrcu_barrier();
+  EXPECT_EQ(g_bounded_runs.load(), kCalls);
+}
+
+// Inside a reader it only queues (a wait there would hold back its own callbacks).
+TEST(CallbackBounded, NeverWaitsInsideAReader) {
+  bulkrcu_barrier();
+  g_bounded_runs = 0;
+  bulkrcu_read_lock();
+  for (int i = 0; i < 1024; ++i)
+    bulkrcu_call_bounded(static_cast<bulkrcu_head*>(malloc(sizeof(bulkrcu_head))), bounded_cb, 1);
+  bulkrcu_read_unlock();
+  bulkrcu_barrier();
+  EXPECT_EQ(g_bounded_runs.load(), 1024);
+}
+
 // ---- cancellation ------------------------------------------------------------------------------
 
 std::atomic<bool> g_block_cb_release{false};

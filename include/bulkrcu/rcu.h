@@ -112,6 +112,19 @@ BULKRCU_API void bulkrcu_cond_synchronize(unsigned long cookie);
  * Inside a reader: yes. */
 BULKRCU_API void bulkrcu_call(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*));
 
+/* bulkrcu_call with back-pressure, for producers that would rather wait than let the backlog
+ * grow: queues `head` as bulkrcu_call does, then, while more than `max_pending` callbacks
+ * (callbacks_pending, from every thread) are queued and not yet run, waits for invocation to
+ * catch up, asking for expedited grace periods meanwhile. The check is made on every 64th call
+ * of a thread (it sums per-CPU counters), so the backlog may exceed the bound by up to 64
+ * callbacks a calling thread. Never waits inside a read-side critical section, inside a
+ * callback or deleter, or on bulkrcu's own threads (it then only queues): a wait there could
+ * hold back the very invocations it waits for.
+ * Blocks: yes (not a cancellation point). Allocates: no. Async-signal-safe: no.
+ * Inside a reader: yes (it then does not wait). */
+BULKRCU_API void bulkrcu_call_bounded(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*),
+                                      size_t max_pending);
+
 /* Waits until every callback queued (from any thread) before the call has returned.
  * Blocks: yes. Allocates: no. Async-signal-safe: no.
  * Inside a reader: forbidden (aborts). Inside a callback: forbidden (aborts: it would wait

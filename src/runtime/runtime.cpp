@@ -300,6 +300,22 @@ void callback_barrier() noexcept {
   g_barrier_waiters.fetch_sub(1, std::memory_order_relaxed);
 }
 
+// bulkrcu_call_bounded's wait: until the backlog is at most max_pending. Woken by every
+// publish_progress (it counts as a barrier waiter), and polls every millisecond in case the
+// invocations that shrink the backlog are made by a worker that publishes no progress.
+void wait_for_backlog(std::uint64_t max_pending) noexcept {
+  gp::NoCancel no_cancel;  // not a cancellation point (rcu.h)
+  g_barrier_waiters.fetch_add(1, std::memory_order_seq_cst);
+  for (;;) {
+    std::uint32_t p = g_progress.load(std::memory_order_acquire);
+    if (cb::backlog() <= max_pending) break;
+    gp::request(gp::get_state());
+    doorbell_ring();
+    subtle::futex_wait(&g_progress, p, 1000000);
+  }
+  g_barrier_waiters.fetch_sub(1, std::memory_order_relaxed);
+}
+
 }  // namespace bulkrcu::detail::runtime
 
 using namespace bulkrcu::detail;
@@ -309,6 +325,16 @@ extern "C" {
 void bulkrcu_call(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*)) {
   runtime::ensure_started();
   cb::call(head, func);
+}
+
+void bulkrcu_call_bounded(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*), size_t max_pending) {
+  runtime::ensure_started();
+  cb::call(head, func);
+  static __thread unsigned t_calls __attribute__((tls_model("initial-exec")));
+  if (++t_calls % 64 != 0) return;
+  if (gp::reader_nesting() != 0 || in_user_code() || on_bulkrcu_thread()) return;
+  if (cb::backlog() <= max_pending) return;
+  runtime::wait_for_backlog(max_pending);
 }
 
 void bulkrcu_barrier(void) { runtime::callback_barrier(); }
