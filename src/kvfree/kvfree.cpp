@@ -479,6 +479,11 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
       bulkrcu__read_unlock_inline();
       return undo();  // S1
     }
+#if BULKRCU_TSAN
+    // `old` was installed (and filled) by rseq sequences of other threads on this CPU, which
+    // released before publishing it (above); the seal makes them happen-before the sizing.
+    __tsan_acquire(&g_krcs);
+#endif
     charge_objects(old, (flags & kNoSyscall) == 0);  // we sealed it: nr is final
     bulkrcu__read_unlock_inline();
   }
