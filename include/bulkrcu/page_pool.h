@@ -7,6 +7,8 @@
  * CPU's list and returns NULL rather than lock, as the kernel RFC "mm: Add
  * __rcu_alloc_page_lockless() func." proposes; a runtime thread refills lists that ran dry or
  * fell below their low mark. docs/POOL.md has the design, the sizing and the debug mode.
+ * On x86-64 the hit paths of the three page calls are inlined into the caller (see the private
+ * section at the end; BULKRCU_NO_INLINE turns that off); the functions keep their addresses.
  *
  * Memory ordering: a page returned by either allocation call is owned by the caller alone;
  * everything the previous owner wrote before bulkrcu_free_page happens-before the allocation
