@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "bulkrcu/page_pool.h"
 #include "percpu/percpu.h"
 #include "test_support.h"
 
@@ -210,6 +211,67 @@ TEST(PercpuRseq, LockedSlotIsLeftAlone) {
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &b);
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &a);
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), nullptr);
+  sched_setaffinity(0, sizeof old, &old);
+#endif
+}
+
+// The public header's sequences (bulkrcu__pool_pop, bulkrcu__pool_push: the inline fast paths
+// of page_pool.h) on a private slot array laid out as the header says: the bound, the locked
+// slot, the depth, the count hint and the statistics, exactly, on a pinned thread.
+struct alignas(64) HSlot {
+  std::uint32_t lock;
+  void* head;
+  std::uint64_t hint;
+  std::uint64_t pad;
+  std::uint64_t allocs, frees, hits, misses;
+};
+static_assert(sizeof(HSlot) == std::size_t{1} << BULKRCU__PCP_SHIFT &&
+              offsetof(HSlot, head) == BULKRCU__PCP_HEAD && offsetof(HSlot, hint) == BULKRCU__PCP_HINT &&
+              offsetof(HSlot, allocs) == BULKRCU__PCP_ALLOCS &&
+              offsetof(HSlot, frees) == BULKRCU__PCP_FREES && offsetof(HSlot, hits) == BULKRCU__PCP_HITS);
+
+TEST(PercpuRseq, HeaderSequencesBoundCountAndAccount) {
+#if !BULKRCU_HAVE_RSEQ_ASM || !defined(BULKRCU__HAVE_POOL_FAST)
+  GTEST_SKIP();
+#else
+  if (mode() != PercpuMode::kRseq) GTEST_SKIP() << "rseq unavailable (fallback mode)";
+  cpu_set_t set, old;
+  sched_getaffinity(0, sizeof old, &old);
+  CPU_ZERO(&set);
+  for (int i = 0; i < CPU_SETSIZE; ++i)
+    if (CPU_ISSET(i, &old)) {
+      CPU_SET(i, &set);
+      break;
+    }
+  ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+  HSlot* base = static_cast<HSlot*>(alloc_slots(sizeof(HSlot)));
+  HSlot& s = base[sched_getcpu()];
+  constexpr unsigned long kHigh = 5;
+  static Node nodes[kHigh + 1];
+  for (unsigned long i = 0; i < kHigh; ++i) {
+    ASSERT_EQ(bulkrcu__pool_push(base, &nodes[i], kHigh), 0);
+    EXPECT_EQ(nodes[i].depth, i + 1);
+    EXPECT_EQ(s.hint, i + 1);
+  }
+  EXPECT_EQ(s.frees, kHigh);
+  EXPECT_EQ(bulkrcu__pool_push(base, &nodes[kHigh], kHigh), 2) << "a list of `high` pages takes no more";
+  EXPECT_EQ(s.head, &nodes[kHigh - 1]);
+  s.lock = 1;
+  EXPECT_EQ(bulkrcu__pool_push(base, &nodes[kHigh], kHigh), 1);
+  unsigned long left = 99;
+  EXPECT_EQ(bulkrcu__pool_pop(base, BULKRCU__PCP_HITS, &left), reinterpret_cast<void*>(~std::uintptr_t{0}));
+  s.lock = 0;
+  EXPECT_EQ(s.frees, kHigh);
+  EXPECT_EQ(s.head, &nodes[kHigh - 1]);
+  for (unsigned long i = kHigh; i-- > 0;) {
+    EXPECT_EQ(bulkrcu__pool_pop(base, (i & 1) ? BULKRCU__PCP_HITS : BULKRCU__PCP_ALLOCS, &left), &nodes[i]);
+    EXPECT_EQ(left, i);
+    EXPECT_EQ(s.hint, i);
+  }
+  EXPECT_EQ(bulkrcu__pool_pop(base, BULKRCU__PCP_HITS, &left), nullptr);
+  EXPECT_EQ(s.hits, kHigh / 2);
+  EXPECT_EQ(s.allocs, kHigh - kHigh / 2);
+  EXPECT_EQ(s.misses, 0u);
   sched_setaffinity(0, sizeof old, &old);
 #endif
 }

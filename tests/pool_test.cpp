@@ -882,6 +882,44 @@ TEST(PoolFastPath, OpenExactlyWhenNothingIsChecked) {
   EXPECT_EQ(pool::check_zone(), nullptr);
 }
 
+// The public header's inline paths (page_pool.h, BULKRCU__INLINE_POOL) and the exported
+// functions they fall back to share the lists and the statistics. The runtime thread may take
+// lockless pages itself (kvfree's page cache), hence the lower bounds.
+TEST(PoolFastPath, OpenInlineAndExportedPathsShareListsAndStatistics) {
+#if defined(__x86_64__) && !BULKRCU_TSAN && !defined(BULKRCU__INLINE_POOL)
+  ADD_FAILURE() << "page_pool.h's inline fast paths are off in this build";
+#endif
+  const pool::Stats before = pool::stats();
+  std::vector<void*> pages;
+  std::uint64_t hits = 0, misses = 0;
+  for (int i = 0; i < 200; ++i) {
+    void* p = (i & 1) ? (bulkrcu_alloc_page_lockless)() : bulkrcu_alloc_page_lockless();
+    if (p) {
+      ++hits;
+    } else {
+      ++misses;
+      p = (i & 2) ? (bulkrcu_alloc_page)() : bulkrcu_alloc_page();
+    }
+    ASSERT_NE(p, nullptr);
+    for (void* q : pages) ASSERT_NE(q, p) << "a page handed out twice";
+    static_cast<int*>(p)[16] = i;
+    pages.push_back(p);
+  }
+  for (std::size_t i = 0; i < pages.size(); ++i) {
+    ASSERT_EQ(static_cast<int*>(pages[i])[16], static_cast<int>(i));
+    if (i & 1)
+      (bulkrcu_free_page)(pages[i]);
+    else
+      bulkrcu_free_page(pages[i]);
+  }
+  const pool::Stats after = pool::stats();
+  EXPECT_GE(after.lockless_hits - before.lockless_hits, hits);
+  EXPECT_GE(after.lockless_misses - before.lockless_misses, misses);
+  EXPECT_GE(after.allocs - before.allocs, pages.size());
+  EXPECT_GE(after.frees - before.frees, pages.size());
+  EXPECT_EQ(pool::check_zone(), nullptr);
+}
+
 // ---- debug-mode aborts ------------------------------------------------------------------------------
 
 std::string hex(const void* p) {

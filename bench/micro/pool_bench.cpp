@@ -49,6 +49,24 @@ void BM_PoolLocklessPair(benchmark::State& state) {
 }
 BENCHMARK(BM_PoolLocklessPair);
 
+// The same pair through the exported functions (what BULKRCU_NO_INLINE, TSan builds, function
+// pointers and the library itself call): BM_PoolLocklessPair minus this is the calls' cost.
+void BM_PoolLocklessPairExported(benchmark::State& state) {
+  warm_pool();
+  std::uint64_t misses = 0;
+  for (auto _ : state) {
+    void* p = (bulkrcu_alloc_page_lockless)();
+    benchmark::DoNotOptimize(p);
+    if (__builtin_expect(p == nullptr, 0)) {
+      ++misses;
+      p = (bulkrcu_alloc_page)();
+    }
+    (bulkrcu_free_page)(p);
+  }
+  state.counters["misses"] = static_cast<double>(misses);
+}
+BENCHMARK(BM_PoolLocklessPairExported);
+
 // The floor the lockless pair is measured against (issue 12): a bare rseq pop and push of one
 // node on a private per-CPU array (percpu.h's sequences, inlined, no bookkeeping at all).
 void BM_RseqFloorPair(benchmark::State& state) {

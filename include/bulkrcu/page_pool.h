@@ -7,6 +7,8 @@
  * CPU's list and returns NULL rather than lock, as the kernel RFC "mm: Add
  * __rcu_alloc_page_lockless() func." proposes; a runtime thread refills lists that ran dry or
  * fell below their low mark. docs/POOL.md has the design, the sizing and the debug mode.
+ * On x86-64 the hit paths of the three page calls are inlined into the caller (see the private
+ * section at the end; BULKRCU_NO_INLINE turns that off); the functions keep their addresses.
  *
  * Memory ordering: a page returned by either allocation call is owned by the caller alone;
  * everything the previous owner wrote before bulkrcu_free_page happens-before the allocation
@@ -70,6 +72,204 @@ BULKRCU_API void bulkrcu_page_pool_drain(void);
  * Blocks: yes (locks, remote fences, munmap, madvise). Allocates: no (the reserve's move takes
  * free pages only, never a new chunk). Async-signal-safe: no. Inside a reader: yes. */
 BULKRCU_API void bulkrcu_page_pool_shrink(void);
+
+/* ---- private: the inline page fast paths (x86-64). Layout and names may change. ----------
+ * The hit paths of bulkrcu_alloc_page_lockless, bulkrcu_alloc_page and bulkrcu_free_page are
+ * one restartable sequence (rseq(2)) each on this CPU's list, inlined into the caller: no
+ * call, no lock, no atomic read-modify-write, no fence; about 20 instructions a call. They run
+ * only while the library has opened the fast path (bulkrcu__pool_fast.slots != NULL: rseq
+ * mode, debug checks off, no fault injection); otherwise, and on every miss, full list,
+ * locked slot, pending refill request or odd pointer, the exported function does the whole
+ * job. Under ThreadSanitizer, with BULKRCU_NO_INLINE and inside the library, the exported
+ * functions are always called. docs/POOL.md, "The lockless page". */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BULKRCU__HAVE_POOL_FAST 1
+/* Slot layout (src/pool/pool.cpp asserts it): 64 bytes per possible CPU; the lock word at 0
+ * (nonzero: a remote side owns the list), the list head at 8, the count hint at 16, and the
+ * statistics bumped by bulkrcu_alloc_page at 32, bulkrcu_free_page at 40, the lockless call
+ * at 48. A free page starts with its link (0) and its depth (8, pages from it to the bottom). */
+#define BULKRCU__PCP_SHIFT 6
+#define BULKRCU__PCP_HEAD 8
+#define BULKRCU__PCP_HINT 16
+#define BULKRCU__PCP_ALLOCS 32
+#define BULKRCU__PCP_FREES 40
+#define BULKRCU__PCP_HITS 48
+struct bulkrcu__pool_fast_line {
+  void* slots;                 /* the per-CPU slots while the fast path is open, else NULL */
+  unsigned long page_mask;     /* bulkrcu_page_size() - 1 */
+  unsigned long low;           /* a lockless hit leaving fewer pages asks for a refill */
+  unsigned long high;          /* the inline free leaves lists of `high` pages to the library */
+  unsigned int refill_pending; /* nonzero: a refill request waits for the runtime thread */
+};
+/* One cache line, read-mostly; the fields are set before `slots` (release). */
+extern BULKRCU_API struct bulkrcu__pool_fast_line bulkrcu__pool_fast;
+extern BULKRCU_API long bulkrcu__rseq_offset; /* glibc's __rseq_offset (also in rcu.h) */
+/* A lockless hit left fewer than `low` pages on this CPU's list: ask for a refill (atomics
+ * only, no system call). Blocks: no. Allocates: no. Async-signal-safe: yes. */
+BULKRCU_API void bulkrcu__pool_refill_low(void);
+
+/* Pops this CPU's list head. Returns the page (and *left = the pages still on the list, and
+ * bumps the statistic at stat_off in the slot), NULL when the list is empty, or (void*)-1 when
+ * the slot's lock is held. The commit is the store of the new head; the count hint and the
+ * statistic are written after it, on the slot the commit ran on. */
+static inline __attribute__((always_inline)) void* bulkrcu__pool_pop(void* base, unsigned long stat_off,
+                                                                     unsigned long* left) {
+  void* node;
+  unsigned long l;
+  __asm__ __volatile__(
+      ".pushsection __rseq_cs, \"aw\"\n\t"
+      ".balign 32\n\t"
+      "333:\n\t"
+      ".long 0x0, 0x0\n\t"
+      ".quad 1f, (2f - 1f), 4f\n\t"
+      ".popsection\n\t"
+      "0:\n\t"
+      "leaq 333b(%%rip), %%rax\n\t"
+      "movq %%rax, %%fs:8(%[off])\n\t"
+      "1:\n\t"
+      "movl %%fs:4(%[off]), %%eax\n\t"
+      "shlq %[shift], %%rax\n\t"
+      "addq %[base], %%rax\n\t"
+      "movq $-1, %[node]\n\t"
+      "cmpl $0, (%%rax)\n\t"
+      "jnz 5f\n\t"
+      "movq %c[head](%%rax), %[node]\n\t"
+      "testq %[node], %[node]\n\t"
+      "jz 5f\n\t"
+      "movq 8(%[node]), %[left]\n\t"
+      "movq (%[node]), %%rdx\n\t"
+      "movq %%rdx, %c[head](%%rax)\n\t"
+      "2:\n\t"
+      ".pushsection __rseq_failure, \"ax\"\n\t"
+      ".byte 0x0f, 0xb9, 0x3d\n\t"
+      ".long 0x53053053\n\t"
+      "4:\n\t"
+      "jmp 0b\n\t"
+      ".popsection\n\t"
+      "decq %[left]\n\t"
+      "movq %[left], %c[hint](%%rax)\n\t"
+      "incq (%%rax,%[stat])\n\t"
+      "5:\n\t"
+      : [node] "=&r"(node), [left] "=&r"(l)
+      : [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [stat] "r"(stat_off),
+        [shift] "i"(BULKRCU__PCP_SHIFT), [head] "i"(BULKRCU__PCP_HEAD), [hint] "i"(BULKRCU__PCP_HINT)
+      : "rax", "rdx", "memory", "cc");
+  *left = l;
+  return node;
+}
+
+/* Pushes `page` onto this CPU's list unless the list already holds `high` pages or the slot's
+ * lock is held. Returns 0 when pushed (the count hint and the free statistic are written after
+ * the commit), 1 when locked, 2 when full (both leave the list and the page alone). */
+static inline __attribute__((always_inline)) int bulkrcu__pool_push(void* base, void* page,
+                                                                    unsigned long high) {
+  __asm__ goto(
+      ".pushsection __rseq_cs, \"aw\"\n\t"
+      ".balign 32\n\t"
+      "333:\n\t"
+      ".long 0x0, 0x0\n\t"
+      ".quad 1f, (2f - 1f), 4f\n\t"
+      ".popsection\n\t"
+      "0:\n\t"
+      "leaq 333b(%%rip), %%rax\n\t"
+      "movq %%rax, %%fs:8(%[off])\n\t"
+      "1:\n\t"
+      "movl %%fs:4(%[off]), %%eax\n\t"
+      "shlq %[shift], %%rax\n\t"
+      "addq %[base], %%rax\n\t"
+      "cmpl $0, (%%rax)\n\t"
+      "jnz %l[locked]\n\t"
+      "movq %c[head](%%rax), %%rcx\n\t"
+      "movl $1, %%edx\n\t"
+      "testq %%rcx, %%rcx\n\t"
+      "jz 3f\n\t"
+      "movq 8(%%rcx), %%rdx\n\t"
+      "cmpq %[high], %%rdx\n\t"
+      "jae %l[full]\n\t"
+      "incq %%rdx\n\t"
+      "3:\n\t"
+      "movq %%rcx, (%[page])\n\t"
+      "movq %%rdx, 8(%[page])\n\t"
+      "movq %[page], %c[head](%%rax)\n\t"
+      "2:\n\t"
+      ".pushsection __rseq_failure, \"ax\"\n\t"
+      ".byte 0x0f, 0xb9, 0x3d\n\t"
+      ".long 0x53053053\n\t"
+      "4:\n\t"
+      "jmp 0b\n\t"
+      ".popsection\n\t"
+      "movq %%rdx, %c[hint](%%rax)\n\t"
+      "incq %c[frees](%%rax)\n\t"
+      :
+      : [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [page] "r"(page), [high] "r"(high),
+        [shift] "i"(BULKRCU__PCP_SHIFT), [head] "i"(BULKRCU__PCP_HEAD), [hint] "i"(BULKRCU__PCP_HINT),
+        [frees] "i"(BULKRCU__PCP_FREES)
+      : "rax", "rcx", "rdx", "memory", "cc"
+      : locked, full);
+  return 0;
+locked:
+  return 1;
+full:
+  return 2;
+}
+#endif /* x86-64 */
+
+#if defined(__SANITIZE_THREAD__)
+#define BULKRCU__POOL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BULKRCU__POOL_TSAN 1
+#endif
+#endif
+
+#if defined(BULKRCU__HAVE_POOL_FAST) && !defined(BULKRCU__POOL_TSAN) && !defined(BULKRCU__BUILDING_LIBRARY)
+#define BULKRCU__INLINE_POOL 1
+/* (void*)-1 (locked) and NULL (empty) both fail `p - 1 < -2`. */
+#define BULKRCU__POOL_IS_PAGE(p) ((unsigned long)(__UINTPTR_TYPE__)(p)-1 < (unsigned long)-2)
+static inline __attribute__((always_inline)) void* bulkrcu__alloc_page_lockless_inline(void) {
+  void* base = __atomic_load_n(&bulkrcu__pool_fast.slots, __ATOMIC_ACQUIRE);
+  if (__builtin_expect(base != NULL, 1)) {
+    unsigned long left;
+    void* p = bulkrcu__pool_pop(base, BULKRCU__PCP_HITS, &left);
+    if (__builtin_expect(BULKRCU__POOL_IS_PAGE(p), 1)) {
+      if (__builtin_expect(left < __atomic_load_n(&bulkrcu__pool_fast.low, __ATOMIC_RELAXED), 0))
+        bulkrcu__pool_refill_low();
+      return p;
+    }
+  }
+  return (bulkrcu_alloc_page_lockless)(); /* a miss: counted, and a refill asked, there */
+}
+static inline __attribute__((always_inline)) void* bulkrcu__alloc_page_inline(void) {
+  void* base = __atomic_load_n(&bulkrcu__pool_fast.slots, __ATOMIC_ACQUIRE);
+  if (__builtin_expect(base != NULL && !__atomic_load_n(&bulkrcu__pool_fast.refill_pending, __ATOMIC_RELAXED),
+                       1)) {
+    unsigned long left;
+    void* p = bulkrcu__pool_pop(base, BULKRCU__PCP_ALLOCS, &left);
+    if (__builtin_expect(BULKRCU__POOL_IS_PAGE(p), 1)) return p;
+  }
+  return (bulkrcu_alloc_page)(); /* refills from the zone, rings the runtime thread's doorbell */
+}
+static inline __attribute__((always_inline)) void bulkrcu__free_page_inline(void* page) {
+  void* base = __atomic_load_n(&bulkrcu__pool_fast.slots, __ATOMIC_ACQUIRE);
+  __UINTPTR_TYPE__ a = (__UINTPTR_TYPE__)page;
+  if (__builtin_expect(base != NULL && a != 0 &&
+                           (a & __atomic_load_n(&bulkrcu__pool_fast.page_mask, __ATOMIC_RELAXED)) == 0 &&
+                           !__atomic_load_n(&bulkrcu__pool_fast.refill_pending, __ATOMIC_RELAXED),
+                       1) &&
+      __builtin_expect(
+          bulkrcu__pool_push(base, page, __atomic_load_n(&bulkrcu__pool_fast.high, __ATOMIC_RELAXED)) == 0,
+          1))
+    return;
+  (bulkrcu_free_page)(page); /* NULL, misaligned, full list (trim), locked slot, doorbell */
+}
+#ifndef BULKRCU_NO_INLINE
+/* The function-like macros inline the fast paths; `(bulkrcu_free_page)(p)` and the functions'
+ * addresses still reach the exported functions. */
+#define bulkrcu_alloc_page_lockless() bulkrcu__alloc_page_lockless_inline()
+#define bulkrcu_alloc_page() bulkrcu__alloc_page_inline()
+#define bulkrcu_free_page(page) bulkrcu__free_page_inline(page)
+#endif
+#endif
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,13 @@ struct alignas(kCacheLine) PcpSlot {
   std::atomic<std::uint64_t> misses{0};
 };
 static_assert(offsetof(PcpSlot, lock) == 0);
+// The layout the public header's inline fast paths use (include/bulkrcu/page_pool.h).
+static_assert(sizeof(PcpSlot) == std::size_t{1} << BULKRCU__PCP_SHIFT);
+static_assert(offsetof(PcpSlot, head) == BULKRCU__PCP_HEAD &&
+              offsetof(PcpSlot, count_hint) == BULKRCU__PCP_HINT);
+static_assert(offsetof(PcpSlot, allocs) == BULKRCU__PCP_ALLOCS &&
+              offsetof(PcpSlot, frees) == BULKRCU__PCP_FREES && offsetof(PcpSlot, hits) == BULKRCU__PCP_HITS);
+static_assert(offsetof(FreePage, next) == 0 && offsetof(FreePage, depth) == 8);
 
 std::atomic<PcpSlot*> g_slots{nullptr};
 BULKRCU_ALWAYS_INLINE PcpSlot* slots() noexcept { return get_slots(g_slots); }
@@ -43,17 +50,18 @@ constinit Zone g_zone{kParams.floor_chunks, kParams.spare_chunks};
 enum : unsigned { kInit = 1, kDebug = 2, kFailLockless = 4, kFailAll = 8 };
 std::atomic<unsigned> g_flags{0};
 
-// The release fast path's one cache line (read-mostly): `slots` is non-null only when the
-// checked path has nothing to add (flags == kInit exactly, rseq mode), so the fast path makes
-// one test instead of loading the flags, the slot array and the per-CPU mode.
-struct alignas(kCacheLine) Fast {
-  std::atomic<PcpSlot*> slots{nullptr};
-  std::atomic<std::uintptr_t> page_mask{0};  // page_size() - 1
-  // Refill requests: want_refill per slot, then refill_pending (release), then the doorbell.
-  std::atomic<std::uint32_t> refill_pending{0};
-};
-Fast g_fast;
-std::atomic<std::uint32_t>& g_refill_pending = g_fast.refill_pending;
+// The release fast path's one cache line (read-mostly) is bulkrcu__pool_fast (defined below,
+// exported for the public header's inline paths): `slots` is non-null only when the checked
+// path has nothing to add (flags == kInit exactly, rseq mode), so the fast path makes one test
+// instead of loading the flags, the slot array and the per-CPU mode. Its fields are plain C;
+// the library reaches them through atomic_ref.
+// Refill requests: want_refill per slot, then refill_pending (release), then the doorbell.
+BULKRCU_ALWAYS_INLINE std::atomic_ref<unsigned> refill_pending() noexcept {
+  return std::atomic_ref<unsigned>(bulkrcu__pool_fast.refill_pending);
+}
+BULKRCU_ALWAYS_INLINE PcpSlot* fast_slots() noexcept {
+  return static_cast<PcpSlot*>(__atomic_load_n(&bulkrcu__pool_fast.slots, __ATOMIC_ACQUIRE));
+}
 std::atomic<std::uint64_t> g_backoff_until{0};  // now_ns() deadline; 0 = no back-off
 // After a drain or shrink the refill worker serves requests from free pages only, without
 // mapping a chunk, until this now_ns() deadline: a request pending from before the drain must
@@ -93,15 +101,17 @@ BULKRCU_ALWAYS_INLINE unsigned flags() noexcept {
 // Opens or closes the fast path after the flags changed (initialisation, fault injection).
 void publish_fast() noexcept {
   PcpSlot* base = slots();
-  g_fast.page_mask.store(page_size() - 1, std::memory_order_relaxed);
+  __atomic_store_n(&bulkrcu__pool_fast.page_mask, page_size() - 1, __ATOMIC_RELAXED);
+  __atomic_store_n(&bulkrcu__pool_fast.low, kParams.low, __ATOMIC_RELAXED);
+  __atomic_store_n(&bulkrcu__pool_fast.high, kParams.high, __ATOMIC_RELAXED);
   bool fast = flags() == kInit;
 #if BULKRCU_HAVE_RSEQ_ASM
   fast = fast && mode() == PercpuMode::kRseq;
 #else
   fast = false;
 #endif
-  // Release: a fast path that sees `slots` sees page_mask and the initialised slot array.
-  g_fast.slots.store(fast ? base : nullptr, std::memory_order_release);
+  // Release: a fast path that sees `slots` sees page_mask, low, high and the initialised slots.
+  __atomic_store_n(&bulkrcu__pool_fast.slots, fast ? static_cast<void*>(base) : nullptr, __ATOMIC_RELEASE);
 }
 
 // ---- fatal messages naming a pointer (async-signal-safe: no printf) ----------------------------
@@ -257,7 +267,7 @@ BULKRCU_NOINLINE void request_refill(PcpSlot* s) noexcept {
     return;
   g_refill_requests.fetch_add(1, std::memory_order_relaxed);
   // Release: the worker's acquire exchange of g_refill_pending then sees want_refill == 1.
-  g_refill_pending.store(1, std::memory_order_release);
+  refill_pending().store(1, std::memory_order_release);
   doorbell_nudge();
 }
 
@@ -477,13 +487,13 @@ __attribute__((constructor(102))) void pool_init() {
 
 const Params& params() noexcept { return kParams; }
 bool debug() noexcept { return flags() & kDebug; }
-bool fast_path_open() noexcept { return g_fast.slots.load(std::memory_order_relaxed) != nullptr; }
+bool fast_path_open() noexcept { return fast_slots() != nullptr; }
 
-bool refill_wanted() noexcept { return g_refill_pending.load(std::memory_order_relaxed) != 0; }
+bool refill_wanted() noexcept { return refill_pending().load(std::memory_order_relaxed) != 0; }
 
 void refill_step() noexcept {
-  if (g_refill_pending.load(std::memory_order_relaxed) == 0) return;
-  g_refill_pending.exchange(0, std::memory_order_acquire);  // pairs with request_refill's release
+  if (refill_pending().load(std::memory_order_relaxed) == 0) return;
+  refill_pending().exchange(0, std::memory_order_acquire);  // pairs with request_refill's release
   const bool skip = backed_off();
   PcpSlot* base = slots();
   for (int cpu = 0; cpu < nr_slots(); ++cpu) {
@@ -631,7 +641,7 @@ BULKRCU_NOINLINE void* alloc_page_checked() noexcept {
   PcpSlot* s;
   bool locked = false;
   FreePage* p = pop_local(base, &s, &locked);
-  if (BULKRCU_UNLIKELY(g_refill_pending.load(std::memory_order_relaxed) != 0)) doorbell_ring_if_idle();
+  if (BULKRCU_UNLIKELY(refill_pending().load(std::memory_order_relaxed) != 0)) doorbell_ring_if_idle();
   if (BULKRCU_UNLIKELY(!p)) return alloc_slow(base, locked, f);
   bump(s->allocs);
   s->count_hint.store(p->depth - 1, std::memory_order_relaxed);
@@ -651,7 +661,7 @@ BULKRCU_NOINLINE void free_page_checked(void* page) noexcept {
   bump(s->frees);
   // A lockless miss only nudged the refill worker (no system call there); this call may make
   // one, so it wakes the worker now if it sleeps: producer/consumer users get prompt refills.
-  if (BULKRCU_UNLIKELY(g_refill_pending.load(std::memory_order_relaxed) != 0)) doorbell_ring_if_idle();
+  if (BULKRCU_UNLIKELY(refill_pending().load(std::memory_order_relaxed) != 0)) doorbell_ring_if_idle();
   if (BULKRCU_UNLIKELY(count == 0)) return free_to_zone(p);
   s->count_hint.store(count, std::memory_order_relaxed);
   if (BULKRCU_UNLIKELY(count > kParams.high)) trim(base);
@@ -659,15 +669,15 @@ BULKRCU_NOINLINE void free_page_checked(void* page) noexcept {
 
 // ---- the release fast path -----------------------------------------------------------------------
 // What it leaves out, and where that went (measured in docs/POOL.md, "The lockless page"): the
-// flags, slot-array and per-CPU-mode loads (one load of g_fast.slots instead), the debug checks
-// and fault injection (g_fast.slots is null then: the checked path), the second read of the CPU
-// number and the separate count output (the statistic and the count hint are written by the
-// same asm after the commit), the page_size() call (page_mask), the trim check (the push
-// refuses to grow the list past `high`). Every miss, refusal and rare case is a tail call.
+// flags, slot-array and per-CPU-mode loads (one load of bulkrcu__pool_fast.slots instead), the
+// debug checks and fault injection (slots is null then: the checked path), the second read of
+// the CPU number and the separate count output (the statistic and the count hint are written
+// by the same asm after the commit), the page_size() call (page_mask), the trim check (the
+// push refuses to grow the list past `high`). Every miss, refusal and rare case is a tail
+// call. The sequences are the public header's (bulkrcu__pool_pop, bulkrcu__pool_push), which
+// callers outside the library inline; the exported functions below are what those inline
+// paths fall back to, and what the library, TSan builds and BULKRCU_NO_INLINE users call.
 #if BULKRCU_HAVE_RSEQ_ASM
-constexpr std::size_t kHeadOff = offsetof(PcpSlot, head), kNextOff = offsetof(FreePage, next),
-                      kDepthOff = offsetof(FreePage, depth), kHintOff = offsetof(PcpSlot, count_hint);
-
 // A lockless hit left fewer than `low` pages: ask for a refill on the slot it popped from.
 BULKRCU_NOINLINE void* lockless_low(PcpSlot* base, void* page) noexcept {
   request_refill(&base[subtle::rseq_cpu_hint()]);
@@ -685,6 +695,23 @@ BULKRCU_NOINLINE void* alloc_ring(void* page) noexcept {
 }
 
 BULKRCU_NOINLINE void free_ring() noexcept { doorbell_ring_if_idle(); }
+
+BULKRCU_ALWAYS_INLINE void* fast_pop(PcpSlot* base, std::size_t stat_off, std::uintptr_t* left) noexcept {
+  unsigned long l;
+  void* n = bulkrcu__pool_pop(base, stat_off, &l);
+#if BULKRCU_TSAN
+  if (n != nullptr && n != subtle::kSlotLocked) __tsan_acquire(n);  // the pusher released it
+#endif
+  *left = l;
+  return n;
+}
+
+BULKRCU_ALWAYS_INLINE int fast_push(PcpSlot* base, void* page) noexcept {
+#if BULKRCU_TSAN
+  __tsan_release(page);  // the next popper acquires it
+#endif
+  return bulkrcu__pool_push(base, page, kParams.high);
+}
 #endif
 
 }  // namespace
@@ -696,15 +723,24 @@ using namespace bulkrcu::detail::pool;
 
 extern "C" {
 
+alignas(kCacheLine) bulkrcu__pool_fast_line bulkrcu__pool_fast = {nullptr, 0, 0, 0, 0};
+
 size_t bulkrcu_page_size(void) { return page_size(); }
+
+void bulkrcu__pool_refill_low(void) {
+  PcpSlot* base = slots();
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (mode() == PercpuMode::kRseq) return request_refill(&base[subtle::rseq_cpu_hint()]);
+#endif
+  request_refill(&base[current_cpu()]);
+}
 
 // About 30 instructions on a hit above the low mark, the return included.
 void* bulkrcu_alloc_page_lockless(void) {
 #if BULKRCU_HAVE_RSEQ_ASM
-  if (PcpSlot* base = g_fast.slots.load(std::memory_order_acquire); BULKRCU_LIKELY(base != nullptr)) {
+  if (PcpSlot* base = fast_slots(); BULKRCU_LIKELY(base != nullptr)) {
     std::uintptr_t left;
-    void* n = subtle::rseq_pop_counted<kHeadOff, kNextOff, kDepthOff, kHintOff, offsetof(PcpSlot, hits)>(
-        base, sizeof(PcpSlot), &left);
+    void* n = fast_pop(base, offsetof(PcpSlot, hits), &left);
     if (BULKRCU_UNLIKELY(n == nullptr || n == subtle::kSlotLocked)) return lockless_fast_miss(base, n);
     if (BULKRCU_UNLIKELY(left < kParams.low)) return lockless_low(base, n);
     return n;
@@ -715,12 +751,11 @@ void* bulkrcu_alloc_page_lockless(void) {
 
 void* bulkrcu_alloc_page(void) {
 #if BULKRCU_HAVE_RSEQ_ASM
-  if (PcpSlot* base = g_fast.slots.load(std::memory_order_acquire); BULKRCU_LIKELY(base != nullptr)) {
+  if (PcpSlot* base = fast_slots(); BULKRCU_LIKELY(base != nullptr)) {
     std::uintptr_t left;
-    void* n = subtle::rseq_pop_counted<kHeadOff, kNextOff, kDepthOff, kHintOff, offsetof(PcpSlot, allocs)>(
-        base, sizeof(PcpSlot), &left);
+    void* n = fast_pop(base, offsetof(PcpSlot, allocs), &left);
     if (BULKRCU_LIKELY(n != nullptr && n != subtle::kSlotLocked)) {
-      if (BULKRCU_UNLIKELY(g_fast.refill_pending.load(std::memory_order_relaxed) != 0)) return alloc_ring(n);
+      if (BULKRCU_UNLIKELY(refill_pending().load(std::memory_order_relaxed) != 0)) return alloc_ring(n);
       return n;
     }
   }
@@ -731,16 +766,14 @@ void* bulkrcu_alloc_page(void) {
 // About 35 instructions when the list has room.
 void bulkrcu_free_page(void* page) {
 #if BULKRCU_HAVE_RSEQ_ASM
-  PcpSlot* base = g_fast.slots.load(std::memory_order_acquire);
+  PcpSlot* base = fast_slots();
   const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(page);
   if (BULKRCU_LIKELY(base != nullptr && a != 0 &&
-                     (a & g_fast.page_mask.load(std::memory_order_relaxed)) == 0)) {
-    if (BULKRCU_LIKELY(
-            (subtle::rseq_push_bounded<kHeadOff, kNextOff, kDepthOff, kHintOff, offsetof(PcpSlot, frees),
-                                       kParams.high>(base, sizeof(PcpSlot), page)) == 0)) {
+                     (a & __atomic_load_n(&bulkrcu__pool_fast.page_mask, __ATOMIC_RELAXED)) == 0)) {
+    if (BULKRCU_LIKELY(fast_push(base, page) == 0)) {
       // A lockless miss only nudged the refill worker (no system call there); this call may make
       // one, so it wakes the worker now if it sleeps: producer/consumer users get prompt refills.
-      if (BULKRCU_UNLIKELY(g_fast.refill_pending.load(std::memory_order_relaxed) != 0)) return free_ring();
+      if (BULKRCU_UNLIKELY(refill_pending().load(std::memory_order_relaxed) != 0)) return free_ring();
       return;
     }
   }

@@ -29,6 +29,11 @@ int main(void) {
   synchronize_rcu();
   if (!poll_state_synchronize_rcu(cookie)) failed++;
   kvfree_rcu_barrier();
+  /* page_pool.h's inline fast paths compile in this language and reach the library. */
+  void* page = bulkrcu_alloc_page();
+  if (page == NULL) failed++;
+  bulkrcu_free_page(page);
+  bulkrcu_free_page(bulkrcu_alloc_page_lockless());
   if (failed) fprintf(stderr, "kernel_addr: %d checks failed\n", failed);
   return failed;
 }
