@@ -3,13 +3,15 @@
 # every test in three builds (Release, AddressSanitizer+UBSan, ThreadSanitizer), the Release
 # tests again without rseq and without membarrier, an install + consumer check, and the
 # tortures' self-tests against deliberately broken libraries (busted, cache-busted).
-# Usage: scripts/test.sh [release|asan|tsan|fallback|format|install|busted|cache-busted ...]  (default: all)
+# The production step builds the kvfree and C++ API tests once more against the real `bulkrcu`
+# library (production constants: 507-pointer blocks, the real budget sizing) and runs them.
+# Usage: scripts/test.sh [release|asan|tsan|fallback|format|install|busted|cache-busted|production ...]  (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(format release fallback install busted cache-busted asan tsan)
+[ ${#steps[@]} -eq 0 ] && steps=(format release fallback install busted cache-busted production asan tsan)
 jobs=$(nproc)
 
 configure_build() {  # dir, extra cmake args...
@@ -54,6 +56,10 @@ for step in "${steps[@]}"; do
       cmake --install build-ci-shared --prefix "$prefix" >/dev/null
       bash tests/install/check.sh "$prefix"
       rm -rf "$prefix"
+      ;;
+    production)
+      configure_build build-ci-prod -DCMAKE_BUILD_TYPE=Release -DBULKRCU_TEST_PRODUCTION=ON
+      run_ctest build-ci-prod -R '^prod\.'
       ;;
     asan)
       CC=clang-14 CXX=clang++-14 configure_build build-ci-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -133,7 +133,8 @@ TEST(Gp, TryGracePeriodNowFailsWhileAReaderHoldsASectionAndKeepsCookiesMonotonic
   const unsigned long after = bulkrcu::detail::gp::current_seq();
   EXPECT_TRUE(after == seq || after == (seq | 1)) << seq << " -> " << after;
   const unsigned long later = bulkrcu_get_state();
-  EXPECT_GE(static_cast<long>(later - cookie), 0) << "get_state() went backwards: " << cookie << " then " << later;
+  EXPECT_GE(static_cast<long>(later - cookie), 0)
+      << "get_state() went backwards: " << cookie << " then " << later;
   EXPECT_FALSE(bulkrcu_poll_state(cookie));
   reader.release_and_join();
   // Without readers it completes a grace period on this thread (retried: the runtime thread

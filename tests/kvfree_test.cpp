@@ -102,13 +102,15 @@ TEST_F(Kvfree, KvfreeAndKernelSpellings) {
 TEST_F(Kvfree, AReaderActiveAtRetireDelaysTheDeleter) {
   std::atomic<bool> reader_done{false};
   std::atomic<bool> in_reader{false};
+  std::atomic<int> early{0};
   std::thread reader([&] {
     bulkrcu_read_lock();
     in_reader = true;
-    // Hold the section while the writer retires and the runtime thread works.
+    // Hold the section while the writer retires and the runtime thread works. (Checked after
+    // the join: a gtest assertion inside a std::thread only leaves this lambda.)
     for (int i = 0; i < 200; ++i) {
       usleep(1000);
-      ASSERT_EQ(g_deleted.load(), 0);
+      if (g_deleted.load() != 0) early.fetch_add(1);
     }
     reader_done = true;
     bulkrcu_read_unlock();
@@ -120,15 +122,35 @@ TEST_F(Kvfree, AReaderActiveAtRetireDelaysTheDeleter) {
     bulkrcu_defer(obj_delete, o);
   }
   reader.join();
+  EXPECT_EQ(early.load(), 0);
   bulkrcu_kvfree_barrier();
   EXPECT_EQ(g_deleted.load(), 64);
 }
 
 TEST_F(Kvfree, LoneRetireIsFreedWithoutABarrier) {
-  bulkrcu_defer(obj_delete, new Obj);
-  // Liveness, not timing: the runtime thread must free it on its own (drain timer).
-  for (int i = 0; i < 3000 && g_deleted.load() == 0; ++i) usleep(10000);
+  // A retire that fills no block: the runtime thread's drain timer must detach it and run its
+  // deleter on its own (no barrier, no other retire). A hang is caught by ctest's timeout.
+  const bulkrcu_stats s0 = snap();
+  const std::thread::id self = std::this_thread::get_id();
+  static std::atomic<bool> on_caller{false};
+  static std::thread::id caller;
+  caller = self;
+  bulkrcu_defer(
+      [](void* p) {
+        if (std::this_thread::get_id() == caller) on_caller = true;
+        obj_delete(p);
+      },
+      new Obj);
+  // kv_freed_by_runtime is counted after the block's deleters have run: wait for it.
+  bulkrcu_stats s1 = snap();
+  while (s1.kv_freed_by_runtime == s0.kv_freed_by_runtime) {
+    usleep(1000);
+    s1 = snap();
+  }
   EXPECT_EQ(g_deleted.load(), 1);
+  EXPECT_FALSE(on_caller.load());
+  EXPECT_EQ(s1.kv_freed_by_runtime - s0.kv_freed_by_runtime, 1u);
+  EXPECT_GT(s1.kv_monitor_passes, s0.kv_monitor_passes);
 }
 
 TEST_F(Kvfree, ManyDeletersShareAndSplitChannels) {
@@ -259,27 +281,32 @@ TEST_F(Kvfree, ShortLivedThreadsRetireAndExit) {
 }
 
 TEST_F(Kvfree, AThreadThatStopsWithAPartlyFreedCursorStrandsNothing) {
-  // The thread retires until one of its helps leaves its reclaim cursor partly freed (test
-  // builds free 3 pointers of a 4-pointer block per help), then stops retiring but stays
-  // alive. Without a barrier, the runtime thread must take the cursor back and free the rest.
-  const std::uint64_t stolen0 = snap().kv_cursors_stolen;
+  // The thread retires free() objects until one of its helps leaves its reclaim cursor partly
+  // freed (test builds free 3 pointers of a 4-pointer block per help), then stops retiring but
+  // stays alive. Without a barrier, the runtime thread must take the cursor back (counted) and
+  // free the rest; a hang is caught by ctest's timeout.
+  const bulkrcu_stats s0 = snap();
   std::atomic<bool> holding{false}, release{false};
   std::atomic<long> retired{0};
   std::thread t([&] {
-    for (int round = 0; round < 3000 && !bulkrcu::detail::kvfree::thread_has_cursor(); ++round) {
-      for (int i = 0; i < 7; ++i) bulkrcu_defer(obj_delete, new Obj);
+    while (!bulkrcu::detail::kvfree::thread_has_cursor()) {
+      for (int i = 0; i < 7; ++i) bulkrcu_kvfree(malloc(16));
       retired.fetch_add(7);
       usleep(1000);
     }
-    holding = bulkrcu::detail::kvfree::thread_has_cursor();
+    holding = true;
     while (!release.load()) usleep(1000);
   });
-  while (!holding.load() && retired.load() < 3000 * 7) usleep(1000);
-  // Liveness, not timing: the drain timer runs every 100 ms.
-  for (int i = 0; i < 3000 && g_deleted.load() < retired.load(); ++i) usleep(10000);
-  EXPECT_TRUE(holding.load());
-  EXPECT_EQ(g_deleted.load(), retired.load());
-  EXPECT_GT(snap().kv_cursors_stolen, stolen0);
+  while (!holding.load()) usleep(1000);
+  const std::uint64_t want = static_cast<std::uint64_t>(retired.load());
+  bulkrcu_stats s = snap();
+  while (s.kv_freed - s0.kv_freed < want || s.kv_cursors_stolen == s0.kv_cursors_stolen) {
+    usleep(1000);
+    s = snap();
+  }
+  EXPECT_EQ(s.kv_freed - s0.kv_freed, want);
+  EXPECT_GT(s.kv_cursors_stolen, s0.kv_cursors_stolen);
+  EXPECT_GT(s.kv_freed_by_retirers, s0.kv_freed_by_retirers);  // it did free some itself
   release = true;
   t.join();
 }

@@ -120,23 +120,37 @@ BULKRCU_API void bulkrcu_barrier(void);
 
 /* ---- kvfree: bulk reclamation through per-CPU blocks of pointers -------------------------
  * Retired pointers are stored in per-CPU page-sized blocks; one grace period covers a whole
- * block, and its deleter then runs over the block's pointers a few at a time, mostly on threads
- * that keep retiring (each frees about as many as it retires, so its allocator caches stay
- * warm), else on the runtime thread.
+ * block. Who then runs the deleter:
+ *  - free() (bulkrcu_kvfree, bulkrcu_kfree_head): a few pointers at a time, mostly on threads
+ *    that keep retiring (each frees about as many as it retires, so its allocator caches stay
+ *    warm), else on the runtime thread. free() is the only deleter a retire call runs.
+ *  - any other deleter (bulkrcu_defer, bulkrcu_defer_nowait, C++ retire and rcu_retire): never
+ *    inside a retire call. It runs on bulkrcu's runtime thread, or on a thread that asks for it
+ *    with bulkrcu_kvfree_reclaim(), inside a bulkrcu-internal read-side critical section (it
+ *    must not wait for a grace period: bulkrcu_synchronize and the barriers abort there). So a
+ *    writer may retire while holding its update lock even when the deleter takes that lock.
  * Nothing is stranded: the runtime thread frees what idle CPUs and exited threads leave, within
- * about 2 x BULKRCU_DRAIN_MS (default 100 ms) plus one grace period.
+ * about 3 x BULKRCU_DRAIN_MS (default 100 ms) plus one grace period.
+ * At exit(): user deleters stop (bulkrcu's atexit handler, registered when the library loads,
+ * waits up to 1 s for those running to return); objects still pending are left to the OS.
  *
  * Memory ordering: a retire happens-before the deleter's call on that pointer, and every
  * read-side critical section that began before the retire has ended before that call.
  * bulkrcu_kvfree_barrier returns after every pointer retired (through any form below, and
  * every bulkrcu_call callback) before it has been freed; those frees happen-before its return.
  *
- * Memory budget: BULKRCU_MAX_PENDING (bytes, default 64M; K/M/G suffixes) caps the estimated
- * bytes waiting for reclaim (pages of blocks plus their objects, sized with
- * malloc_usable_size for free() and 32 bytes a pointer for other deleters). Above it, grace
- * periods are expedited, blocking retires (bulkrcu_kvfree, bulkrcu_defer outside a reader)
- * help reclaim and wait for progress, and bulkrcu_defer_nowait returns false. Retires inside a
- * reader never wait, so they may exceed the budget by the blocks they fill. */
+ * Memory budget: BULKRCU_MAX_PENDING (bytes, default 64M; K/M/G suffixes) caps the bytes
+ * waiting for reclaim: the pages of blocks, and the objects of every closed block: each
+ * pointer sized with malloc_usable_size for free() (bulkrcu_kvfree, bulkrcu_kfree_head),
+ * sizeof(T) for C++ retire and rcu_retire. Objects of unknown size (bulkrcu_defer,
+ * bulkrcu_defer_nowait) are bounded by BULKRCU_MAX_PENDING_OBJECTS (default 1M objects) instead.
+ * Above either bound, the monitor asks for grace periods without waiting for its pacing,
+ * reclaims elapsed free() blocks at once instead of handing them to retiring threads, blocking
+ * retires (bulkrcu_kvfree, bulkrcu_defer outside a reader, a deleter or a callback) help reclaim
+ * and wait for progress (at most about 200 ms a call), and bulkrcu_defer_nowait returns false.
+ * Retires inside a reader, a deleter or on bulkrcu's threads never wait, so they may exceed the
+ * budget by the blocks they fill. Blocks still filling (one per CPU and deleter channel) are
+ * counted by their page only. */
 
 /* free(ptr) after a grace period. NULL is a no-op. ptr must come from malloc and friends.
  * Blocks: only as a last resort (memory exhausted: it then waits for a grace period and frees
@@ -152,10 +166,13 @@ BULKRCU_API void bulkrcu_barrier(void);
 BULKRCU_API void bulkrcu_kvfree(void* ptr);
 
 /* fn(ptr) after a grace period; pointers with the same fn share blocks (a channel).
- * fn runs on some thread that retires (through any form but bulkrcu_defer_nowait, on any CPU)
- * or on the runtime thread, inside a bulkrcu-internal read-side critical section: it must not
- * wait for a grace period.
- * Blocks, allocates, async-signal-safe, inside a reader: as bulkrcu_kvfree. */
+ * fn runs on the runtime thread or in bulkrcu_kvfree_reclaim(), never inside this call or any
+ * other retire, inside a bulkrcu-internal read-side critical section: it must not wait for a
+ * grace period (bulkrcu_synchronize and the barriers abort there); it may retire (that never
+ * waits there) and take any lock.
+ * Blocks, allocates, async-signal-safe, inside a reader: as bulkrcu_kvfree; the last resort
+ * (no page at all) waits for a grace period and then until the runtime thread has run fn(ptr).
+ * fn may be called while exit() runs only until bulkrcu's atexit handler (see above). */
 BULKRCU_API void bulkrcu_defer(void (*fn)(void*), void* ptr);
 
 /* As bulkrcu_defer, but never blocks, locks, allocates memory or makes a system call: it
@@ -165,8 +182,9 @@ BULKRCU_API void bulkrcu_defer(void (*fn)(void*), void* ptr);
  * the caller keeps ptr. Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: yes. */
 BULKRCU_API bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr);
 
-/* The two-argument form: head lies inside the malloc'ed object at ptr (within its first 4096
- * bytes; aborts otherwise). free(ptr) after a grace period. Uses a block like bulkrcu_kvfree;
+/* The two-argument form: head lies inside the malloc'ed object at ptr: pointer-aligned, within
+ * its first 4096 bytes, and (char*)head + sizeof(*head) <= (char*)ptr + malloc_usable_size(ptr);
+ * aborts with a message otherwise. free(ptr) after a grace period. Uses a block like bulkrcu_kvfree;
  * when no page is available without waiting, links the object through its own head instead.
  * Blocks: no. Allocates: no (pages only from the lockless sources).
  * Async-signal-safe: no: like bulkrcu_kvfree it frees, on this thread and a few at a time,
@@ -178,8 +196,16 @@ BULKRCU_API void bulkrcu_kfree_head(void* ptr, struct bulkrcu_head* head);
 /* Waits until every pointer retired before the call (any form, any thread) has been freed,
  * and every bulkrcu_call callback queued before it has run.
  * Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts with a
- * message). Inside a callback or deleter: forbidden (aborts). */
+ * message). Inside a callback or deleter: forbidden (aborts with a message saying so). */
 BULKRCU_API void bulkrcu_kvfree_barrier(void);
+
+/* Runs, on the calling thread, the user deleters (bulkrcu_defer, C++ retire) whose grace period
+ * has elapsed and that the runtime thread has not started yet, inside a read-side critical
+ * section; returns how many ran. For programs that want deleters on a thread of their own
+ * (the runtime thread runs them otherwise, and still does).
+ * Blocks: only as long as the deleters it runs. Allocates: no. Async-signal-safe: no.
+ * Inside a reader: yes (the deleters then run inside it). */
+BULKRCU_API size_t bulkrcu_kvfree_reclaim(void);
 
 /* Tells bulkrcu memory is short: returns the pool's per-CPU lists and every CPU's cached block
  * pages to the pool's zone, moves the emergency reserve to the fullest chunk, and gives wholly
@@ -237,9 +263,13 @@ extern BULKRCU_API int bulkrcu__reader_fence;     /* 1 when membarrier(2) is una
 BULKRCU_API struct bulkrcu__reader* bulkrcu__reader_register(void);
 BULKRCU_API void bulkrcu__unlock_unbalanced(void) __attribute__((noreturn, cold));
 /* rcu_obj_base::retire's path: bulkrcu_defer that never blocks and never allocates (false:
- * no page without waiting; the caller then uses its embedded head). It may run deleters of
- * elapsed retires on this thread, so it is not async-signal-safe. */
+ * no page without waiting; the caller then uses its embedded head). It may free() elapsed
+ * bulkrcu_kvfree pointers on this thread, so it is not async-signal-safe. */
 BULKRCU_API bool bulkrcu__defer_nonblocking(void (*fn)(void*), void* ptr);
+/* The C++ API's slow paths with the size of every object of the channel (sizeof(T)): the
+ * budget counts it in bytes instead of against the object bound. */
+BULKRCU_API void bulkrcu__defer_sized(void (*fn)(void*), void* ptr, size_t size);
+BULKRCU_API bool bulkrcu__defer_nonblocking_sized(void (*fn)(void*), void* ptr, size_t size);
 
 /* About 7 instructions on the outermost lock, 4 when nested. */
 static inline __attribute__((always_inline)) void bulkrcu__read_lock_inline(void) {
@@ -299,7 +329,7 @@ static inline __attribute__((always_inline)) unsigned long bulkrcu__kv_channel(v
 #define BULKRCU__HAVE_RSEQ_STORE 1
 extern BULKRCU_API void* bulkrcu__kv_fast;    /* per-CPU slots (256 bytes each) while the fast path is on */
 extern BULKRCU_API long bulkrcu__rseq_offset; /* glibc's __rseq_offset, set before bulkrcu__kv_fast */
-BULKRCU_API void bulkrcu__kv_help(unsigned flags); /* frees a few elapsed pointers of this thread's CPU */
+BULKRCU_API void bulkrcu__kv_help(unsigned flags); /* free()s a few elapsed pointers of this thread's CPU */
 #define BULKRCU__KRC_SHIFT 8                       /* slot stride 256 */
 #define BULKRCU__KRC_FRONT 8                       /* offset of the front block per channel in a slot */
 #define BULKRCU__KV_MAY_BLOCK 1u
@@ -390,14 +420,6 @@ static inline __attribute__((always_inline)) void bulkrcu__defer_inline(void (*f
 static inline __attribute__((always_inline)) bool bulkrcu__defer_nowait_inline(void (*fn)(void*), void* ptr) {
   return bulkrcu__kv_try(fn, ptr, 0) || (bulkrcu_defer_nowait)(fn, ptr);
 }
-static inline __attribute__((always_inline)) void bulkrcu__kfree_head_inline(void* ptr,
-                                                                             struct bulkrcu_head* head) {
-  /* The exported function checks the head and aborts on misuse. */
-  if (ptr != NULL && (__UINTPTR_TYPE__)head - (__UINTPTR_TYPE__)ptr < 4096 &&
-      bulkrcu__kv_try(NULL, ptr, BULKRCU__KV_NO_WAIT | BULKRCU__KV_HELP))
-    return;
-  (bulkrcu_kfree_head)(ptr, head);
-}
 static inline __attribute__((always_inline)) bool bulkrcu__defer_nonblocking_inline(void (*fn)(void*),
                                                                                     void* ptr) {
   return bulkrcu__kv_try(fn, ptr, BULKRCU__KV_NO_WAIT | BULKRCU__KV_HELP) ||
@@ -443,7 +465,6 @@ static inline bool bulkrcu__poll_state_tsan(unsigned long cookie) {
 #define bulkrcu_kvfree(...) bulkrcu__kvfree_inline(__VA_ARGS__)
 #define bulkrcu_defer(...) bulkrcu__defer_inline(__VA_ARGS__)
 #define bulkrcu_defer_nowait(...) bulkrcu__defer_nowait_inline(__VA_ARGS__)
-#define bulkrcu_kfree_head(...) bulkrcu__kfree_head_inline(__VA_ARGS__)
 #define bulkrcu__defer_nonblocking(...) bulkrcu__defer_nonblocking_inline(__VA_ARGS__)
 #endif
 #endif

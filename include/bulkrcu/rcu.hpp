@@ -106,17 +106,23 @@ inline void rcu_barrier(rcu_domain& = rcu_default_domain()) noexcept { bulkrcu_k
 // per-CPU block of the deleter's channel (one channel per T and D), like bulkrcu_defer; the
 // deleter object lives inside the object until it runs. When no block page is available
 // without waiting, the object is linked through the callback head it carries instead. So
-// retire() never allocates and never blocks.
+// retire() never allocates and never blocks. The deleter (the destructor) never runs inside
+// retire(): on bulkrcu's runtime thread (or bulkrcu_kvfree_reclaim()), inside a read-side
+// critical section, as for bulkrcu_defer.
 template <class T, class D = std::default_delete<T>>
 class rcu_obj_base {
  public:
   // Schedules d(static_cast<T*>(this)) after a grace period. Blocks: no. Allocates: no.
-  // Async-signal-safe: no (it may run, on this thread, deleters of objects whose grace
+  // Async-signal-safe: no (it may free(), on this thread, bulkrcu_kvfree pointers whose grace
   // period has elapsed; use bulkrcu_defer_nowait in signal handlers). Inside a reader: yes.
   void retire(D d = D(), rcu_domain& = rcu_default_domain()) noexcept {
     deleter_ = std::move(d);
     T* self = static_cast<T*>(this);
-    if (bulkrcu__defer_nonblocking(&rcu_obj_base::run_deleter, self)) return;
+#ifdef BULKRCU__INLINE_RETIRE
+    if (bulkrcu__kv_try(&rcu_obj_base::run_deleter, self, BULKRCU__KV_NO_WAIT | BULKRCU__KV_HELP)) return;
+#endif
+    // sizeof(T): the memory budget counts these objects in bytes.
+    if ((bulkrcu__defer_nonblocking_sized)(&rcu_obj_base::run_deleter, self, sizeof(T))) return;
     node_.owner = this;
     bulkrcu_call(&node_.head, &rcu_obj_base::invoke);
   }
@@ -141,7 +147,12 @@ class rcu_obj_base {
     d(static_cast<T*>(base));
   }
   static void run_deleter(void* p) { destroy(static_cast<rcu_obj_base*>(static_cast<T*>(p))); }
-  static void invoke(bulkrcu_head* h) { destroy(reinterpret_cast<Node*>(h)->owner); }
+  // The embedded-head fallback runs as a callback; like every deleter, inside a reader.
+  static void invoke(bulkrcu_head* h) {
+    bulkrcu__read_lock_inline();
+    destroy(reinterpret_cast<Node*>(h)->owner);
+    bulkrcu__read_unlock_inline();
+  }
   Node node_{};
   BULKRCU__NO_UNIQUE_ADDRESS D deleter_{};
 };
@@ -177,10 +188,14 @@ struct RetireNode {
 template <class T, class D = std::default_delete<T>>
 void rcu_retire(T* p, D d = D(), rcu_domain& = rcu_default_domain()) {
   if constexpr (std::is_empty_v<D> && std::is_default_constructible_v<D>) {
-    bulkrcu_defer(&detail::run_stateless_deleter<T, D>, p);
+    constexpr auto fn = &detail::run_stateless_deleter<T, D>;
+#ifdef BULKRCU__INLINE_RETIRE
+    if (bulkrcu__kv_try(fn, p, BULKRCU__KV_MAY_BLOCK | BULKRCU__KV_HELP)) return;
+#endif
+    bulkrcu__defer_sized(fn, p, sizeof(T));  // the budget counts sizeof(T) bytes an object
   } else {
     auto* n = new detail::RetireNode<T, D>{p, std::move(d)};
-    bulkrcu_defer(&detail::RetireNode<T, D>::run, n);
+    bulkrcu__defer_sized(&detail::RetireNode<T, D>::run, n, sizeof(T) + sizeof(*n));
   }
 }
 

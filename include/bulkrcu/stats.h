@@ -52,7 +52,10 @@ struct bulkrcu_stats {
   uint64_t kv_retired;              /* objects in closed blocks plus fallback objects */
   uint64_t kv_freed;                /* objects whose deleter has run */
   uint64_t kv_pending_objects;      /* retired - freed (gauge; excludes blocks still filling) */
-  uint64_t kv_pending_bytes;        /* the budget's estimate (gauge) */
+  uint64_t kv_pending_bytes;        /* the budget's count (gauge): pages of blocks in use, plus the
+                                       objects of closed blocks: malloc_usable_size of each free()
+                                       pointer, sizeof(T) for C++ retire, 8 bytes an object of
+                                       unknown size; objects of blocks still filling excluded */
   uint64_t kv_blocks_in_use;        /* block pages holding pointers (gauge) */
   uint64_t kv_grace_periods;        /* grace periods the monitor asked for */
   uint64_t kv_fallback_head;        /* two-argument form linked through its head (no page) */
@@ -74,6 +77,10 @@ struct bulkrcu_stats {
   /* callbacks, continued */
   uint64_t callbacks_swept;              /* moved by the runtime thread into grace-period segments */
   uint64_t callbacks_invocation_threads; /* threads that run callbacks now (gauge) */
+  /* kvfree, continued */
+  uint64_t kv_throttles;       /* blocking retires that waited for reclaim (over the budget) */
+  uint64_t kv_pending_unsized; /* objects of unknown size in closed blocks (gauge) */
+  uint64_t kv_budget_objects;  /* BULKRCU_MAX_PENDING_OBJECTS */
 };
 
 /* Copies min(size, sizeof(struct bulkrcu_stats)) bytes of a fresh snapshot into *out; pass

@@ -132,13 +132,23 @@ bool parse_bool(const char* s, std::uint64_t* out, const char** why) {
 }
 
 // The variables in Config; load_config() reads them by index.
-enum : std::size_t { kStall, kNoRseq, kNoMembarrier, kDrain, kMaxPending, kPoolDebug, kNrSpecs };
+enum : std::size_t {
+  kStall,
+  kNoRseq,
+  kNoMembarrier,
+  kDrain,
+  kMaxPending,
+  kMaxPendingObjects,
+  kPoolDebug,
+  kNrSpecs
+};
 constexpr EnvSpec kSpecs[kNrSpecs] = {
     {"BULKRCU_STALL_TIMEOUT", EnvKind::kUint, 21, 1, 86400, "seconds"},
     {"BULKRCU_NO_RSEQ", EnvKind::kBool, 0, 0, 1, nullptr},
     {"BULKRCU_NO_MEMBARRIER", EnvKind::kBool, 0, 0, 1, nullptr},
     {"BULKRCU_DRAIN_MS", EnvKind::kUint, 100, 1, 60000, "milliseconds"},
     {"BULKRCU_MAX_PENDING", EnvKind::kSize, 64ull << 20, 4096, 1ull << 40, "bytes"},
+    {"BULKRCU_MAX_PENDING_OBJECTS", EnvKind::kSize, 1ull << 20, 1, 1ull << 30, "objects"},
 #ifdef BULKRCU_TESTING
     {"BULKRCU_POOL_DEBUG", EnvKind::kBool, 1, 0, 1, nullptr},  // test builds check by default
 #else
@@ -153,6 +163,7 @@ Config load_config() {
   c.no_membarrier = env_read(kSpecs[kNoMembarrier]) != 0;
   c.drain_ns = env_read(kSpecs[kDrain]) * 1000000ull;
   c.max_pending_bytes = env_read(kSpecs[kMaxPending]);
+  c.max_pending_objects = env_read(kSpecs[kMaxPendingObjects]);
   c.pool_debug = env_read(kSpecs[kPoolDebug]) != 0;
   return c;
 }

@@ -111,12 +111,13 @@ struct EnvSpecs {
 EnvSpecs config_specs() noexcept;
 
 struct Config {
-  std::uint64_t stall_timeout_ns;   // BULKRCU_STALL_TIMEOUT (integer seconds 1..86400, default 21)
-  bool no_rseq;                     // BULKRCU_NO_RSEQ (boolean) forces the try-lock fallback
-  bool no_membarrier;               // BULKRCU_NO_MEMBARRIER (boolean) forces fenced readers
-  std::uint64_t drain_ns;           // BULKRCU_DRAIN_MS (integer milliseconds 1..60000, default 100)
-  std::uint64_t max_pending_bytes;  // BULKRCU_MAX_PENDING (size 4K..1T, default 64M)
-  bool pool_debug;                  // BULKRCU_POOL_DEBUG (boolean): the page pool's checks
+  std::uint64_t stall_timeout_ns;     // BULKRCU_STALL_TIMEOUT (integer seconds 1..86400, default 21)
+  bool no_rseq;                       // BULKRCU_NO_RSEQ (boolean) forces the try-lock fallback
+  bool no_membarrier;                 // BULKRCU_NO_MEMBARRIER (boolean) forces fenced readers
+  std::uint64_t drain_ns;             // BULKRCU_DRAIN_MS (integer milliseconds 1..60000, default 100)
+  std::uint64_t max_pending_bytes;    // BULKRCU_MAX_PENDING (size 4K..1T, default 64M)
+  bool pool_debug;                    // BULKRCU_POOL_DEBUG (boolean): the page pool's checks
+  std::uint64_t max_pending_objects;  // BULKRCU_MAX_PENDING_OBJECTS (size 1..1G, default 1M)
 };
 const Config& config() noexcept;
 // Parses the environment now (config() does it once and keeps the result). For tests.

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "base/trace.h"
+#include "base/user_code.h"
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -108,8 +109,6 @@ int g_rr = 0;  // round-robin start for picking a lane
 
 std::atomic<bool> g_any_carry{false};
 std::atomic<std::uint64_t> g_nr_swept{0}, g_nr_invoked{0}, g_nr_ready{0}, g_nr_head_frees{0};
-
-thread_local bool t_in_callback = false;
 
 struct Locked {
   Locked() { pthread_mutex_lock(&g_mu); }
@@ -421,16 +420,17 @@ std::size_t invoke_batch(std::size_t budget, std::uint64_t* through) noexcept {
   std::size_t done = 0;
   std::uint64_t head_frees = 0;
   bulkrcu_head* h = seg->first;
-  t_in_callback = true;
-  while (h && done < budget) {
-    bulkrcu_head* next = h->next;  // read before func: func may free or requeue h
-    g_cursor[lane].store(next, std::memory_order_relaxed);
-    g_cursor_done[lane].store(done + 1, std::memory_order_relaxed);
-    head_frees += invoke_one(h);
-    h = next;
-    ++done;
+  {
+    UserCode user(Section::kNone);  // base/user_code.h: until the end of this batch
+    while (h && done < budget) {
+      bulkrcu_head* next = h->next;  // read before func: func may free or requeue h
+      g_cursor[lane].store(next, std::memory_order_relaxed);
+      g_cursor_done[lane].store(done + 1, std::memory_order_relaxed);
+      head_frees += invoke_one(h);
+      h = next;
+      ++done;
+    }
   }
-  t_in_callback = false;
   BULKRCU_TRACE(callbacks_invoked, done, head_frees);
   g_nr_invoked.fetch_add(done, std::memory_order_relaxed);
   g_nr_head_frees.fetch_add(head_frees, std::memory_order_relaxed);
@@ -451,7 +451,7 @@ std::uint64_t invoke_ready() noexcept {
   return through;
 }
 
-bool in_callback() noexcept { return t_in_callback; }
+bool in_callback() noexcept { return in_user_code(); }
 
 Stats stats() noexcept {
   Stats s{};

@@ -324,7 +324,7 @@ unsigned long begin_seq() noexcept {
 }
 
 void run_grace_period(bool expedited) {
-  std::uint64_t start = 0;  // set by wait_for_readers once it stops spinning
+  std::uint64_t start = 0;                  // set by wait_for_readers once it stops spinning
   const unsigned long s = begin_seq() - 1;  // completes at s + 2
   g.driving.store(1, std::memory_order_relaxed);
   BULKRCU_TRACE(gp_start, s + 1, expedited);

@@ -4,17 +4,23 @@
 // owners only run rseq sequences on their own CPU's Krc (or, in the kLock mode, hold its
 // try-lock); the monitor changes a Krc only under its lock after fence_remote (percpu.h).
 //
-// Closing a block (the slow path, rseq mode). The bad interleaving to prevent: a thread takes
-// the cookie, another thread on the same CPU then appends one more pointer to the block, and the
-// block is reclaimed after a grace period that began before that pointer was retired. So:
+// Closing a block (the slow path, rseq mode):
 //   S1 seal:    if front[ch] == old: old->cap = 0        (no append can commit after this)
-//   S2 cookie:  c = get_state();  if front[ch] == old: old->cookie = c
 //   S3 install: nb->next = old;   if front[ch] == old: front[ch] = nb
 // Each step is one rseq sequence whose check binds it to the CPU that owns `old`; if the front
 // changed (another closer won, or the monitor detached `old`), the step does nothing and the
-// closer starts over. Two closers may both run S2: both cookies were taken after S1, so either
-// is correct. The monitor gives a fresh cookie to every block it detaches with kCookieUnset.
-// The slow path never dereferences a block it does not own outside a sequence.
+// closer starts over. The slow path never dereferences a block it does not own outside a
+// sequence (S1's charge aside, see below).
+//
+// The block's cookie is taken by the monitor when it detaches the block from the chain behind
+// the front (after S3, so after every append), never by an rseq closer. A closer's cookie
+// (the S2 step this protocol used to have: c = get_state(); if front[ch] == old:
+// old->cookie = c) is not safe: the steps compare addresses, and a closer preempted between
+// S1 and S2 may find `old` closed by another thread, reclaimed and reused as the new front of
+// the same channel; its S2 then gave that block a cookie older than its later appends (an
+// early free by one grace period). Installing on top of such a block (a late S3) is harmless:
+// it is closed by that install, and charged by the monitor if nobody sealed it. In the
+// try-lock mode the closer holds the slot's lock from seal to install, and takes the cookie.
 //
 // Reclaim. When a block's cookie has elapsed, the monitor sets done = nr and pushes the block
 // onto its CPU's ready list if that CPU retired recently (its threads' allocator caches are
@@ -32,9 +38,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <vector>
-
 #include "base/trace.h"
+#include "base/user_code.h"
 #include "bulkrcu/page_pool.h"
 #include "cache/cache.h"
 #include "callback/callback.h"
@@ -62,7 +67,6 @@ constexpr long kHelpBatch = 3;  // less than a test block (4): cursors are left 
 #else
 constexpr long kHelpBatch = 7;
 #endif
-constexpr std::size_t kNonFreeObjectEstimate = 32;
 // Grace periods for kvfree are at least this far apart (unless a barrier, the budget or
 // memory pressure asks): one grace period then covers every block closed meanwhile.
 // DESIGN.md 5a measured 0.25-1 ms as the range where one covers 100-280 blocks.
@@ -91,6 +95,8 @@ std::size_t g_capacity = 0;
 struct alignas(kCacheLine) Counters {
   alignas(kCacheLine) std::atomic<std::uint64_t> pending_bytes{0};
   std::atomic<std::uint64_t> blocks{0};
+  std::atomic<std::uint64_t> pending_objs{0};  // objects of unknown size in closed blocks
+  std::atomic<std::uint64_t> throttles{0};
   alignas(kCacheLine) std::atomic<std::uint64_t> collected{0}, gps{0}, monitor_freed{0}, passes{0};
   alignas(kCacheLine) std::atomic<std::uint64_t> fb_head{0}, fb_inplace{0}, fb_reserve{0}, fb_sync{0};
   std::atomic<std::uint64_t> nowait_refused{0}, fallback_objects{0}, budget_hits{0};
@@ -122,6 +128,7 @@ std::atomic<std::uint64_t> g_refill_backoff_until{0};
 __thread bool t_in_help __attribute__((tls_model("initial-exec"))) = false;
 
 Krc* krcs() noexcept { return get_slots(g_krcs); }
+void init_monitor() noexcept;
 
 void init_sizes() noexcept {
   if (g_page) return;
@@ -137,9 +144,10 @@ void init_sizes() noexcept {
 __attribute__((constructor(104))) void kvfree_init() {
   init_sizes();
   (void)krcs();
+  init_monitor();
 }
 
-Block* init_block(void* page, Deleter fn, std::uint64_t home) noexcept {
+Block* init_block(void* page, Deleter fn, std::uint64_t home, std::size_t size = 0) noexcept {
   auto* b = static_cast<Block*>(page);
   b->nr = 0;
   b->cap = g_capacity;
@@ -148,7 +156,8 @@ Block* init_block(void* page, Deleter fn, std::uint64_t home) noexcept {
   b->cookie = kCookieUnset;
   b->done = 0;
   b->est_bytes = 0;
-  b->home = home;
+  b->home = static_cast<std::uint32_t>(home);
+  b->obj_size = size < kUnsized ? static_cast<std::uint32_t>(size) : kUnsized - 1;  // never kCharged
   return b;
 }
 
@@ -162,24 +171,52 @@ inline void free_ptr(void* p) noexcept {
     free(p);
 }
 
-// `first_ptr` is sized with malloc_usable_size for the free() channel, except on the
-// non-blocking paths (they may run in a signal handler: no allocator call there).
-void charge(Block* b, void* first_ptr) noexcept {
-  std::size_t per = b->fn == nullptr && first_ptr && !cache::owns(first_ptr) ? malloc_usable_size(first_ptr)
-                                                                             : kNonFreeObjectEstimate;
-  b->est_bytes = g_page + g_capacity * per;
-  c.pending_bytes.fetch_add(b->est_bytes, std::memory_order_relaxed);
+// The budget (BULKRCU_MAX_PENDING bytes, BULKRCU_MAX_PENDING_OBJECTS objects of unknown size).
+// A block is charged its page when it is installed, and its objects when it closes: whoever
+// turns its cap from non-zero to 0 (a closer's seal, or the monitor detaching a front) charges
+// them, once. `may_size`: the closer may ask malloc (not a signal handler): every pointer of a
+// free() block is sized with malloc_usable_size, so one large object cannot hide.
+void charge_page(Block* b) noexcept {
+  b->est_bytes = g_page;
+  c.pending_bytes.fetch_add(g_page, std::memory_order_relaxed);
   c.blocks.fetch_add(1, std::memory_order_relaxed);
 }
 
+void charge_objects(Block* b, bool may_size) noexcept {
+  // Two closers may both seal a block (S1 checks only the front): the first to set kCharged
+  // charges. Every cookie of the block is taken after that (see close_and_install_rseq).
+  const std::uint32_t size = __atomic_fetch_or(&b->obj_size, kCharged, __ATOMIC_ACQ_REL);
+  if (size & kCharged) return;
+  const std::uint64_t n = b->nr;
+  std::uint64_t bytes = 0;
+  if (b->fn == nullptr && may_size) {
+    // An object cache's object is not malloc's: never ask malloc about it (its slab is the
+    // cache's memory; the object holds at least a pointer).
+    for (std::uint64_t i = 0; i < n; ++i)
+      bytes += cache::owns(b->ptrs[i]) ? sizeof(void*) : malloc_usable_size(b->ptrs[i]);
+  } else if (size != 0 && size != kUnsized) {
+    bytes = n * size;
+  } else {
+    __atomic_store_n(&b->obj_size, kCharged | kUnsized, __ATOMIC_RELAXED);
+    c.pending_objs.fetch_add(n, std::memory_order_relaxed);
+    bytes = n * sizeof(void*);  // the object holds at least a pointer
+  }
+  __atomic_fetch_add(&b->est_bytes, bytes, __ATOMIC_RELAXED);
+  c.pending_bytes.fetch_add(bytes, std::memory_order_relaxed);
+}
+
 void credit(Block* b) noexcept {
-  c.pending_bytes.fetch_sub(b->est_bytes, std::memory_order_relaxed);
+  c.pending_bytes.fetch_sub(__atomic_load_n(&b->est_bytes, __ATOMIC_RELAXED), std::memory_order_relaxed);
   c.blocks.fetch_sub(1, std::memory_order_relaxed);
+  if (__atomic_load_n(&b->obj_size, __ATOMIC_RELAXED) == (kCharged | kUnsized))
+    c.pending_objs.fetch_sub(b->nr, std::memory_order_relaxed);
   b->est_bytes = 0;
+  b->obj_size = 0;
 }
 
 bool over_budget() noexcept {
-  return c.pending_bytes.load(std::memory_order_relaxed) > config().max_pending_bytes;
+  return c.pending_bytes.load(std::memory_order_relaxed) > config().max_pending_bytes ||
+         c.pending_objs.load(std::memory_order_relaxed) > config().max_pending_objects;
 }
 
 // Runs the deleter over n pointers, prefetching ahead (the objects are cold by now).
@@ -340,10 +377,13 @@ void arm_timer(unsigned flags) noexcept {
     doorbell_ring_if_idle();
 }
 
-// Back-pressure for blocking retires over the budget: expedite, help reclaim this CPU's ready
-// blocks, and wait (boundedly) for the monitor to make progress.
+// Back-pressure for blocking retires over the budget: ask for a grace period at once (an
+// over-budget monitor pass requests its grace period without waiting for the pace), help
+// reclaim this CPU's ready free() blocks, and wait (boundedly) for the monitor to make
+// progress. Never on bulkrcu's threads or inside user code that bulkrcu called (a deleter or
+// callback): the passes it waits for are made by the runtime thread (retire_slow).
 void throttle() noexcept {
-  c.budget_hits.fetch_add(1, std::memory_order_relaxed);
+  c.throttles.fetch_add(1, std::memory_order_relaxed);
   BULKRCU_TRACE(budget_hit, 1);
   gp::request(gp::get_state());
   for (int round = 0; round < 200 && over_budget(); ++round) {
@@ -357,23 +397,53 @@ void throttle() noexcept {
   }
 }
 
-// The last resort of a headless retire outside any reader: wait, then free inline.
+// The last resort of a user deleter that found no page: the deleter must not run on the
+// retiring thread, so a node on this thread's stack carries it to the runtime thread
+// (run_deleters), which runs it after the grace period this thread waited for; this thread
+// waits until it has run (its stack frame holds the node). No memory needed.
+struct SyncNode {
+  Deleter fn;
+  void* ptr;
+  SyncNode* next;
+  std::atomic<std::uint32_t> done;
+};
+std::atomic<SyncNode*> g_sync_nodes{nullptr};
+std::atomic<bool> g_quiesced{false};  // exit(): no user deleter starts any more
+
+// The last resort of a headless retire outside any reader: wait, then free inline (free()),
+// or hand the deleter to the runtime thread.
 void synchronize_and_free(Deleter fn, void* ptr) noexcept {
   c.fb_sync.fetch_add(1, std::memory_order_relaxed);
   BULKRCU_TRACE(fallback_synchronize, ptr);
   c.fallback_objects.fetch_add(1, std::memory_order_relaxed);
   gp::wait_for_cookie(gp::get_state(), false);
-  if (fn)
-    fn(ptr);
-  else
+  if (!fn) {
     free_ptr(ptr);
+    return;
+  }
+  if (on_bulkrcu_thread()) {  // bulkrcu's own thread: it may run user deleters itself
+    UserCode user(Section::kReader);
+    fn(ptr);
+    return;
+  }
+  if (g_quiesced.load(std::memory_order_acquire)) return;  // exit(): left to the OS
+  SyncNode node{fn, ptr, nullptr, {0}};
+  SyncNode* head = g_sync_nodes.load(std::memory_order_relaxed);
+  do {
+    node.next = head;
+  } while (
+      !g_sync_nodes.compare_exchange_weak(head, &node, std::memory_order_release, std::memory_order_relaxed));
+  doorbell_ring();
+  while (node.done.load(std::memory_order_acquire) == 0)
+    bulkrcu::detail::subtle::futex_wait(&node.done, 0, 10000000);
 }
 
 enum class Step { kDone, kRetry, kNoPage };
 
 #if BULKRCU_HAVE_RSEQ_ASM
 // One attempt of the rseq slow path: S1..S3 of the protocol at the top of this file.
-Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reader) noexcept {
+Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reader,
+                            std::size_t size) noexcept {
   Krc* base = krcs();
   const std::size_t ch = channel_of(fn);
   const std::size_t off = front_off(ch);
@@ -382,11 +452,11 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
   Block* old = __atomic_load_n(&base[cpu].front[ch], __ATOMIC_RELAXED);
   void* page = get_page(flags, in_reader);
   if (!page) return Step::kNoPage;
-  Block* nb = init_block(page, fn, static_cast<std::uint64_t>(cpu));
+  Block* nb = init_block(page, fn, static_cast<std::uint64_t>(cpu), size);
   nb->ptrs[0] = ptr;
   nb->nr = 1;
   nb->next = old;
-  charge(nb, (flags & kNoWait) ? nullptr : ptr);
+  charge_page(nb);
 #if BULKRCU_TSAN
   // The sequences below publish nb with plain stores TSan cannot see; the monitor acquires.
   __tsan_release(&g_krcs);
@@ -401,13 +471,16 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
   };
   const auto u = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
   if (old) {
+    // Inside a read-side critical section from before the seal: whoever detaches `old` takes
+    // its cookie after the seal, so it is not reclaimed while its objects are sized below.
+    bulkrcu__read_lock_inline();
     if (bulkrcu::detail::subtle::rseq_if_eq_store(base, sizeof(Krc), off, u(old),
-                                                  reinterpret_cast<std::uintptr_t*>(&old->cap), 0) != 1)
+                                                  reinterpret_cast<std::uintptr_t*>(&old->cap), 0) != 1) {
+      bulkrcu__read_unlock_inline();
       return undo();  // S1
-    unsigned long cookie = gp::get_state();
-    if (bulkrcu::detail::subtle::rseq_if_eq_store(
-            base, sizeof(Krc), off, u(old), reinterpret_cast<std::uintptr_t*>(&old->cookie), cookie) != 1)
-      return undo();  // S2
+    }
+    charge_objects(old, (flags & kNoSyscall) == 0);  // we sealed it: nr is final
+    bulkrcu__read_unlock_inline();
   }
   if (bulkrcu::detail::subtle::rseq_cmpxchg_slot(base, sizeof(Krc), off, u(old), u(nb)) != 1)
     return undo();  // S3
@@ -422,7 +495,8 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
 #endif
 
 // One attempt in kLock mode: everything under the slot's try-lock.
-Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_reader, long* nr_out) noexcept {
+Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_reader, std::size_t size,
+                             long* nr_out) noexcept {
   const std::size_t ch = channel_of(fn);
   Step step = Step::kRetry;
   bool closed = false;
@@ -448,13 +522,14 @@ Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_read
       step = Step::kNoPage;
       return;
     }
-    Block* nb = init_block(page, fn, static_cast<std::uint64_t>(idx));
+    Block* nb = init_block(page, fn, static_cast<std::uint64_t>(idx), size);
     nb->ptrs[0] = ptr;
     nb->nr = 1;
-    charge(nb, (flags & kNoWait) ? nullptr : ptr);
+    charge_page(nb);
     if (old) {
       old->cap = 0;
-      old->cookie = gp::get_state();  // under the lock: no append can follow it
+      charge_objects(old, (flags & kNoSyscall) == 0);  // under the lock: we sealed it
+      old->cookie = gp::get_state();                   // under the lock: no append can follow it
       closed = true;
       BULKRCU_TRACE(block_close, idx, 1);  // 1: by a retiring thread (try-lock mode)
     }
@@ -488,7 +563,7 @@ void spin_a_little(int attempt) noexcept {
 
 }  // namespace
 
-bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept {
+bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexcept {
   const bool in_reader = gp::reader_nesting() != 0;
   const bool nowait = (flags & kNoWait) != 0;
   if (BULKRCU_UNLIKELY(g_page == 0)) init_sizes();
@@ -498,7 +573,10 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept {
       c.nowait_refused.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    if (!in_reader && (flags & kMayBlock)) throttle();
+    c.budget_hits.fetch_add(1, std::memory_order_relaxed);
+    // Never on bulkrcu's threads or in a deleter or callback: they would wait for passes only
+    // the runtime thread makes (a deleter runs inside a reader anyway).
+    if (!in_reader && (flags & kMayBlock) && !on_bulkrcu_thread() && !in_user_code()) throttle();
   }
   for (int attempt = 0;; ++attempt) {
     Step step;
@@ -517,12 +595,12 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept {
         spin_a_little(attempt);
         continue;
       }
-      step = close_and_install_rseq(fn, ptr, flags, in_reader);
+      step = close_and_install_rseq(fn, ptr, flags, in_reader, size);
     } else
 #endif
     {
       long nr = 0;
-      step = store_or_install_locked(fn, ptr, flags, in_reader, &nr);
+      step = store_or_install_locked(fn, ptr, flags, in_reader, size, &nr);
       if (step == Step::kDone) {
         if ((flags & kHelp) && nr % kHelpEvery == 0) help(flags);
         return true;
@@ -645,15 +723,10 @@ long help_step(Krc* base, std::atomic<void*>* word, unsigned flags, std::uint64_
     __builtin_prefetch(b->ptrs[i]);
   // And the pointer array itself, eight helps ahead (the block was written a grace period ago).
   if (rest > 8 * kHelpBatch) __builtin_prefetch(&b->ptrs[rest - 8 * kHelpBatch]);
-  const Deleter fn = b->fn;
-  BULKRCU_TRACE(reclaim_help, k, b->home);
+  // Cursors hold free() blocks only: a user deleter never runs on a retiring thread.
   __atomic_store_n(&b->done, rest, __ATOMIC_RELAXED);
-  for (std::uint64_t i = 0; i < k; ++i) {
-    if (fn)
-      fn(buf[i]);
-    else
-      free_ptr(buf[i]);
-  }
+  BULKRCU_TRACE(reclaim_help, k, b->home);
+  for (std::uint64_t i = 0; i < k; ++i) free_ptr(buf[i]);
   if (rest == 0) finish_cursor(word, b, flags);
   return static_cast<long>(k);
 }
@@ -689,8 +762,13 @@ void kfree_head(void* ptr, bulkrcu_head* head) noexcept {
   if (!ptr) return;
   const std::uintptr_t offset =
       reinterpret_cast<std::uintptr_t>(head) - reinterpret_cast<std::uintptr_t>(ptr);
-  if (BULKRCU_UNLIKELY(offset >= cb::kMaxHeadOffset))
-    fatal("bulkrcu_kfree_head(): the head must lie inside the object, within its first 4096 bytes");
+  // The fallback writes the head: it must lie wholly inside the object, aligned.
+  // (malloc_usable_size only for malloc's objects: an object cache's pointer is not one.)
+  if (BULKRCU_UNLIKELY(offset >= cb::kMaxHeadOffset || offset % alignof(bulkrcu_head) != 0 ||
+                       (!cache::owns(ptr) && offset + sizeof(bulkrcu_head) > malloc_usable_size(ptr))))
+    fatal(
+        "bulkrcu_kfree_head(): the head must lie inside the object (offset + sizeof(head) <= "
+        "malloc_usable_size(ptr)), pointer-aligned, within its first 4096 bytes");
   if (BULKRCU_LIKELY(retire(nullptr, ptr, kNoWait | kHelp))) return;
   // No page without waiting: link the object through its own head (never blocks).
   c.fb_head.fetch_add(1, std::memory_order_relaxed);
@@ -702,30 +780,46 @@ void kfree_head(void* ptr, bulkrcu_head* head) noexcept {
 // ---- the monitor (runtime thread only) ------------------------------------------------------
 namespace {
 
-struct CpuMon {
+struct alignas(kCacheLine) CpuMon {
   Block* seen_front[kChannels] = {};  // fronts at the previous drain-timer pass
   Block* seen_ready = nullptr;        // ready head at the previous drain-timer pass
   Block* handoff = nullptr;           // elapsed blocks to push onto this CPU's ready list
   std::uint64_t handoff_objs = 0;     // pointers handed over in this window (backlog control)
   std::uint64_t win_start_ns = 0;
 };
+// Per-CPU monitor state, mapped once at load time (kvfree_init) like the Krc slots.
+std::atomic<CpuMon*> g_cpumon{nullptr};
+CpuMon* cpumons() noexcept { return get_slots(g_cpumon); }
 
 // The blocks one pass collected, waiting for the newest cookie among them (polled: a batch
 // whose cookie has already elapsed is handed over at the next pass without a new grace period).
+// Batches live in a fixed ring inside the Monitor: nothing is allocated. When the ring is full
+// a new batch merges into the newest one (which then waits for the later of the two cookies:
+// correct, only later).
 struct Batch {
   unsigned long cookie;
-  Block* blocks;
-  Batch* next;
-  bool stolen = false;  // reclaim cursors taken from threads: `done` is kept, already counted
-  // Stolen batches: the chains taken from threads' words, linked into `blocks` only once the
-  // grace period has elapsed (until then a help in flight may read their links).
-  std::vector<Block*> chains;
+  Block* blocks;  // collected blocks, linked through `next`
+  // Reclaim cursors taken from threads (free() blocks; `done` is kept): chains through `next`
+  // that a help in flight may still read until the grace period has elapsed, so the chains'
+  // heads are linked through `cap` (unused once a block is closed, never read by a helper)
+  // and relinked through `next` only afterwards.
+  Block* chains;
 };
+constexpr unsigned kBatches = 64;
+
+Block* chain_link(Block* head) noexcept { return reinterpret_cast<Block*>(head->cap); }
+void set_chain_link(Block* head, Block* next) noexcept { head->cap = reinterpret_cast<std::uintptr_t>(next); }
+
+// A kvfree barrier moves through these stages across passes (the runtime thread's; no pass
+// waits): kCollected: every front, chain, hand-over and ready list was taken (one locked
+// round); a grace period later every thread that popped a ready block has stored it in its
+// word, so kStolen takes the threads' cursors; once the grace period of every batch has
+// elapsed, the pass reclaims them all and the barrier is complete.
+enum class BarrierStage { kIdle, kCollected, kStolen };
 
 struct Monitor {
-  std::vector<CpuMon> cpus;
-  Batch* oldest = nullptr;  // FIFO of batches in cookie order (runtime thread only)
-  Batch* newest = nullptr;
+  Batch ring[kBatches] = {};  // FIFO of batches in collection order (ring[first], count)
+  unsigned first = 0, count = 0;
   std::uint64_t next_timer_ns = 0;
   unsigned long last_requested = 0;
   bool requested_any = false;
@@ -733,10 +827,14 @@ struct Monitor {
   bool deferred = false;              // a cookie waits for the pace before it is requested
   bool has_want = false;              // lite passes: the grace period they want (not requested)
   unsigned long want = 0;
+  BarrierStage bar_stage = BarrierStage::kIdle;
+  std::uint64_t bar_target = 0;  // the barrier request number in progress (or last completed)
+  unsigned long bar_cookie = 0;  // the grace period the current stage waits for
 };
-Monitor* g_mon = nullptr;
+constinit Monitor g_monitor;  // static storage: set up before any code runs, never allocated
 // Guards the Monitor (and the monitor's right to change a front's link): held by the runtime
 // thread's passes and by the lite passes of retiring threads (drive_if_late), and across fork.
+// Nothing waits for a grace period or runs a user deleter while holding it.
 pthread_mutex_t g_mon_mutex = PTHREAD_MUTEX_INITIALIZER;
 std::atomic<std::uint64_t> g_last_pass_ns{0};   // end of the latest pass (either kind)
 std::atomic<std::uint64_t> g_next_drive_ns{0};  // rate limit of lite passes from dry helps
@@ -748,12 +846,14 @@ struct MonLock {
   MonLock& operator=(const MonLock&) = delete;
 };
 
-Monitor& mon() {
-  if (!g_mon) {
-    g_mon = new Monitor();
-    g_mon->cpus.resize(static_cast<std::size_t>(nr_slots()));
-  }
-  return *g_mon;
+Monitor& mon() noexcept { return g_monitor; }
+
+bool cookie_after(unsigned long a, unsigned long b) noexcept { return static_cast<long>(a - b) > 0; }
+Batch* oldest(Monitor& m) noexcept { return m.count ? &m.ring[m.first] : nullptr; }
+Batch* newest(Monitor& m) noexcept { return m.count ? &m.ring[(m.first + m.count - 1) % kBatches] : nullptr; }
+void pop_oldest(Monitor& m) noexcept {
+  m.first = (m.first + 1) % kBatches;
+  --m.count;
 }
 
 void push(Block** list, Block* b) {
@@ -761,21 +861,60 @@ void push(Block** list, Block* b) {
   *list = b;
 }
 
-// Links a stolen batch's chains into its block list (after its grace period).
-void flatten(Batch* batch) {
-  for (Block* head : batch->chains)
-    for (Block* b = head; b;) {
-      Block* next = b->next;
-      push(&batch->blocks, b);
-      b = next;
-    }
-  batch->chains.clear();
+void add_batch(Monitor& m, unsigned long cookie, Block* blocks, Block* chains) noexcept {
+  Batch* bt;
+  if (m.count == kBatches) {
+    bt = newest(m);
+    if (cookie_after(cookie, bt->cookie)) bt->cookie = cookie;
+  } else {
+    bt = &m.ring[(m.first + m.count) % kBatches];
+    ++m.count;
+    *bt = Batch{cookie, nullptr, nullptr};
+  }
+  while (blocks) {
+    Block* next = blocks->next;
+    push(&bt->blocks, blocks);
+    blocks = next;
+  }
+  while (chains) {
+    Block* next = chain_link(chains);
+    set_chain_link(chains, bt->chains);
+    bt->chains = chains;
+    chains = next;
+  }
 }
 
-// Frees every pointer still in the block on this thread, then the page.
+// Elapsed blocks of user deleters, for run_deleters (lock-free push; taken whole).
+std::atomic<Block*> g_deleter_ready{nullptr};
+std::atomic<std::uint32_t> g_deleter_runners{0};  // threads inside run_deleters (quiesce waits)
+// The highest barrier request whose blocks are all freed or queued on g_deleter_ready: the
+// next run_deleters publishes it as done.
+std::atomic<std::uint64_t> g_barrier_pending{0};
+
+void queue_deleter_block(Block* b) noexcept {
+  Block* head = g_deleter_ready.load(std::memory_order_relaxed);
+  do {
+    b->next = head;
+  } while (
+      !g_deleter_ready.compare_exchange_weak(head, b, std::memory_order_release, std::memory_order_relaxed));
+}
+
+void store_max(std::atomic<std::uint64_t>& a, std::uint64_t v) noexcept {
+  std::uint64_t cur = a.load(std::memory_order_relaxed);
+  while (cur < v && !a.compare_exchange_weak(cur, v, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+  }
+}
+
+// Frees every pointer still in a free() block on this thread, then the page; a user deleter's
+// block goes to run_deleters instead (never run here: this may be a retiring thread, or hold
+// g_driver_mutex).
 void reclaim_block(Block* b) noexcept {
   count_helped(b);  // what retiring threads claimed from it before the monitor took it
-  reclaim_ptrs(b->fn, b->ptrs, b->done);
+  if (b->fn) {
+    queue_deleter_block(b);
+    return;
+  }
+  reclaim_ptrs(nullptr, b->ptrs, b->done);
   c.monitor_freed.fetch_add(b->done, std::memory_order_relaxed);
   b->done = 0;
   if (b->est_bytes) credit(b);
@@ -838,6 +977,8 @@ void refill_reserve() noexcept {
   }
 }
 
+void init_monitor() noexcept { (void)cpumons(); }
+
 bool cursors_pending() noexcept {
   bool any = false;
   gp::for_each_thread_word(
@@ -879,59 +1020,162 @@ void publish_progress() noexcept {
 }  // namespace
 
 namespace {
-// One pass; g_mon_mutex held. A lite pass (a retiring thread's, drive_if_late) only hands over
-// elapsed blocks, collects closed chains and asks for their grace period: no locked round, no
-// reclaim on this thread, no barrier.
-void monitor_pass_locked(bool lite) noexcept {
+// What a pass leaves for its caller to do once g_mon_mutex is released.
+struct PassResult {
+  Block* reclaim = nullptr;        // free() blocks to reclaim on this thread
+  std::uint64_t barrier_done = 0;  // a barrier whose blocks are all in `reclaim` or queued
+};
+
+// The locked round of timer, barrier and pressure passes over one slot (locked and fenced).
+struct RoundState {
+  bool collect_all;  // barrier: detach every front that holds pointers
+  bool timer, pressure, refill;
+  Block** collected;
+  Block** to_reclaim;
+  Block** spare_pages;
+  std::uint64_t* collected_objs;
+};
+
+// A block taken from the chain behind a front. Nobody appends to it any more (it is not the
+// front), but a late install may have closed it without a seal (close_and_install_rseq):
+// charge it then, once.
+void close_collected(Block* b) noexcept {
+  if (__atomic_load_n(&b->cap, __ATOMIC_RELAXED) != 0) {
+    charge_objects(b, true);
+    b->cap = 0;
+  }
+}
+
+void locked_round_slot(Krc& k, CpuMon& cm, int i, const RoundState& r) noexcept {
+  for (int ch = 0; ch < kChannels; ++ch) {
+    Block* f = k.front[ch];
+    if (!f) {
+      cm.seen_front[ch] = nullptr;
+      continue;
+    }
+    for (Block* b = __atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL); b;) {
+      Block* next = b->next;
+      close_collected(b);
+      b->home = static_cast<std::uint32_t>(i);
+      *r.collected_objs += b->nr;
+      push(r.collected, b);
+      b = next;
+    }
+    if (f->nr > 0 && (r.collect_all || (r.timer && cm.seen_front[ch] == f))) {
+      __atomic_store_n(&k.front[ch], nullptr, __ATOMIC_RELAXED);  // others peek at it
+      if (f->cap != 0) charge_objects(f, true);                   // not sealed by a closer: we close it
+      f->cap = 0;
+      f->cookie = kCookieUnset;
+      f->home = static_cast<std::uint32_t>(i);
+      *r.collected_objs += f->nr;
+      push(r.collected, f);
+    }
+    if (r.timer) cm.seen_front[ch] = k.front[ch];
+  }
+  // Handed-over blocks (this pass's and those no helper has taken yet) join the ready list.
+  for (Block* b = k.incoming.exchange(nullptr, std::memory_order_acquire); b;) {
+    Block* next = b->next;
+    push(&cm.handoff, b);
+    b = next;
+  }
+  while (Block* b = cm.handoff) {
+    cm.handoff = b->next;
+    if (r.collect_all) {
+      push(r.to_reclaim, b);
+    } else {
+      b->next = k.ready;
+#if BULKRCU_TSAN
+      __tsan_release(&g_krcs);  // pop_ready acquires
+#endif
+      __atomic_store_n(&k.ready, b, __ATOMIC_RELAXED);  // others peek at it
+    }
+  }
+  if (k.ready && (r.collect_all || r.pressure || (r.timer && cm.seen_ready == k.ready))) {
+    for (Block* b = k.ready; b;) {  // an idle CPU's ready blocks: nobody else will free them
+      Block* next = b->next;
+      push(r.to_reclaim, b);
+      b = next;
+    }
+    __atomic_store_n(&k.ready, nullptr, __ATOMIC_RELAXED);
+  }
+  if (r.timer) cm.seen_ready = k.ready;
+  tend_cache(k, r.spare_pages, r.refill);
+}
+
+// One pass; g_mon_mutex held. Never waits for a grace period and never runs a user deleter.
+// A lite pass (a retiring thread's, drive_if_late) only hands over elapsed blocks, collects
+// closed chains and asks for their grace period: no locked round, no reclaim, no barrier
+// stage (while a barrier is in progress it leaves elapsed batches to the runtime thread).
+PassResult monitor_pass_locked(bool lite) noexcept {
   if (BULKRCU_UNLIKELY(g_page == 0)) init_sizes();
   Monitor& m = mon();
+  CpuMon* cms = cpumons();
   Krc* base = krcs();
   const std::uint64_t now = now_ns();
-  const std::uint64_t barrier_target = g_barrier_req.load(std::memory_order_acquire);
-  const bool full = !lite && barrier_target > g_barrier_done.load(std::memory_order_relaxed);
+  PassResult out;
+  const std::uint64_t barrier_req = g_barrier_req.load(std::memory_order_acquire);
+  const bool bar_start = !lite && m.bar_stage == BarrierStage::kIdle && barrier_req > m.bar_target;
+  const bool bar_steal = !lite && m.bar_stage == BarrierStage::kCollected && gp::poll_state(m.bar_cookie);
+  // Checked before step 1: every batch collected before the cursors were taken has elapsed,
+  // so step 1 below reclaims them all.
+  const bool bar_finish = !lite && m.bar_stage == BarrierStage::kStolen && gp::poll_state(m.bar_cookie);
+  const bool bar_active = m.bar_stage != BarrierStage::kIdle || bar_start;
   const bool timer = !lite && now >= m.next_timer_ns;
   const bool pressure = !lite && over_budget();
   const bool refill = !lite && now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure &&
                       !pool::refill_backed_off();
+  // A barrier (until it completes) and the budget reclaim elapsed blocks in the pass instead of
+  // handing them over: nothing new reaches a ready list or a cursor while a barrier runs.
+  const bool direct = bar_active || pressure;
   g_kick.store(0, std::memory_order_relaxed);
   c.passes.fetch_add(1, std::memory_order_relaxed);
 
-  // 1. Blocks whose grace period has elapsed: to their CPU's incoming list (a barrier or
-  //    the budget reclaims them here instead).
+  // 1. Batches whose grace period has elapsed: free() blocks to their CPU's hand-over list
+  //    (or reclaimed by this pass's caller), user deleters' blocks to run_deleters.
   Block* to_reclaim = nullptr;
-  while (m.oldest && gp::poll_state(m.oldest->cookie)) {
-    Batch* batch = m.oldest;
-    m.oldest = batch->next;
-    if (!m.oldest) m.newest = nullptr;
-    flatten(batch);
-    BULKRCU_TRACE(batch_ready, batch->cookie, full || pressure);
-    for (Block* b = batch->blocks; b;) {
+  while (!(lite && bar_active) && oldest(m) && gp::poll_state(oldest(m)->cookie)) {
+    const Batch bt = *oldest(m);
+    pop_oldest(m);
+    BULKRCU_TRACE(batch_ready, bt.cookie, direct);
+    for (Block* b = bt.blocks; b;) {
       Block* next = b->next;
-      if (!batch->stolen) b->done = b->nr;
-      // To the home CPU's ready list: its retiring threads free it with warm allocator caches.
-      // If that CPU has gone idle, the drain timer finds the list unchanged and frees it here.
-      if (!full && !pressure) {
-        CpuMon& cm = m.cpus[b->home];
+      b->done = b->nr;
+      if (b->fn) {
+        queue_deleter_block(b);
+      } else if (!direct) {
+        // To the home CPU's ready list: its retiring threads free it with warm allocator caches.
+        // If that CPU has gone idle, the drain timer finds the list unchanged and frees it.
+        CpuMon& cm = cms[b->home];
         push(&cm.handoff, b);
-        if (!batch->stolen) {
-          cm.handoff_objs += b->nr;
-          b->cookie = kCookieReady;
-          base[b->home].ready_objs.fetch_add(b->nr, std::memory_order_relaxed);
-        }
-      } else
+        cm.handoff_objs += b->nr;
+        b->cookie = kCookieReady;
+        base[b->home].ready_objs.fetch_add(b->nr, std::memory_order_relaxed);
+      } else {
         push(&to_reclaim, b);
+      }
       b = next;
     }
-    delete batch;
+    for (Block* h = bt.chains; h;) {  // stolen cursors: `done` kept, already counted
+      Block* next_chain = chain_link(h);
+      for (Block* b = h; b;) {
+        Block* next = b->next;
+        if (!direct)
+          push(&cms[b->home].handoff, b);
+        else
+          push(&to_reclaim, b);
+        b = next;
+      }
+      h = next_chain;
+    }
   }
-  for (std::size_t i = 0; i < m.cpus.size(); ++i) {
+  for (int i = 0; i < nr_slots(); ++i) {
     // Backlog control. The limit is what the CPU was handed in the last window of kBacklogWindowNs
     // (about that long of its retires), plus two blocks: a backlog above it means its helpers
     // fall behind, and they free two batches per help until it is below again. Below it, the
     // backlog is a buffer against late hand-overs. (The size of the last hand-over alone
     // swung between a pace's worth and a few blocks; the small limits drained the buffer,
     // and helpers then ran dry at the next late hand-over.)
-    CpuMon& cm = m.cpus[i];
+    CpuMon& cm = cms[i];
     if (cm.win_start_ns == 0) cm.win_start_ns = now;
     const std::uint64_t elapsed = now - cm.win_start_ns;
     if (elapsed >= kBacklogWindowNs) {
@@ -948,26 +1192,18 @@ void monitor_pass_locked(bool lite) noexcept {
   //    thread changes the link of a block that is already front (closers link a new front to
   //    the old one before installing it, and never touch a front's link afterwards), so the
   //    closed chain behind a front is detached with an exchange; elapsed blocks go to the
-  //    CPU's `incoming` list with a compare-and-swap. Timer, barrier and pressure passes take
-  //    each slot's lock and fence its CPU (percpu.h protocol) to detach fronts, take idle ready
-  //    lists and tend the page cache.
-  const bool locked_round = full || timer || pressure;
+  //    CPU's `incoming` list with a compare-and-swap. Timer, barrier and pressure passes lock
+  //    the slots (a group at a time) and fence every CPU with one broadcast (percpu.h
+  //    protocol) to detach fronts, take idle ready lists and tend the page cache.
+  const bool locked_round = bar_start || timer || pressure;
   Block* collected = nullptr;
   Block* spare_pages = nullptr;
   std::uint64_t collected_objs = 0;
-  auto collect_chain = [&](Block* b, int i) {
-    while (b) {
-      Block* next = b->next;
-      b->home = static_cast<std::uint64_t>(i);
-      collected_objs += b->nr;
-      push(&collected, b);
-      b = next;
-    }
-  };
-  for (int i = 0; i < nr_slots(); ++i) {
-    Krc& k = base[i];
-    CpuMon& cm = m.cpus[static_cast<std::size_t>(i)];
-    if (!locked_round) {
+  const int n = nr_slots();
+  if (!locked_round) {
+    for (int i = 0; i < n; ++i) {
+      Krc& k = base[i];
+      CpuMon& cm = cms[i];
       for (int ch = 0; ch < kChannels; ++ch) {
         // Acquire pairs with the closer's commit of the front (a plain store after it wrote
         // nb->next; x86-TSO orders the two, and the sequence's "memory" clobber the compiler).
@@ -977,7 +1213,14 @@ void monitor_pass_locked(bool lite) noexcept {
         __tsan_acquire(&g_krcs);  // the same edge, for TSan: the closer released before S1
 #endif
         if (!__atomic_load_n(&f->next, __ATOMIC_RELAXED)) continue;
-        collect_chain(__atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL), i);
+        for (Block* b = __atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL); b;) {
+          Block* next = b->next;
+          close_collected(b);
+          b->home = static_cast<std::uint32_t>(i);
+          collected_objs += b->nr;
+          push(&collected, b);
+          b = next;
+        }
       }
       if (Block* first = cm.handoff) {
         Block* last = first;
@@ -985,93 +1228,49 @@ void monitor_pass_locked(bool lite) noexcept {
         cm.handoff = nullptr;
         push_incoming(k, first, last);
       }
-      continue;
     }
-    k.lock.lock();
-    bulkrcu::detail::subtle::fence_remote(i);
+  } else {
+    const RoundState r{bar_start,  timer,       pressure,     refill,
+                       &collected, &to_reclaim, &spare_pages, &collected_objs};
+    constexpr int kGroup = 256;  // slots locked at once, so one broadcast fence covers them
+    for (int group = 0; group < n; group += kGroup) {
+      const int end = group + kGroup < n ? group + kGroup : n;
+      for (int i = group; i < end; ++i) base[i].lock.lock();  // R1 on every slot of the group
+      bulkrcu::detail::subtle::fence_remote_all();            // R2, one broadcast
 #if BULKRCU_TSAN
-    __tsan_acquire(&g_krcs);
+      __tsan_acquire(&g_krcs);
 #endif
-    for (int ch = 0; ch < kChannels; ++ch) {
-      Block* f = k.front[ch];
-      if (!f) {
-        cm.seen_front[ch] = nullptr;
-        continue;
-      }
-      collect_chain(__atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL), i);
-      if (f->nr > 0 && (full || (timer && cm.seen_front[ch] == f))) {
-        __atomic_store_n(&k.front[ch], nullptr, __ATOMIC_RELAXED);  // others peek at it
-        f->cap = 0;
-        f->cookie = kCookieUnset;
-        f->home = static_cast<std::uint64_t>(i);
-        BULKRCU_TRACE(block_close, i, 2);  // 2: a partial block, by the monitor (timer, barrier)
-        collected_objs += f->nr;
-        push(&collected, f);
-      }
-      if (timer) cm.seen_front[ch] = k.front[ch];
+      for (int i = group; i < end; ++i) locked_round_slot(base[i], cms[i], i, r);
+      for (int i = group; i < end; ++i) base[i].lock.unlock();  // R3
     }
-    // Handed-over blocks (this pass's and those no helper has taken yet) join the ready list.
-    for (Block* b = k.incoming.exchange(nullptr, std::memory_order_acquire); b;) {
-      Block* next = b->next;
-      push(&cm.handoff, b);
-      b = next;
-    }
-    while (Block* b = cm.handoff) {
-      cm.handoff = b->next;
-      if (full) {
-        push(&to_reclaim, b);
-      } else {
-        b->next = k.ready;
-#if BULKRCU_TSAN
-        __tsan_release(&g_krcs);  // pop_ready acquires
-#endif
-        __atomic_store_n(&k.ready, b, __ATOMIC_RELAXED);  // others peek at it
-      }
-    }
-    if (k.ready && (full || pressure || (timer && cm.seen_ready == k.ready))) {
-      for (Block* b = k.ready; b;) {  // an idle CPU's ready blocks: nobody else will free them
-        Block* next = b->next;
-        push(&to_reclaim, b);
-        b = next;
-      }
-      __atomic_store_n(&k.ready, nullptr, __ATOMIC_RELAXED);
-    }
-    if (timer) cm.seen_ready = k.ready;
-    tend_cache(k, &spare_pages, refill);
-    k.lock.unlock();
   }
   c.collected.fetch_add(collected_objs, std::memory_order_relaxed);
 
-  // Reclaim cursors of threads (help_step): taken on timer, barrier and pressure passes, so
-  // that a thread that stopped retiring (or exited) strands nothing. Their blocks wait one
-  // grace period (a help in flight ends with its read-side critical section) and then go back
-  // to their home CPU with the pointers the thread had not freed yet.
-  if (locked_round) {
-    // A barrier's pass took every ready list above; a thread that popped a block before that
-    // may not have stored it in its word yet. Its help runs in a read-side critical section:
-    // after a grace period the block is in the word (or emptied and recycled).
-    if (full) gp::wait_for_cookie(gp::get_state(), false);
-    std::vector<Block*> stolen;
+  // Reclaim cursors of threads (help_step): taken on timer and pressure passes, so that a
+  // thread that stopped retiring (or exited) strands nothing, and by a barrier one grace period
+  // after its collection (a thread that popped a ready block before then has stored it in its
+  // word by now: its help runs in a read-side critical section). Their blocks wait one grace
+  // period (a help in flight ends with its section) and then go back to their home CPU with
+  // the pointers the thread had not freed yet.
+  if (!lite && (timer || pressure || bar_steal)) {
+    Block* chains = nullptr;
     gp::for_each_thread_word(
         [](std::atomic<void*>& word, void* arg) {
           if (!word.load(std::memory_order_relaxed)) return;
-          if (void* b = word.exchange(nullptr, std::memory_order_acq_rel)) {
-            static_cast<std::vector<Block*>*>(arg)->push_back(static_cast<Block*>(b));
+          if (void* p = word.exchange(nullptr, std::memory_order_acq_rel)) {
+            Block* b = static_cast<Block*>(p);
+            Block** list = static_cast<Block**>(arg);
+            set_chain_link(b, *list);
+            *list = b;
             c.cursors_stolen.fetch_add(1, std::memory_order_relaxed);
           }
         },
-        &stolen);
-    if (!stolen.empty()) {
-      auto* batch = new Batch{gp::get_state(), nullptr, nullptr, true, std::move(stolen)};
-      if (m.newest)
-        m.newest->next = batch;
-      else
-        m.oldest = batch;
-      m.newest = batch;
-    }
+        &chains);
+    if (chains) add_batch(m, gp::get_state(), nullptr, chains);
   }
 
-  // 3. Cookies for detached blocks; the rest keep the cookie their closer recorded (polled
+  // 3. Cookies for detached blocks (every block an rseq closer closed: it takes none); the rest
+  //    (try-lock mode closers) keep the cookie their closer recorded under the lock (polled
   //    grace periods: a block whose cookie has already elapsed needs no new one).
   if (collected) {
     const unsigned long fresh = gp::get_state();
@@ -1079,41 +1278,55 @@ void monitor_pass_locked(bool lite) noexcept {
     bool first = true;
     for (Block* b = collected; b; b = b->next) {
       if (b->cookie == kCookieUnset) b->cookie = fresh;
-      if (first || static_cast<long>(b->cookie - cookie) > 0) cookie = b->cookie;
+      if (first || cookie_after(b->cookie, cookie)) cookie = b->cookie;
       first = false;
     }
-    auto* batch = new Batch{cookie, collected, nullptr};
-    if (m.newest)
-      m.newest->next = batch;
-    else
-      m.oldest = batch;
-    m.newest = batch;
+    add_batch(m, cookie, collected, nullptr);
   }
-  const bool have_newest = m.newest != nullptr;
-  const unsigned long newest = have_newest ? m.newest->cookie : 0;
+
+  // The barrier's stages (see BarrierStage): each asks for the grace period the next waits for.
+  if (bar_start) {
+    m.bar_stage = BarrierStage::kCollected;
+    m.bar_target = barrier_req;
+    m.bar_cookie = gp::get_state();
+    gp::request(m.bar_cookie);
+  } else if (bar_steal) {
+    m.bar_stage = BarrierStage::kStolen;
+    m.bar_cookie = gp::get_state();
+    for (unsigned i = 0; i < m.count; ++i) {
+      const unsigned long ck = m.ring[(m.first + i) % kBatches].cookie;
+      if (cookie_after(ck, m.bar_cookie)) m.bar_cookie = ck;
+    }
+    gp::request(m.bar_cookie);
+  } else if (bar_finish) {
+    m.bar_stage = BarrierStage::kIdle;
+    out.barrier_done = m.bar_target;
+  }
+
+  Batch* nb = newest(m);
+  const unsigned long newest_cookie = nb ? nb->cookie : 0;
   m.deferred = false;
-  if (have_newest && !gp::poll_state(newest)) {
-    if (full || pressure || now >= m.last_request_ns + kGpPaceNs) {
-      if (!m.requested_any || m.last_requested != newest) {
+  if (nb && !gp::poll_state(newest_cookie)) {
+    if (bar_active || pressure || now >= m.last_request_ns + kGpPaceNs) {
+      if (!m.requested_any || m.last_requested != newest_cookie) {
         c.gps.fetch_add(1, std::memory_order_relaxed);
-        m.last_requested = newest;
+        m.last_requested = newest_cookie;
         m.requested_any = true;
       }
       m.last_request_ns = now;
       g_pace_due_ns.store(now + kGpPaceNs, std::memory_order_relaxed);
       if (lite) {  // the driving thread runs it, or requests it if it cannot
         m.has_want = true;
-        m.want = newest;
+        m.want = newest_cookie;
       } else {
-        gp::request(newest);
+        gp::request(newest_cookie);
       }
     } else {
       m.deferred = true;
     }
   }
 
-  // 4. Reclaim what no retiring thread will, and return spare pages.
-  reclaim_list(to_reclaim);
+  // 4. Return spare pages (free() blocks are reclaimed by the caller, after the unlock).
   for (Block* b = lite ? nullptr : g_spare.exchange(nullptr, std::memory_order_acquire); b;) {
     Block* next = b->next;
     push(&spare_pages, b);
@@ -1123,31 +1336,98 @@ void monitor_pass_locked(bool lite) noexcept {
     spare_pages = b->next;
     bulkrcu_free_page(b);
   }
-
-  // 5. A barrier: wait for every waiting block and reclaim it here.
-  if (full) {
-    if (m.newest) gp::wait_for_cookie(m.newest->cookie, false);
-    while (Batch* batch = m.oldest) {
-      m.oldest = batch->next;
-      flatten(batch);
-      if (!batch->stolen)
-        for (Block* b = batch->blocks; b; b = b->next) b->done = b->nr;
-      reclaim_list(batch->blocks);
-      delete batch;
-    }
-    m.newest = nullptr;
-    g_barrier_done.store(barrier_target, std::memory_order_release);
-  }
   if (timer) m.next_timer_ns = now + config().drain_ns;
   if (!lite) refill_reserve();  // independent of the cache back-off and of the budget
   g_last_pass_ns.store(now_ns(), std::memory_order_relaxed);
+  out.reclaim = to_reclaim;
+  return out;
+}
+
+// After a pass, with g_mon_mutex released: free() blocks here, and a completed barrier handed
+// to run_deleters (which publishes it once the user deleters queued before it have run).
+void finish_pass(const PassResult& r) noexcept {
+  reclaim_list(r.reclaim);
+  if (r.barrier_done) store_max(g_barrier_pending, r.barrier_done);
   publish_progress();
 }
 }  // namespace
 
 void monitor_pass() noexcept {
-  MonLock lock;
-  monitor_pass_locked(false);
+  PassResult r;
+  {
+    MonLock lock;
+    r = monitor_pass_locked(false);
+  }
+  finish_pass(r);
+}
+
+bool deleters_pending() noexcept {
+  return g_deleter_ready.load(std::memory_order_relaxed) != nullptr ||
+         g_sync_nodes.load(std::memory_order_relaxed) != nullptr ||
+         g_barrier_pending.load(std::memory_order_relaxed) > g_barrier_done.load(std::memory_order_relaxed);
+}
+
+std::size_t run_deleters() noexcept {
+  // Loaded first: every block of that barrier was queued before it was stored.
+  const std::uint64_t bar = g_barrier_pending.load(std::memory_order_acquire);
+  std::size_t ran = 0;
+  if (g_deleter_ready.load(std::memory_order_relaxed) || g_sync_nodes.load(std::memory_order_relaxed)) {
+    // exit(): registered before the first user deleter runs, so it runs before the destructors
+    // of every static object constructed before then (atexit runs in reverse order).
+    static std::atomic<bool> s_at_exit{false};
+    if (!s_at_exit.exchange(true, std::memory_order_relaxed)) atexit([] { quiesce(); });
+    g_deleter_runners.fetch_add(1, std::memory_order_seq_cst);  // quiesce's Dekker pair
+    if (!g_quiesced.load(std::memory_order_seq_cst)) {
+      // One section from before the lists are taken until their last deleter has returned: a
+      // kvfree barrier's closing grace period waits for deleters in flight on any thread.
+      UserCode user(Section::kReader);
+      for (SyncNode* node = g_sync_nodes.exchange(nullptr, std::memory_order_acquire); node;) {
+        SyncNode* next = node->next;  // read first: the node lives on its waiting thread's stack
+        node->fn(node->ptr);
+        ++ran;
+        node->done.store(1, std::memory_order_release);
+        bulkrcu::detail::subtle::futex_wake(&node->done, 1);
+        node = next;
+      }
+      for (Block* b = g_deleter_ready.exchange(nullptr, std::memory_order_acquire); b;) {
+        Block* next = b->next;
+        std::uint64_t i = 0;
+        for (; i < b->done && !g_quiesced.load(std::memory_order_relaxed); ++i) {
+          if (i + 16 < b->done) __builtin_prefetch(b->ptrs[i + 16]);
+          b->fn(b->ptrs[i]);
+        }
+        ran += i;
+        c.monitor_freed.fetch_add(i, std::memory_order_relaxed);
+        if (i < b->done) break;  // exit(): the rest is left to the OS
+        b->done = 0;
+        if (b->est_bytes) credit(b);
+        bulkrcu_free_page(b);
+        b = next;
+      }
+    } else {
+      // exit(): no deleter starts any more, but a thread that handed one over before it saw
+      // the flag must not wait for it forever (the object is left to the OS).
+      for (SyncNode* node = g_sync_nodes.exchange(nullptr, std::memory_order_acquire); node;) {
+        SyncNode* next = node->next;
+        node->done.store(1, std::memory_order_release);
+        bulkrcu::detail::subtle::futex_wake(&node->done, 1);
+        node = next;
+      }
+    }
+    g_deleter_runners.fetch_sub(1, std::memory_order_release);
+  }
+  if (bar > g_barrier_done.load(std::memory_order_relaxed)) {
+    store_max(g_barrier_done, bar);
+    publish_progress();
+  }
+  return ran;
+}
+
+void quiesce() noexcept {
+  g_quiesced.store(true, std::memory_order_seq_cst);
+  if (in_user_code()) return;  // exit() from a deleter or callback: do not wait for ourselves
+  // Deleters in flight end on their own; bounded, in case one waits for this thread.
+  for (int i = 0; i < 10000 && g_deleter_runners.load(std::memory_order_seq_cst) != 0; ++i) sleep_ns(100000);
 }
 
 namespace {
@@ -1159,16 +1439,19 @@ bool drive(std::uint64_t now) noexcept {
   Monitor& m = mon();
   m.has_want = false;
   monitor_pass_locked(true);
-  if (m.oldest && !gp::poll_state(m.oldest->cookie) && gp::reader_nesting() == 0) {
+  if (oldest(m) && !gp::poll_state(oldest(m)->cookie) && gp::reader_nesting() == 0) {
     // Two at most: a cookie taken while a grace period ran needs the next one too.
-    for (int i = 0; i < 2 && !gp::poll_state(m.oldest->cookie); ++i)
+    for (int i = 0; i < 2 && !gp::poll_state(oldest(m)->cookie); ++i)
       if (!gp::try_grace_period_now()) break;
-    if (gp::poll_state(m.oldest->cookie)) monitor_pass_locked(true);
+    if (gp::poll_state(oldest(m)->cookie)) monitor_pass_locked(true);
   }
   if (m.has_want && !gp::poll_state(m.want)) gp::request(m.want);  // the runtime thread runs it
   m.has_want = false;
   g_last_drive_ns.store(now, std::memory_order_relaxed);
   pthread_mutex_unlock(&g_mon_mutex);
+  publish_progress();
+  // User deleters elapsed in this pass run on the runtime thread, never here.
+  if (deleters_pending()) doorbell_ring_if_idle();
   c.drives.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
@@ -1191,19 +1474,22 @@ void drive_if_late() noexcept {
 }
 
 bool has_work() noexcept {
-  if (g_barrier_req.load(std::memory_order_acquire) > g_barrier_done.load(std::memory_order_relaxed))
-    return true;
+  if (deleters_pending()) return true;
   MonLock lock;
   Monitor& m = mon();
+  if (m.bar_stage == BarrierStage::kIdle && g_barrier_req.load(std::memory_order_acquire) > m.bar_target)
+    return true;
+  if (m.bar_stage != BarrierStage::kIdle && gp::poll_state(m.bar_cookie)) return true;
   // Kicks (a block closed) and deferred cookies wait for the pace: one grace period then
   // covers every block closed meanwhile.
   const std::uint64_t now = now_ns();
   const std::uint64_t pace = retirers_driving(now) ? 2 * kGpPaceNs : kGpPaceNs;
   const bool pace_ok = now >= m.last_request_ns + pace || over_budget();
   if (pace_ok && (m.deferred || g_kick.load(std::memory_order_relaxed))) return true;
-  if (m.oldest && gp::poll_state(m.oldest->cookie)) return true;
-  for (const CpuMon& cm : m.cpus)
-    if (cm.handoff) return true;
+  if (oldest(m) && gp::poll_state(oldest(m)->cookie)) return true;
+  CpuMon* cms = cpumons();
+  for (int i = 0; i < nr_slots(); ++i)
+    if (cms[i].handoff) return true;
   return now_ns() >= m.next_timer_ns && cpu_state_pending();
 }
 
@@ -1215,14 +1501,17 @@ std::uint64_t next_timeout_ns() noexcept {
     std::uint64_t pace = m.last_request_ns + (retirers_driving(now) ? 2 * kGpPaceNs : kGpPaceNs);
     return pace > now ? pace - now : 1;
   }
-  if (!m.oldest && !cpu_state_pending()) return 0;
+  if (!oldest(m) && !cpu_state_pending()) return 0;
   return m.next_timer_ns > now ? m.next_timer_ns - now : 1;
 }
 
 void barrier() noexcept {
+  // First: a deleter runs inside a read-side critical section, and this is the message it needs.
+  if (in_user_code())
+    fatal(
+        "bulkrcu_kvfree_barrier() called from inside an RCU callback or deleter: it would wait "
+        "for itself");
   gp::assert_not_in_reader("bulkrcu_kvfree_barrier()");
-  if (cb::in_callback())
-    fatal("bulkrcu_kvfree_barrier() called from inside an RCU callback: it would wait for itself");
   const std::uint64_t target = g_barrier_req.fetch_add(1, std::memory_order_acq_rel) + 1;
   g_progress_waiters.fetch_add(1, std::memory_order_seq_cst);
   doorbell_ring();
@@ -1232,7 +1521,8 @@ void barrier() noexcept {
     bulkrcu::detail::subtle::futex_wait(&g_progress, seen, 0);
   }
   g_progress_waiters.fetch_sub(1, std::memory_order_relaxed);
-  // Claims in flight on retiring threads run inside read-side critical sections.
+  // Claims in flight on retiring threads, and deleters in flight on any thread, run inside
+  // read-side critical sections.
   gp::wait_for_cookie(gp::get_state(), false);
 }
 
@@ -1245,18 +1535,23 @@ namespace {
 void release_pages() noexcept {
   Krc* base = g_krcs.load(std::memory_order_acquire);
   Block* pages = g_spare.exchange(nullptr, std::memory_order_acquire);
-  for (int i = 0; base && i < nr_slots(); ++i) {
-    Krc& k = base[i];
-    k.lock.lock();
-    bulkrcu::detail::subtle::fence_remote(i);
-    while (Block* b = k.cache) {
+  const int n = base ? nr_slots() : 0;
+  constexpr int kGroup = 256;  // slots locked at once, so one broadcast fence covers them
+  for (int group = 0; group < n; group += kGroup) {
+    const int end = group + kGroup < n ? group + kGroup : n;
+    for (int i = group; i < end; ++i) base[i].lock.lock();
+    bulkrcu::detail::subtle::fence_remote_all();
+    for (int i = group; i < end; ++i) {
+      Krc& k = base[i];
+      while (Block* b = k.cache) {
 #if BULKRCU_TSAN
-      __tsan_acquire(b);  // pushed by an owner's rseq_push
+        __tsan_acquire(b);  // pushed by an owner's rseq_push
 #endif
-      k.cache = b->next;
-      push(&pages, b);
+        k.cache = b->next;
+        push(&pages, b);
+      }
+      k.lock.unlock();
     }
-    k.lock.unlock();
   }
   while (Block* b = pages) {
     pages = b->next;
@@ -1303,6 +1598,7 @@ void after_fork_child() noexcept {
   if (Krc* base = g_krcs.load(std::memory_order_acquire))
     for (int i = 0; i < nr_slots(); ++i) base[i].lock.unlock();
   g_progress_waiters.store(0, std::memory_order_relaxed);
+  g_deleter_runners.store(0, std::memory_order_relaxed);
 }
 
 void fill_stats(bulkrcu_stats* s) noexcept {
@@ -1330,6 +1626,9 @@ void fill_stats(bulkrcu_stats* s) noexcept {
   s->kv_cursors_stolen = ld(c.cursors_stolen);
   s->kv_retirer_passes = ld(c.drives);
   s->kv_helps_dry = ld(c.helps_dry);
+  s->kv_throttles = ld(c.throttles);
+  s->kv_pending_unsized = ld(c.pending_objs);
+  s->kv_budget_objects = config().max_pending_objects;
 }
 
 }  // namespace bulkrcu::detail::kvfree

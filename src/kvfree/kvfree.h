@@ -14,7 +14,8 @@
 //       front[ch] of a Krc; 0 <= nr <= cap; cookie == kCookieUnset
 //   closed  [nobody appends: cap was set to 0 (sealed) or nr == cap (full)]
 //       chained behind front[ch] through `next`; cookie: the grace period that covers every
-//       pointer in it (set by the closing thread after the seal, or by the runtime thread)
+//       pointer in it (set by the runtime thread when it detaches the block, or by a
+//       try-lock mode closer under the slot's lock)
 //   waiting [whoever holds the monitor's mutex] in the monitor's list until poll_state(cookie)
 //   ready   [a Krc's `incoming` list (lock-free; any thread takes the whole list) or `ready`
 //       list (this CPU pops with rseq; the runtime thread pushes and takes idle lists under
@@ -41,6 +42,10 @@ using Deleter = void (*)(void*);
 inline constexpr int kChannels = 16;              // active channels per CPU (hash of the deleter)
 inline constexpr unsigned long kCookieUnset = 1;  // cookies are even
 inline constexpr unsigned long kCookieReady = 3;  // handed over: counted in Krc::ready_objs
+// Block::obj_size: kCharged is set (atomically) by whoever charges a closed block's objects,
+// once; kUnsized (with kCharged) marks objects counted against the object bound.
+inline constexpr std::uint32_t kCharged = 0x80000000u;
+inline constexpr std::uint32_t kUnsized = 0x7FFFFFFFu;
 #ifdef BULKRCU_TESTING
 inline constexpr std::size_t kTestBlockCapacity = 4;  // reach every block-full path
 #endif
@@ -53,8 +58,10 @@ struct Block {
   Block* next;              // chain behind front / ready list / cache list
   unsigned long cookie;     // grace period covering every pointer (kCookieUnset until closed)
   std::uint64_t done;       // ready blocks: pointers [0, done) not yet claimed
-  std::uint64_t est_bytes;  // pending-bytes estimate charged to the budget when closed
-  std::uint64_t home;       // CPU slot the block was filled on
+  std::uint64_t est_bytes;  // bytes charged to the budget: the page, and its objects once closed
+  std::uint32_t home;       // CPU slot the block was filled on
+  std::uint32_t obj_size;   // bytes an object, when the retiring call knew it (0: unknown;
+                            // kUnsized once closed: counted against the object bound instead)
   void* ptrs[];             // capacity = (page_size - sizeof(Block)) / sizeof(void*)
 };
 // The inline store (bulkrcu__kv_store in include/bulkrcu/rcu.h) relies on this layout.
@@ -90,10 +97,13 @@ BULKRCU_ALWAYS_INLINE std::size_t front_off(std::size_t ch) noexcept {
 // Slow paths (out of line).
 // kMayBlock: the blocking fallbacks and back-pressure are allowed. kNoWait: never block (no
 // in-place allocation, no grace-period wait). kNoSyscall: no system call either (the doorbell
-// is nudged instead of rung). kHelp: this thread may run deleters (free) over ready pointers
-// of its CPU, so it must not be a signal handler.
+// is nudged instead of rung). kHelp: this thread may free() ready pointers of the free()
+// channel (never a user deleter: those run on the runtime thread, run_deleters), so it must
+// not be a signal handler. `size` (C++ retire: sizeof(T)) is the bytes of every object of the
+// channel's block this call installs; 0: unknown (then malloc_usable_size for the free()
+// channel, the object bound for the others).
 enum : unsigned { kMayBlock = 1u, kNoWait = 2u, kNoSyscall = 4u, kHelp = 8u };
-BULKRCU_NOINLINE bool retire_slow(Deleter fn, void* ptr, unsigned flags) noexcept;
+BULKRCU_NOINLINE bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size = 0) noexcept;
 BULKRCU_NOINLINE void help(unsigned flags) noexcept;
 
 // Every kHelpEvery-th pointer stored on a CPU makes the storing thread free up to
@@ -123,12 +133,23 @@ BULKRCU_ALWAYS_INLINE bool retire_fast(Deleter fn, void* ptr, unsigned flags) no
 #endif
 }
 
-BULKRCU_ALWAYS_INLINE bool retire(Deleter fn, void* ptr, unsigned flags) noexcept {
-  return retire_fast(fn, ptr, flags) || retire_slow(fn, ptr, flags);
+BULKRCU_ALWAYS_INLINE bool retire(Deleter fn, void* ptr, unsigned flags, std::size_t size = 0) noexcept {
+  return retire_fast(fn, ptr, flags) || retire_slow(fn, ptr, flags, size);
 }
 
 void kfree_head(void* ptr, bulkrcu_head* head) noexcept;
 void barrier() noexcept;
+// Runs the user deleters (channels other than free()) whose grace period has elapsed, and the
+// last-resort deleters of retires that found no page, on the calling thread, through
+// base/user_code.h inside a read-side critical section; publishes a kvfree barrier whose
+// blocks have all run. The runtime thread calls it after each pass, with no lock held;
+// bulkrcu_kvfree_reclaim() on any thread. Returns the number of deleters run.
+std::size_t run_deleters() noexcept;
+// True when run_deleters() has work.
+bool deleters_pending() noexcept;
+// exit(): after it returns no user deleter starts, and none is running (except on the calling
+// thread). Pending objects are left to the OS.
+void quiesce() noexcept;
 void memory_pressure() noexcept;
 
 // ---- runtime thread ----

@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/base.h"
+#include "base/user_code.h"
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
 #include "cache/cache.h"
@@ -150,6 +152,13 @@ void one_pass() {
     cb::sweep();
   }
   if (kvfree::has_work()) kvfree::monitor_pass();
+  // User deleters (and a kvfree barrier's completion) with no lock held: a deleter may take
+  // any lock, even one a thread calling fork() holds.
+  if (kvfree::deleters_pending()) {
+    pthread_mutex_unlock(&g_driver_mutex);
+    kvfree::run_deleters();
+    pthread_mutex_lock(&g_driver_mutex);
+  }
   cb::promote_ready();
   wake_workers();
   // With ready callbacks no other thread runs, run a batch before waiting for the next grace
@@ -165,6 +174,7 @@ void one_pass() {
 
 void* runtime_main(void*) {
   t_is_runtime = true;
+  t_bulkrcu_thread = true;  // base/user_code.h: never throttles, may run deleters inline
   pthread_setname_np(pthread_self(), "bulkrcu-rt");
   // Its passes and grace periods must not wait for a busy CPU's slice to end (base.h).
   become_latency_sensitive();
@@ -346,6 +356,10 @@ void(bulkrcu_kfree_head)(void* ptr, struct bulkrcu_head* head) {
 }
 
 void bulkrcu_kvfree_barrier(void) {
+  if (in_user_code())  // before the reader check: deleters run inside a read-side section
+    fatal(
+        "bulkrcu_kvfree_barrier() called from inside an RCU callback or deleter: it would wait "
+        "for itself");
   gp::assert_not_in_reader("bulkrcu_kvfree_barrier()");
   gp::NoCancel no_cancel;  // not a cancellation point (rcu.h)
   runtime::ensure_started();
@@ -356,6 +370,23 @@ void bulkrcu_kvfree_barrier(void) {
 void bulkrcu_memory_pressure(void) {
   cache::on_memory_pressure();  // first: empty slabs reach the pool before it shrinks
   kvfree::memory_pressure();
+}
+
+size_t bulkrcu_kvfree_reclaim(void) {
+  runtime::ensure_started();
+  return kvfree::run_deleters();
+}
+
+void(bulkrcu__defer_sized)(void (*fn)(void*), void* ptr, size_t size) {
+  constexpr unsigned kFlags = kvfree::kMayBlock | kvfree::kHelp;
+  runtime::ensure_started();
+  kvfree::retire_slow(fn, ptr, kFlags, size);
+}
+
+bool(bulkrcu__defer_nonblocking_sized)(void (*fn)(void*), void* ptr, size_t size) {
+  constexpr unsigned kFlags = kvfree::kNoWait | kvfree::kHelp;
+  runtime::ensure_started();
+  return kvfree::retire_slow(fn, ptr, kFlags, size);
 }
 
 void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
