@@ -208,10 +208,19 @@ void doorbell_ring() noexcept {
   if (g_doorbell.exchange(0, std::memory_order_relaxed) == 1) subtle::futex_wake(&g_doorbell, 1);
 }
 
-int possible_cpus() noexcept {
-  static const int n = read_possible_cpus();
-  return n;
+namespace {
+constinit Once<int> g_possible_cpus;
+constinit Once<Config> g_config;
+}  // namespace
+
+void once_wait(unsigned round) noexcept {
+  if (round < 64)
+    cpu_relax();
+  else
+    sched_yield();
 }
+
+int possible_cpus() noexcept { return g_possible_cpus.get(read_possible_cpus); }
 
 std::uint64_t now_ns() noexcept {
   timespec ts;
@@ -271,10 +280,7 @@ void log_warning(const char* fmt, ...) noexcept {
   (void)ignored;
 }
 
-const Config& config() noexcept {
-  static const Config c = load_config();
-  return c;
-}
+const Config& config() noexcept { return g_config.get(load_config); }
 
 Config read_config() noexcept { return load_config(); }
 

@@ -110,6 +110,38 @@ struct EnvSpecs {
 };
 EnvSpecs config_specs() noexcept;
 
+void once_wait(unsigned round) noexcept;  // Once's wait: cpu_relax, then sched_yield
+
+// A value computed on first use without the C++ runtime's static-local guard
+// (__cxa_guard_acquire: the static library needs no libstdc++). The first caller computes it;
+// a concurrent caller spins (then yields) until it is published. Constant-initialized, so it
+// may live at namespace scope and be used from any constructor. `compute` must not use the
+// same Once. Blocks: only while another thread computes. Async-signal-safe: only once computed.
+template <class T>
+class Once {
+ public:
+  template <class F>
+  const T& get(F compute) noexcept {
+    if (BULKRCU_LIKELY(state_.load(std::memory_order_acquire) == kReady)) return value_;
+    return slow(compute);
+  }
+
+ private:
+  static constexpr int kEmpty = 0, kBusy = 1, kReady = 2;
+  template <class F>
+  BULKRCU_NOINLINE const T& slow(F compute) noexcept {
+    int expected = kEmpty;
+    if (state_.compare_exchange_strong(expected, kBusy, std::memory_order_acquire)) {
+      value_ = compute();
+      state_.store(kReady, std::memory_order_release);
+      return value_;
+    }
+    for (unsigned i = 0; state_.load(std::memory_order_acquire) != kReady; ++i) once_wait(i);
+    return value_;
+  }
+  std::atomic<int> state_{kEmpty};
+  T value_{};
+};
 struct Config {
   std::uint64_t stall_timeout_ns;     // BULKRCU_STALL_TIMEOUT (integer seconds 1..86400, default 21)
   bool no_rseq;                       // BULKRCU_NO_RSEQ (boolean) forces the try-lock fallback

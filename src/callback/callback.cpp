@@ -212,9 +212,19 @@ void fork_child() {
 
 }  // namespace
 
-int nr_lanes() noexcept {
-  static const int n = compute_lanes();
-  return n;
+namespace {
+constinit Once<int> g_nr_lanes;
+}  // namespace
+
+int nr_lanes() noexcept { return g_nr_lanes.get(compute_lanes); }
+
+void hold_slot_lock_for_test(int cpu, bool hold) noexcept {
+  SlotLock& l = slots()[cpu].lock;
+  if (hold) {
+    while (!l.try_lock()) cpu_relax();
+  } else {
+    l.unlock();
+  }
 }
 
 void call_free_head(bulkrcu_head* head, std::uintptr_t offset) noexcept {

@@ -48,6 +48,9 @@ extern void (*g_free_object)(void*) noexcept;
 
 // Number of lanes: min(possible CPUs, kMaxLanes).
 int nr_lanes() noexcept;
+// Tests: takes (true) or releases (false) CPU slot `cpu`'s lock, as a bulkrcu_call caller
+// preempted inside its push would hold it.
+void hold_slot_lock_for_test(int cpu, bool hold) noexcept;
 
 // ---- runtime side ----
 // True when a CPU list, an overflow list or a carried chain holds callbacks not yet in a
