@@ -341,6 +341,32 @@ TEST(CacheDeathTest, DestroyWithObjectsAllocatedNamesCacheAndCount) {
       "bulkrcu_cache_destroy\\(\"leaky\"\\): 3 objects still allocated");
 }
 
+// Cache ids (the address map's tags) are taken back at destroy and handed out again: caches
+// made after many others were destroyed still find their objects and refuse each other's.
+TEST(Cache, IdsAreReusedAndKeepCachesApart) {
+  for (int i = 0; i < 20; ++i) {
+    bulkrcu_cache* c = bulkrcu_cache_create("churn", 24, 0, 0);
+    ASSERT_NE(c, nullptr);
+    void* p = bulkrcu_cache_alloc(c);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(bulkrcu_cache_of(p), c);
+    bulkrcu_cache_free_rcu(c, p);
+    bulkrcu_cache_destroy(c);
+  }
+  bulkrcu_cache* a = bulkrcu_cache_create("a", 24, 0, 0);
+  bulkrcu_cache* b = bulkrcu_cache_create("b", 24, 0, 0);
+  void* pa = bulkrcu_cache_alloc(a);
+  void* pb = bulkrcu_cache_alloc(b);
+  EXPECT_EQ(bulkrcu_cache_of(pa), a);
+  EXPECT_EQ(bulkrcu_cache_of(pb), b);
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(bulkrcu_cache_free(a, pb), "object of cache \"b\" freed to the wrong cache");
+  bulkrcu_cache_free(a, pa);
+  bulkrcu_cache_free(b, pb);
+  bulkrcu_cache_destroy(a);
+  bulkrcu_cache_destroy(b);
+}
+
 TEST(CacheDeathTest, WrongCacheForeignPointerDoubleFree) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
@@ -350,6 +376,15 @@ TEST(CacheDeathTest, WrongCacheForeignPointerDoubleFree) {
         bulkrcu_cache_free(b, bulkrcu_cache_alloc(a));
       },
       "bulkrcu_cache_free\\(\"two\", 0x[0-9a-f]+\\): object of cache \"one\" freed to the wrong cache");
+  // Same size, same slab order: only the cache tag in the address map tells them apart, and
+  // free_rcu checks it at the call (no barrier, no sealed array needed).
+  EXPECT_DEATH(
+      {
+        bulkrcu_cache* a = bulkrcu_cache_create("one", 24, 0, 0);
+        bulkrcu_cache* b = bulkrcu_cache_create("two", 24, 0, 0);
+        bulkrcu_cache_free_rcu(b, bulkrcu_cache_alloc(a));
+      },
+      "bulkrcu_cache_free_rcu\\(\"two\", 0x[0-9a-f]+\\): object of cache \"one\" freed to the wrong cache");
   EXPECT_DEATH(
       {
         bulkrcu_cache* a = bulkrcu_cache_create("one", 24, 0, 0);

@@ -66,15 +66,30 @@ struct Sheaf {
 static_assert(sizeof(Sheaf) == kSheafHeader);
 static_assert(offsetof(Sheaf, nr) == 0 && offsetof(Sheaf, cap) == 8);
 
+// A slot word: (array address | nr), 0 for none (cache_rseq.h). Owner: this CPU's sequences;
+// remote: under lock + fence_remote.
 struct alignas(kCacheLine) CpuSlot {
-  SlotLock lock;  // 0: percpu.h's protocol
-  Sheaf* main;    // 8: owner: this CPU's sequences; remote: under lock + fence_remote
-  Sheaf* rcu;     // 16: same
+  SlotLock lock;        // 0: percpu.h's protocol
+  std::uintptr_t main;  // 8: the array to allocate from and free into
+  std::uintptr_t rcu;   // 16: the array collecting free_rcu
   char pad[kCacheLine - 24];
 };
 constexpr std::size_t kMainOff = offsetof(CpuSlot, main);
 constexpr std::size_t kRcuOff = offsetof(CpuSlot, rcu);
 static_assert(kMainOff == 8 && kRcuOff == 16 && sizeof(CpuSlot) == kCacheLine);
+static_assert(kSheafCapMax <= subtle::kSheafNrMask);
+
+// An array into a slot word (its nr moves into the word) and back (the word's nr is written
+// back into the array, which the caller then owns).
+BULKRCU_ALWAYS_INLINE std::uintptr_t pack(Sheaf* s) noexcept {
+  return s ? reinterpret_cast<std::uintptr_t>(s) | s->nr : 0;
+}
+BULKRCU_ALWAYS_INLINE Sheaf* unpack(std::uintptr_t w) noexcept {
+  if (!w) return nullptr;
+  Sheaf* s = reinterpret_cast<Sheaf*>(w & ~subtle::kSheafNrMask);
+  s->nr = w & subtle::kSheafNrMask;
+  return s;
+}
 
 // ---- slabs -----------------------------------------------------------------------------------
 enum SlabList : std::uint32_t { kNone = 0, kPartial, kFull, kEmpty, kDying };
@@ -117,7 +132,8 @@ struct Cache {
   std::size_t size, stride, align, link_off, objs_off, slab_bytes, sheaf_cap;
   unsigned order, flags;
   std::uint32_t nobj;
-  bool poison;  // debug mode, neither typesafe nor constructed
+  std::uint32_t tag;  // address-map entry of its slabs' pages: (id << 8) | (order + 1)
+  bool poison;        // debug mode, neither typesafe nor constructed
   void (*ctor)(void*);
   CpuSlot* slots;
 
@@ -146,6 +162,11 @@ struct Cache {
 
 pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
 Cache* g_caches = nullptr;  // under g_reg_mu
+
+// Cache ids (the address map's tags), 1..kMaxCaches - 1, under g_reg_mu; 0 is never used.
+constexpr std::uint32_t kMaxCaches = std::uint32_t{1} << 24;
+std::uint64_t* g_ids = nullptr;  // bitmap, kMaxCaches bits, mapped on first use
+std::uint32_t g_id_hint = 1;     // search start: the lowest id that may be free
 
 // ---- messages (async-signal-safe: no printf) ---------------------------------------------------
 struct Msg {
@@ -195,10 +216,13 @@ struct Msg {
 }
 
 // ---- the address map: which pages are slabs, and of what order ---------------------------------
-// 47-bit addresses, 2 MiB frames: g_map[frame >> 13] points to a lazily mapped 4 MiB table of
-// 8192 frames x 512 bytes, one byte per page: 0 = no slab, else the slab's order + 1. Bytes are
-// set when a slab is made (before any of its objects is handed out) and cleared before it goes
-// back to the pool; the tables are never unmapped, so a racing lookup is memory-safe.
+// 47-bit addresses, 2 MiB frames: g_map[frame >> 13] points to a lazily mapped 16 MiB table
+// (MAP_NORESERVE: only the touched pages cost memory) of 8192 frames x 512 pages, one 32-bit
+// entry per page: 0 = no slab, else the slab's tag, (cache id << 8) | (order + 1) (Cache::tag).
+// Entries are set when a slab is made (before any of its objects is handed out) and cleared
+// before it goes back to the pool; the tables are never unmapped, so a racing lookup is
+// memory-safe. The cache id makes the free checks one table load: an entry equal to the
+// cache's tag proves the object lies in a slab of that cache, without reading the slab header.
 constexpr unsigned kFrameShift = 21;
 constexpr std::size_t kL2Frames = 8192;
 constexpr std::size_t kPagesPerFrameMax = 512;
@@ -206,45 +230,60 @@ constexpr std::size_t kPagesPerFrameMax = 512;
 unsigned g_page_shift = 12;
 bool g_debug = false;
 
-std::atomic<std::uint8_t*> g_map[std::size_t{1} << (47 - kFrameShift - 13)];
+std::atomic<std::uint32_t*> g_map[std::size_t{1} << (47 - kFrameShift - 13)];
+constexpr std::size_t kL2Bytes = kL2Frames * kPagesPerFrameMax * sizeof(std::uint32_t);
 
-std::atomic<std::uint8_t>* map_entry(std::uintptr_t a, bool create) noexcept {
-  if (a >> 47) return nullptr;
+BULKRCU_NOINLINE std::uint32_t* map_create_l2(std::atomic<std::uint32_t*>& cell) noexcept;
+
+// The entry of a's page; nullptr when its table does not exist (and `create` is false or the
+// table cannot be mapped). The lookup is inline: free checks run it on every call.
+BULKRCU_ALWAYS_INLINE std::atomic<std::uint32_t>* map_entry(std::uintptr_t a, bool create) noexcept {
+  if (BULKRCU_UNLIKELY(a >> 47)) return nullptr;
   const std::uintptr_t frame = a >> kFrameShift;
-  std::atomic<std::uint8_t*>& cell = g_map[frame / kL2Frames];
-  std::uint8_t* l2 = cell.load(std::memory_order_acquire);
+  std::atomic<std::uint32_t*>& cell = g_map[frame / kL2Frames];
+  std::uint32_t* l2 = cell.load(std::memory_order_acquire);
   if (BULKRCU_UNLIKELY(!l2)) {
     if (!create) return nullptr;
-    void* m = mmap(nullptr, kL2Frames * kPagesPerFrameMax, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED) return nullptr;
-    std::uint8_t* expected = nullptr;
-    if (cell.compare_exchange_strong(expected, static_cast<std::uint8_t*>(m), std::memory_order_acq_rel,
-                                     std::memory_order_acquire)) {
-      l2 = static_cast<std::uint8_t*>(m);
-    } else {
-      munmap(m, kL2Frames * kPagesPerFrameMax);
-      l2 = expected;
-    }
+    l2 = map_create_l2(cell);
+    if (!l2) return nullptr;
   }
   const std::size_t page = (a >> g_page_shift) & (kPagesPerFrameMax - 1);
-  return reinterpret_cast<std::atomic<std::uint8_t>*>(l2 + (frame % kL2Frames) * kPagesPerFrameMax + page);
+  return reinterpret_cast<std::atomic<std::uint32_t>*>(l2 + (frame % kL2Frames) * kPagesPerFrameMax + page);
+}
+
+// Maps a table for `cell` (or takes the one a racing caller installed).
+std::uint32_t* map_create_l2(std::atomic<std::uint32_t*>& cell) noexcept {
+  void* m =
+      mmap(nullptr, kL2Bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return nullptr;
+  std::uint32_t* expected = nullptr;
+  if (cell.compare_exchange_strong(expected, static_cast<std::uint32_t*>(m), std::memory_order_acq_rel,
+                                   std::memory_order_acquire))
+    return static_cast<std::uint32_t*>(m);
+  munmap(m, kL2Bytes);
+  return expected;
+}
+
+// The map entry of p: 0 when p lies in no slab.
+BULKRCU_ALWAYS_INLINE std::uint32_t map_tag(const void* p) noexcept {
+  std::atomic<std::uint32_t>* e = map_entry(reinterpret_cast<std::uintptr_t>(p), false);
+  return e ? e->load(std::memory_order_relaxed) : 0;
 }
 
 BULKRCU_ALWAYS_INLINE Slab* slab_of(const void* p) noexcept {
   const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p);
-  std::atomic<std::uint8_t>* e = map_entry(a, false);
+  std::atomic<std::uint32_t>* e = map_entry(a, false);
   if (!e) return nullptr;
-  const unsigned b = e->load(std::memory_order_relaxed);
+  const unsigned b = e->load(std::memory_order_relaxed) & 0xff;
   if (!b) return nullptr;
   Slab* s = reinterpret_cast<Slab*>(a & ~((std::uintptr_t{1} << (g_page_shift + b - 1)) - 1));
   return s->magic == kSlabMagic ? s : nullptr;
 }
 
-bool set_map(Slab* s, unsigned order, std::uint8_t v) noexcept {
+bool set_map(Slab* s, unsigned order, std::uint32_t v) noexcept {
   const std::size_t pages = std::size_t{1} << order;
   for (std::size_t i = 0; i < pages; ++i) {
-    std::atomic<std::uint8_t>* e =
+    std::atomic<std::uint32_t>* e =
         map_entry(reinterpret_cast<std::uintptr_t>(s) + i * pool::page_size(), true);
     if (!e) return false;
     e->store(v, std::memory_order_relaxed);
@@ -389,12 +428,12 @@ BULKRCU_NOINLINE void debug_on_alloc(Cache* c, void* p) noexcept {
   die(call, c, p, m.buf);
 }
 
-// Every free checks that p is an object of c (in every mode: a wrong cache would corrupt both);
-// debug mode also tracks ownership (double free) and poisons.
-BULKRCU_ALWAYS_INLINE void check_free(Cache* c, void* p, const char* call, bool poison_now) noexcept {
+// Debug mode: p must be the start of an object that a user holds; clears its bit (double free)
+// and poisons.
+BULKRCU_NOINLINE void check_free_debug(Cache* c, void* p, const char* call, bool poison_now) noexcept {
   Slab* s = slab_of(p);
-  if (BULKRCU_UNLIKELY(!s || s->cache != c)) die_bad_free(c, s, p, call);
-  if (BULKRCU_UNLIKELY(g_debug)) {
+  if (!s || s->cache != c) die_bad_free(c, s, p, call);
+  {
     const std::size_t i = obj_index(c, s, p, call);
     const std::uint64_t bit = std::uint64_t{1} << (i % 64);
     if (!(s->bits[i / 64].fetch_and(~bit, std::memory_order_relaxed) & bit))
@@ -403,27 +442,14 @@ BULKRCU_ALWAYS_INLINE void check_free(Cache* c, void* p, const char* call, bool 
   }
 }
 
-// free_rcu's check: the fast path reads only the address map (hot: one byte per page), which
-// rejects foreign pointers and slabs of another order at once; the slab header (cold by now
-// for objects retired a while after their allocation) is checked when the array is sealed,
-// once per distinct slab (verify_sheaf): a wrong cache still aborts before any reuse.
-BULKRCU_ALWAYS_INLINE void check_free_rcu(Cache* c, void* p) noexcept {
-  if (BULKRCU_UNLIKELY(g_debug)) return check_free(c, p, "bulkrcu_cache_free_rcu", false);
-  std::atomic<std::uint8_t>* e = map_entry(reinterpret_cast<std::uintptr_t>(p), false);
-  if (BULKRCU_UNLIKELY(!e || e->load(std::memory_order_relaxed) != c->order + 1))
-    check_free(c, p, "bulkrcu_cache_free_rcu", false);  // aborts with the right message
-}
-
-void verify_sheaf(Cache* c, Sheaf* s) noexcept {
-  std::uintptr_t prev = 0;
-  void** o = s->objs();
-  for (std::size_t i = 0; i < s->nr; ++i) {
-    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(o[i]) & ~(c->slab_bytes - 1);
-    if (base == prev) continue;
-    prev = base;
-    const Slab* sl = reinterpret_cast<const Slab*>(base);
-    if (sl->magic != kSlabMagic || sl->cache != c)
-      die_bad_free(c, slab_of(o[i]), o[i], "bulkrcu_cache_free_rcu");
+// Every free checks that p is an object of c, in every mode (a wrong cache would corrupt both):
+// one load of the address map (hot: four bytes per page), whose entry must be c's tag; no slab
+// header is read. A mismatch aborts with a message naming the cache p belongs to, if any.
+BULKRCU_ALWAYS_INLINE void check_free(Cache* c, void* p, const char* call, bool poison_now) noexcept {
+  if (BULKRCU_UNLIKELY(g_debug)) return check_free_debug(c, p, call, poison_now);
+  if (BULKRCU_UNLIKELY(map_tag(p) != c->tag)) {
+    Slab* s = slab_of(p);
+    die_bad_free(c, s && s->cache != c ? s : nullptr, p, call);
   }
 }
 
@@ -470,6 +496,8 @@ Sheaf* stack_take_one(std::atomic<Sheaf*>& head, Pick pick) noexcept {
 }
 
 Sheaf* init_sheaf(Cache* c, void* page) noexcept {
+  if (reinterpret_cast<std::uintptr_t>(page) & subtle::kSheafNrMask)
+    die("bulkrcu_cache", c, page, "internal error: a pool page that is not page-aligned");
   Sheaf* s = static_cast<Sheaf*>(page);
   s->nr = 0;
   s->cap = c->sheaf_cap;
@@ -490,7 +518,7 @@ Sheaf* init_sheaf(Cache* c, void* page) noexcept {
 #endif
 
 template <std::size_t kOff>
-BULKRCU_ALWAYS_INLINE Sheaf*& field(CpuSlot* s) noexcept {
+BULKRCU_ALWAYS_INLINE std::uintptr_t& field(CpuSlot* s) noexcept {
   if constexpr (kOff == kMainOff)
     return s->main;
   else
@@ -506,8 +534,11 @@ BULKRCU_ALWAYS_INLINE void* pop_local(Cache* c) noexcept {
   CpuSlot* s = &c->slots[current_cpu()];
   if (!s->lock.try_lock()) return subtle::kSlotLocked;
   void* o = nullptr;
-  Sheaf* sh = field<kOff>(s);
-  if (sh && sh->nr) o = sh->objs()[--sh->nr];
+  const std::uintptr_t w = field<kOff>(s);
+  if (const std::uintptr_t nr = w & subtle::kSheafNrMask) {
+    o = reinterpret_cast<Sheaf*>(w - nr)->objs()[nr - 1];
+    field<kOff>(s) = w - 1;
+  }
   s->lock.unlock();
   return o;
 }
@@ -517,15 +548,17 @@ template <std::size_t kOff>
 BULKRCU_ALWAYS_INLINE long push_local(Cache* c, void* p) noexcept {
 #if BULKRCU_CACHE_RSEQ
   if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq))
-    return subtle::rseq_sheaf_push<kOff>(c->slots, sizeof(CpuSlot), p);
+    return subtle::rseq_sheaf_push<kOff>(c->slots, sizeof(CpuSlot), c->sheaf_cap, p);
 #endif
   CpuSlot* s = &c->slots[current_cpu()];
   if (!s->lock.try_lock()) return -1;
   long r = 0;
-  Sheaf* sh = field<kOff>(s);
-  if (sh && sh->nr < sh->cap) {
-    sh->objs()[sh->nr] = p;
-    r = static_cast<long>(++sh->nr);
+  const std::uintptr_t w = field<kOff>(s);
+  const std::uintptr_t nr = w & subtle::kSheafNrMask;
+  if (w && nr < c->sheaf_cap) {
+    reinterpret_cast<Sheaf*>(w - nr)->objs()[nr] = p;
+    field<kOff>(s) = w + 1;
+    r = static_cast<long>(nr + 1);
   }
   s->lock.unlock();
   return r;
@@ -540,15 +573,13 @@ bool exchange_local(Cache* c, Sheaf* fresh, Sheaf** old) noexcept {
   if (mode() == PercpuMode::kRseq) {
     for (int i = 0; i < 8; ++i) {
       CpuSlot* s = &c->slots[subtle::cache_rseq_cpu()];
-      Sheaf* expected = __atomic_load_n(&field<kOff>(s), __ATOMIC_RELAXED);
-      // The commit checks the field of the CPU the sequence runs on: a migration since the
-      // load above makes it differ, and we retry.
-      int rc = subtle::rseq_cmpxchg_slot(c->slots, sizeof(CpuSlot), kOff,
-                                         reinterpret_cast<std::uintptr_t>(expected),
-                                         reinterpret_cast<std::uintptr_t>(fresh));
+      const std::uintptr_t expected = __atomic_load_n(&field<kOff>(s), __ATOMIC_RELAXED);
+      // The commit checks the word of the CPU the sequence runs on: a migration (or a signal
+      // handler's push or pop) since the load above makes it differ, and we retry.
+      int rc = subtle::rseq_cmpxchg_slot(c->slots, sizeof(CpuSlot), kOff, expected, pack(fresh));
       if (rc < 0) return false;
       if (rc == 1) {
-        *old = expected;
+        *old = unpack(expected);
         return true;
       }
     }
@@ -557,8 +588,8 @@ bool exchange_local(Cache* c, Sheaf* fresh, Sheaf** old) noexcept {
 #endif
   CpuSlot* s = &c->slots[current_cpu()];
   if (!s->lock.try_lock()) return false;
-  *old = field<kOff>(s);
-  field<kOff>(s) = fresh;
+  *old = unpack(field<kOff>(s));
+  field<kOff>(s) = pack(fresh);
   s->lock.unlock();
   return true;
 }
@@ -574,12 +605,12 @@ void detach_cpu(Cache* c, int cpu, Sheaf** main, Sheaf** rcu) noexcept {
   }
   subtle::fence_remote(cpu);  // R2: no owner sequence that saw the lock free can still commit
   if (main) {
-    *main = s->main;
-    s->main = nullptr;
+    *main = unpack(s->main);
+    s->main = 0;
   }
   if (rcu) {
-    *rcu = s->rcu;
-    s->rcu = nullptr;
+    *rcu = unpack(s->rcu);
+    s->rcu = 0;
   }
   s->lock.unlock();
 }
@@ -734,7 +765,7 @@ Slab* new_slab(Cache* c) noexcept {
   if (c->poison) memset(s->objs, 0x6b, std::size_t{c->nobj} * c->stride);
   if (c->ctor)
     for (std::uint32_t i = 0; i < c->nobj; ++i) c->ctor(s->objs + std::size_t{i} * c->stride);
-  if (!set_map(s, c->order, static_cast<std::uint8_t>(c->order + 1))) {
+  if (!set_map(s, c->order, c->tag)) {
     set_map(s, c->order, 0);
     pool::free_pages(mem, c->order);
     errno = ENOMEM;
@@ -901,7 +932,6 @@ BULKRCU_NOINLINE void free_rcu_fallback(Cache* c, void* p) noexcept {
 
 // Seals a retired array: one cookie for all its objects, then the inbox.
 void seal(Cache* c, Sheaf* s) noexcept {
-  verify_sheaf(c, s);
   s->pending = 1;
   s->cookie = gp::get_state();  // no grace period started here: the depot paces them
   c->sealed.fetch_add(1, std::memory_order_relaxed);
@@ -1003,12 +1033,47 @@ std::uint64_t objects_out_locked(Cache* c) noexcept {
 }
 
 // ---- registry and fork -------------------------------------------------------------------------
-void reg_add(Cache* c) noexcept {
+// A free cache id, 0 when none is left (or the bitmap cannot be mapped). Under g_reg_mu.
+std::uint32_t id_alloc_locked() noexcept {
+  if (!g_ids) {
+    void* m = mmap(nullptr, kMaxCaches / 8, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return 0;
+    g_ids = static_cast<std::uint64_t*>(m);
+  }
+  for (std::uint32_t id = g_id_hint; id < kMaxCaches; ++id) {
+    std::uint64_t& w = g_ids[id / 64];
+    if (w == ~std::uint64_t{0}) {
+      id |= 63;
+      continue;
+    }
+    if (!(w & (std::uint64_t{1} << (id % 64)))) {
+      w |= std::uint64_t{1} << (id % 64);
+      g_id_hint = id + 1;
+      return id;
+    }
+  }
+  return 0;
+}
+void id_free_locked(std::uint32_t id) noexcept {
+  g_ids[id / 64] &= ~(std::uint64_t{1} << (id % 64));
+  if (id < g_id_hint) g_id_hint = id;
+}
+
+// Registers c with a fresh id and sets its tag; false when no id is left.
+bool reg_add(Cache* c) noexcept {
   pthread_mutex_lock(&g_reg_mu);
+  const std::uint32_t id = id_alloc_locked();
+  if (!id) {
+    pthread_mutex_unlock(&g_reg_mu);
+    return false;
+  }
+  c->tag = (id << 8) | (c->order + 1);
   c->reg_next = g_caches;
   if (g_caches) g_caches->reg_prev = c;
   g_caches = c;
   pthread_mutex_unlock(&g_reg_mu);
+  return true;
 }
 void reg_del(Cache* c) noexcept {
   pthread_mutex_lock(&g_reg_mu);
@@ -1017,6 +1082,7 @@ void reg_del(Cache* c) noexcept {
   else
     g_caches = c->reg_next;
   if (c->reg_next) c->reg_next->reg_prev = c->reg_prev;
+  id_free_locked(c->tag >> 8);
   pthread_mutex_unlock(&g_reg_mu);
 }
 
@@ -1202,7 +1268,16 @@ struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, size_t size, s
     c->sheaf_cap = (page - cache::kSheafHeader) / sizeof(void*);
   pthread_mutex_init(&c->mu, nullptr);
   c->slots = static_cast<cache::CpuSlot*>(alloc_slots(sizeof(cache::CpuSlot)));
-  cache::reg_add(c);
+  if (!cache::reg_add(c)) {
+    log_warning("bulkrcu_cache_create(\"%s\"): no cache id left (%u caches exist)\n", nm,
+                cache::kMaxCaches - 1);
+    free_slots(c->slots, sizeof(cache::CpuSlot));
+    pthread_mutex_destroy(&c->mu);
+    c->~Cache();
+    munmap(c, sizeof(Cache));
+    errno = ENOMEM;
+    return nullptr;
+  }
   return reinterpret_cast<struct bulkrcu_cache*>(c);
 }
 
@@ -1242,7 +1317,7 @@ void bulkrcu_cache_free(struct bulkrcu_cache* cc, void* p) {
 void bulkrcu_cache_free_rcu(struct bulkrcu_cache* cc, void* p) {
   if (!p) return;
   Cache* c = cache::C(cc);
-  cache::check_free_rcu(c, p);
+  cache::check_free(c, p, "bulkrcu_cache_free_rcu", false);
   long r = cache::push_local<cache::kRcuOff>(c, p);
   if (BULKRCU_LIKELY(r > 0)) return;
   cache::free_rcu_slow(c, p, r);
