@@ -587,6 +587,11 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
     Step step;
 #if BULKRCU_HAVE_RSEQ_ASM
     if (mode() == PercpuMode::kRseq) {
+#if BULKRCU_TSAN
+      // The sequence publishes with plain stores TSan cannot see; the monitor acquires g_krcs.
+      // (Under TSan every retire comes here: bulkrcu__kv_try declines.)
+      __tsan_release(&g_krcs);
+#endif
       long r = bulkrcu__kv_store(krcs(), front_off(channel_of(fn)), fn, ptr);
       if (r > 0) {
         if ((flags & kHelp) && r % kHelpEvery == 0) help(flags);
