@@ -13,6 +13,8 @@ if(BULKRCU_BUSTED)
   target_include_directories(bulkrcu_busted
     PUBLIC ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
   target_compile_definitions(bulkrcu_busted PUBLIC BULKRCU_TESTING=1 BULKRCU_BUSTED=1)
+  # As for bulkrcu_shrunk: the library's own sources do not take the headers' inline paths.
+  target_compile_definitions(bulkrcu_busted PRIVATE BULKRCU__BUILDING_LIBRARY=1)
   target_compile_options(bulkrcu_busted PRIVATE ${BULKRCU_WARNINGS})
   target_link_libraries(bulkrcu_busted PUBLIC Threads::Threads)
   add_executable(torture_busted EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/torture_test.cpp)
