@@ -60,7 +60,8 @@ struct Sheaf {
   unsigned long cookie;  // pending: the grace period its objects wait for
   Sheaf* next;           // inbox / depot list link
   std::uintptr_t pending;
-  std::uintptr_t pad[3];
+  std::uint64_t charged;  // pending: bytes it holds in the budget (g_pending_bytes)
+  std::uintptr_t pad[2];
   void** objs() noexcept { return reinterpret_cast<void**>(reinterpret_cast<char*>(this) + kSheafHeader); }
 };
 static_assert(sizeof(Sheaf) == kSheafHeader);
@@ -301,6 +302,39 @@ BULKRCU_ALWAYS_INLINE bool elapsed(unsigned long cookie) noexcept {
 #endif
 }
 
+// ---- the budget ---------------------------------------------------------------------------------
+// Bytes of objects retired with free_rcu that wait for their grace period (sealed arrays, with
+// their page, and the overflow stack's objects), over every cache: kvfree's budget
+// (BULKRCU_MAX_PENDING) counts them (pending_bytes()). Charged when an array is sealed (once
+// every few hundred objects) or an object overflows, credited when it becomes ready or goes back
+// to the slabs. g_newest_cookie is the latest cookie a sealed array took: once it has elapsed,
+// every charged array is reusable (promoted or not yet), so pending_bytes() reads 0 even if no
+// slow path of the cache has run since (a cache nobody uses must not hold kvfree's budget).
+std::atomic<std::uint64_t> g_pending_bytes{0};
+std::atomic<unsigned long> g_newest_cookie{0};
+std::atomic<std::uint64_t> g_budget_hits{0};
+// BULKRCU_MAX_PENDING, read at the first bulkrcu_cache_create (regular context): free_rcu
+// runs in signal handlers and must not parse the environment.
+std::uint64_t g_budget = ~std::uint64_t{0};
+
+// Lock-free, async-signal-safe. Over the budget: the grace period is asked for at once (the
+// depot's pacing is skipped too, see get_full_sheaf).
+void charge(std::uint64_t bytes, unsigned long cookie) noexcept {
+  if (cookie) {
+    unsigned long cur = g_newest_cookie.load(std::memory_order_relaxed);
+    while (static_cast<long>(cookie - cur) > 0 &&
+           !g_newest_cookie.compare_exchange_weak(cur, cookie, std::memory_order_relaxed)) {
+    }
+  }
+  const std::uint64_t now = g_pending_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  if (BULKRCU_UNLIKELY(now > g_budget)) {
+    g_budget_hits.fetch_add(1, std::memory_order_relaxed);
+    gp::request(cookie ? cookie : gp::get_state());
+  }
+}
+void credit(std::uint64_t bytes) noexcept { g_pending_bytes.fetch_sub(bytes, std::memory_order_relaxed); }
+bool over_budget() noexcept { return pending_bytes() > g_budget; }
+
 // ---- slab operations (under c->mu) ------------------------------------------------------------
 void list_del(Cache* c, Slab* s) noexcept {
   if (s->list == kNone) return;
@@ -455,12 +489,17 @@ BULKRCU_ALWAYS_INLINE void check_free(Cache* c, void* p, const char* call, bool 
 
 // An array that was retired and whose grace period elapsed becomes ready; debug mode poisons
 // its objects now (a reader that still used one would see 0x6b: "use after a deferred free").
+void unpend(Sheaf* s) noexcept {
+  if (s->pending) credit(s->charged);
+  s->pending = 0;
+  s->charged = 0;
+}
 void make_ready(Cache* c, Sheaf* s) noexcept {
   if (s->pending && c->poison) {
     void** o = s->objs();
     for (std::size_t i = 0; i < s->nr; ++i) poison_obj(c, o[i]);
   }
-  s->pending = 0;
+  unpend(s);
 }
 
 // ---- lock-free stacks --------------------------------------------------------------------------
@@ -504,6 +543,7 @@ Sheaf* init_sheaf(Cache* c, void* page) noexcept {
   s->cookie = 0;
   s->next = nullptr;
   s->pending = 0;
+  s->charged = 0;
   return s;
 }
 
@@ -618,7 +658,7 @@ void detach_cpu(Cache* c, int cpu, Sheaf** main, Sheaf** rcu) noexcept {
 // ---- depot (under c->mu) ----------------------------------------------------------------------
 void add_to_depot_locked(Cache* c, Sheaf* s) noexcept {
   if (s->nr == 0) {
-    s->pending = 0;
+    unpend(s);
     c->nr_empty.fetch_add(1, std::memory_order_relaxed);
     stack_push(c->inbox_empty, s);
   } else if (s->pending && !elapsed(s->cookie)) {
@@ -639,12 +679,14 @@ void add_to_depot_locked(Cache* c, Sheaf* s) noexcept {
 void drain_overflow_locked(Cache* c) noexcept {
   for (PendingChain& ch : c->chains) {
     if (!ch.head || !elapsed(ch.cookie)) continue;
-    for (void* o = ch.head; o;) {
+    std::uint64_t n_objs = 0;
+    for (void* o = ch.head; o; ++n_objs) {
       void* n = link_of(c, o);
       if (c->poison) poison_obj(c, o);
       slab_put(c, o);
       o = n;
     }
+    credit(n_objs * c->stride);
     ch = PendingChain{};
   }
   if (!c->overflow.load(std::memory_order_relaxed)) return;
@@ -788,7 +830,7 @@ Sheaf* get_full_sheaf(Cache* c) noexcept {
     // Retired arrays wait and none is ready: ask for a grace period, paced (one covers them
     // all). Meanwhile this refill comes from the slabs.
     const std::uint64_t now = now_ns();
-    if (now - c->gp_asked_ns >= kGpPaceNs) {
+    if (now - c->gp_asked_ns >= kGpPaceNs || over_budget()) {
       c->gp_asked_ns = now;
       bulkrcu_start_poll();
     }
@@ -924,6 +966,7 @@ BULKRCU_ALWAYS_INLINE void free_now(Cache* c, void* p) noexcept {
 // through the object's out-of-object word. Lock-free, async-signal-safe, needs no memory.
 BULKRCU_NOINLINE void free_rcu_fallback(Cache* c, void* p) noexcept {
   c->overflowed.fetch_add(1, std::memory_order_relaxed);
+  charge(c->stride, 0);  // its cookie is taken when the overflow stack is drained
   void* h = c->overflow.load(std::memory_order_relaxed);
   do {
     link_of(c, p) = h;
@@ -934,6 +977,8 @@ BULKRCU_NOINLINE void free_rcu_fallback(Cache* c, void* p) noexcept {
 void seal(Cache* c, Sheaf* s) noexcept {
   s->pending = 1;
   s->cookie = gp::get_state();  // no grace period started here: the depot paces them
+  s->charged = (std::uint64_t{1} << g_page_shift) + s->nr * c->stride;
+  charge(s->charged, s->cookie);  // over the budget: asks for the grace period now
   c->sealed.fetch_add(1, std::memory_order_relaxed);
   stack_push(c->inbox, s);
 }
@@ -1002,7 +1047,8 @@ void wait_sealing(Cache* c) noexcept {
   }
 }
 
-void barrier(Cache* c) noexcept {
+// Takes every CPU's retired array out of its slot and seals it (its cookie is taken now).
+void seal_all_cpus(Cache* c) noexcept {
   for (int cpu = 0; cpu < nr_slots(); ++cpu) {
     Sheaf* r = nullptr;
     detach_cpu(c, cpu, nullptr, &r);
@@ -1013,6 +1059,10 @@ void barrier(Cache* c) noexcept {
         give_back(c, r);
     }
   }
+}
+
+void barrier(Cache* c) noexcept {
+  seal_all_cpus(c);
   wait_sealing(c);
   // The overflow stack gets its cookie now; every array sealed before this point took its
   // cookie earlier: one grace period from now covers them all.
@@ -1122,6 +1172,17 @@ BULKRCU_ALWAYS_INLINE Cache* C(bulkrcu_cache* c) noexcept { return reinterpret_c
 
 bool owns(const void* p) noexcept { return slab_of(p) != nullptr; }
 
+std::uint64_t pending_bytes() noexcept {
+  const std::uint64_t b = g_pending_bytes.load(std::memory_order_relaxed);
+  if (b == 0) return 0;
+  const unsigned long newest = g_newest_cookie.load(std::memory_order_relaxed);
+  // Every sealed array's cookie is at most `newest`; the overflow stack's objects are counted
+  // until their chain is freed (they take a cookie only then).
+  return newest != 0 && elapsed(newest) ? 0 : b;
+}
+
+std::uint64_t budget_hits() noexcept { return g_budget_hits.load(std::memory_order_relaxed); }
+
 void free_retired(void* p) noexcept {
   Slab* s = slab_of(p);
   Cache* c = s->cache;
@@ -1139,6 +1200,21 @@ void free_any(void* p) noexcept {
 }  // namespace
 
 void on_memory_pressure() noexcept {
+  // Retired objects hold memory too. Every CPU's retired array is sealed (it takes its cookie
+  // now instead of when it fills), then the grace period is expedited: one attempt on this
+  // thread when it is outside a reader (never blocks: it gives up if a reader is inside a
+  // section or another thread runs a grace period), and a request to the runtime thread. The
+  // arrays whose grace period has elapsed by the flush below go back to the slabs with the rest.
+  pthread_mutex_lock(&g_reg_mu);
+  for (Cache* c = g_caches; c; c = c->reg_next) seal_all_cpus(c);
+  pthread_mutex_unlock(&g_reg_mu);
+  if (g_pending_bytes.load(std::memory_order_relaxed) != 0) {
+    const unsigned long cookie = gp::get_state();
+    if (!gp::poll_state(cookie)) {
+      gp::request(cookie);
+      if (gp::reader_nesting() == 0) gp::try_grace_period_now();
+    }
+  }
   // Pages and slabs are freed after the registry mutex is dropped: fork's prepare takes the
   // zone lock before the registry (registry -> zone here would invert it).
   Sheaf* pages = nullptr;
@@ -1267,6 +1343,7 @@ struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, size_t size, s
   if (c->sheaf_cap > (page - cache::kSheafHeader) / sizeof(void*))
     c->sheaf_cap = (page - cache::kSheafHeader) / sizeof(void*);
   pthread_mutex_init(&c->mu, nullptr);
+  cache::g_budget = config().max_pending_bytes;  // before any seal of this cache can run
   c->slots = static_cast<cache::CpuSlot*>(alloc_slots(sizeof(cache::CpuSlot)));
   if (!cache::reg_add(c)) {
     log_warning("bulkrcu_cache_create(\"%s\"): no cache id left (%u caches exist)\n", nm,
