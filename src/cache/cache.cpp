@@ -78,6 +78,9 @@ struct alignas(kCacheLine) CpuSlot {
 constexpr std::size_t kMainOff = offsetof(CpuSlot, main);
 constexpr std::size_t kRcuOff = offsetof(CpuSlot, rcu);
 static_assert(kMainOff == 8 && kRcuOff == 16 && sizeof(CpuSlot) == kCacheLine);
+#if BULKRCU_HAVE_RSEQ_ASM
+static_assert(sizeof(CpuSlot) == subtle::kCacheSlotBytes);  // cache_rseq.h finds slots by a shift
+#endif
 static_assert(kSheafCapMax <= subtle::kSheafNrMask);
 
 // An array into a slot word (its nr moves into the word) and back (the word's nr is written
@@ -135,6 +138,7 @@ struct Cache {
   std::uint32_t nobj;
   std::uint32_t tag;  // address-map entry of its slabs' pages: (id << 8) | (order + 1)
   bool poison;        // debug mode, neither typesafe nor constructed
+  bool rseq;          // mode() == kRseq (chosen once per process), read by every fast path
   void (*ctor)(void*);
   CpuSlot* slots;
 
@@ -231,25 +235,32 @@ constexpr std::size_t kPagesPerFrameMax = 512;
 unsigned g_page_shift = 12;
 bool g_debug = false;
 
-std::atomic<std::uint32_t*> g_map[std::size_t{1} << (47 - kFrameShift - 13)];
+std::atomic<std::uint32_t*> g_map[std::size_t{1} << (47 - kFrameShift - 13)];  // kL2Cells
 constexpr std::size_t kL2Bytes = kL2Frames * kPagesPerFrameMax * sizeof(std::uint32_t);
 
 BULKRCU_NOINLINE std::uint32_t* map_create_l2(std::atomic<std::uint32_t*>& cell) noexcept;
 
 // The entry of a's page; nullptr when its table does not exist (and `create` is false or the
 // table cannot be mapped). The lookup is inline: free checks run it on every call.
+// A table covers kL2Frames frames (16 GiB, 2^kL2Shift bytes); the entry of a page inside it is
+// its page index there, (a >> page shift) & g_l2_mask (dense for any page size: 16 KiB pages
+// use the first quarter of the table).
+constexpr unsigned kL2Shift = kFrameShift + 13;
+static_assert(std::size_t{1} << (kL2Shift - kFrameShift) == kL2Frames);
+constexpr std::size_t kL2Cells = std::size_t{1} << (47 - kL2Shift);
+std::uintptr_t g_l2_mask = (std::uintptr_t{1} << (kL2Shift - 12)) - 1;  // set with g_page_shift
+
 BULKRCU_ALWAYS_INLINE std::atomic<std::uint32_t>* map_entry(std::uintptr_t a, bool create) noexcept {
-  if (BULKRCU_UNLIKELY(a >> 47)) return nullptr;
-  const std::uintptr_t frame = a >> kFrameShift;
-  std::atomic<std::uint32_t*>& cell = g_map[frame / kL2Frames];
+  const std::uintptr_t cell_i = a >> kL2Shift;
+  if (BULKRCU_UNLIKELY(cell_i >= kL2Cells)) return nullptr;  // beyond 47 bits
+  std::atomic<std::uint32_t*>& cell = g_map[cell_i];
   std::uint32_t* l2 = cell.load(std::memory_order_acquire);
   if (BULKRCU_UNLIKELY(!l2)) {
     if (!create) return nullptr;
     l2 = map_create_l2(cell);
     if (!l2) return nullptr;
   }
-  const std::size_t page = (a >> g_page_shift) & (kPagesPerFrameMax - 1);
-  return reinterpret_cast<std::atomic<std::uint32_t>*>(l2 + (frame % kL2Frames) * kPagesPerFrameMax + page);
+  return reinterpret_cast<std::atomic<std::uint32_t>*>(l2 + ((a >> g_page_shift) & g_l2_mask));
 }
 
 // Maps a table for `cell` (or takes the one a racing caller installed).
@@ -479,12 +490,10 @@ BULKRCU_NOINLINE void check_free_debug(Cache* c, void* p, const char* call, bool
 // Every free checks that p is an object of c, in every mode (a wrong cache would corrupt both):
 // one load of the address map (hot: four bytes per page), whose entry must be c's tag; no slab
 // header is read. A mismatch aborts with a message naming the cache p belongs to, if any.
+[[noreturn]] void die_not_of(Cache* c, void* p, const char* call) noexcept;
 BULKRCU_ALWAYS_INLINE void check_free(Cache* c, void* p, const char* call, bool poison_now) noexcept {
   if (BULKRCU_UNLIKELY(g_debug)) return check_free_debug(c, p, call, poison_now);
-  if (BULKRCU_UNLIKELY(map_tag(p) != c->tag)) {
-    Slab* s = slab_of(p);
-    die_bad_free(c, s && s->cache != c ? s : nullptr, p, call);
-  }
+  if (BULKRCU_UNLIKELY(map_tag(p) != c->tag)) die_not_of(c, p, call);
 }
 
 // An array that was retired and whose grace period elapsed becomes ready; debug mode poisons
@@ -565,14 +574,17 @@ BULKRCU_ALWAYS_INLINE std::uintptr_t& field(CpuSlot* s) noexcept {
     return s->rcu;
 }
 
+// nullptr: no array, empty, or the slot is locked (the slow path tells them apart).
 template <std::size_t kOff>
 BULKRCU_ALWAYS_INLINE void* pop_local(Cache* c) noexcept {
 #if BULKRCU_CACHE_RSEQ
-  if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq))
-    return subtle::rseq_sheaf_pop<kOff>(c->slots, sizeof(CpuSlot));
+  if (BULKRCU_LIKELY(c->rseq)) {
+    void* o;
+    return subtle::rseq_sheaf_pop<kOff>(c->slots, &o) ? o : nullptr;
+  }
 #endif
   CpuSlot* s = &c->slots[current_cpu()];
-  if (!s->lock.try_lock()) return subtle::kSlotLocked;
+  if (!s->lock.try_lock()) return nullptr;
   void* o = nullptr;
   const std::uintptr_t w = field<kOff>(s);
   if (const std::uintptr_t nr = w & subtle::kSheafNrMask) {
@@ -587,8 +599,7 @@ BULKRCU_ALWAYS_INLINE void* pop_local(Cache* c) noexcept {
 template <std::size_t kOff>
 BULKRCU_ALWAYS_INLINE long push_local(Cache* c, void* p) noexcept {
 #if BULKRCU_CACHE_RSEQ
-  if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq))
-    return subtle::rseq_sheaf_push<kOff>(c->slots, sizeof(CpuSlot), c->sheaf_cap, p);
+  if (BULKRCU_LIKELY(c->rseq)) return subtle::rseq_sheaf_push<kOff>(c->slots, c->sheaf_cap, p);
 #endif
   CpuSlot* s = &c->slots[current_cpu()];
   if (!s->lock.try_lock()) return -1;
@@ -610,7 +621,7 @@ BULKRCU_ALWAYS_INLINE long push_local(Cache* c, void* p) noexcept {
 template <std::size_t kOff>
 bool exchange_local(Cache* c, Sheaf* fresh, Sheaf** old) noexcept {
 #if BULKRCU_CACHE_RSEQ
-  if (mode() == PercpuMode::kRseq) {
+  if (c->rseq) {
     for (int i = 0; i < 8; ++i) {
       CpuSlot* s = &c->slots[subtle::cache_rseq_cpu()];
       const std::uintptr_t expected = __atomic_load_n(&field<kOff>(s), __ATOMIC_RELAXED);
@@ -962,6 +973,17 @@ BULKRCU_ALWAYS_INLINE void free_now(Cache* c, void* p) noexcept {
   free_slow(c, p);
 }
 
+// The public calls' debug-mode bodies, out of line: the fast paths then hold no value across a
+// call, need no callee-saved register and end in tail calls.
+BULKRCU_NOINLINE void free_debug(Cache* c, void* p) noexcept {
+  check_free_debug(c, p, "bulkrcu_cache_free", true);
+  free_now(c, p);
+}
+[[noreturn]] BULKRCU_NOINLINE void die_not_of(Cache* c, void* p, const char* call) noexcept {
+  Slab* s = slab_of(p);
+  die_bad_free(c, s && s->cache != c ? s : nullptr, p, call);
+}
+
 // The last resort of free_rcu (no array at hand without locking): the overflow stack, linked
 // through the object's out-of-object word. Lock-free, async-signal-safe, needs no memory.
 BULKRCU_NOINLINE void free_rcu_fallback(Cache* c, void* p) noexcept {
@@ -1014,6 +1036,30 @@ BULKRCU_NOINLINE void* alloc_lockless_slow(Cache* c) noexcept {
   }
   if (old) give_back(c, old);
   return o;
+}
+
+// Without rseq (the fallback mode, ThreadSanitizer): the try-locked slot, out of line so that
+// the rseq fast paths stay frameless.
+BULKRCU_NOINLINE void* alloc_nonrseq(Cache* c, bool lockless) noexcept {
+  if (void* o = pop_local<kMainOff>(c)) return o;
+  return lockless ? alloc_lockless_slow(c) : alloc_slow(c);
+}
+BULKRCU_NOINLINE void free_nonrseq(Cache* c, void* p) noexcept { free_now(c, p); }
+BULKRCU_NOINLINE void free_rcu_nonrseq(Cache* c, void* p) noexcept {
+  const long r = push_local<kRcuOff>(c, p);
+  if (r <= 0) free_rcu_slow(c, p, r);
+}
+
+BULKRCU_NOINLINE void* alloc_debug(Cache* c, bool lockless) noexcept {
+  void* o = pop_local<kMainOff>(c);
+  if (!o) o = lockless ? alloc_lockless_slow(c) : alloc_slow(c);
+  if (o) debug_on_alloc(c, o);
+  return o;
+}
+BULKRCU_NOINLINE void free_rcu_debug(Cache* c, void* p) noexcept {
+  check_free_debug(c, p, "bulkrcu_cache_free_rcu", false);
+  const long r = push_local<kRcuOff>(c, p);
+  if (r <= 0) free_rcu_slow(c, p, r);
 }
 
 // Flushes every CPU's arrays (main: free objects; rcu: sealed) and the depot to the slabs as
@@ -1161,6 +1207,7 @@ void child_fork() {
 void free_any(void* p) noexcept;
 __attribute__((constructor(102))) void cache_init() {
   g_page_shift = pool::page_shift();
+  g_l2_mask = (std::uintptr_t{1} << (kL2Shift - g_page_shift)) - 1;
   g_debug = pool::debug();
   pthread_atfork(prepare_fork, parent_fork, child_fork);
   cb::g_free_object = &free_any;  // kfree_rcu's embedded-head fallback reaches caches too
@@ -1334,6 +1381,7 @@ struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, size_t size, s
   c->flags = flags;
   c->ctor = ctor;
   c->poison = pool::debug() && !outside_link;
+  c->rseq = mode() == PercpuMode::kRseq;
 #ifdef BULKRCU_TESTING
   c->sheaf_cap = cache::kSheafCapMax;
 #else
@@ -1362,42 +1410,61 @@ struct bulkrcu_cache* bulkrcu_cache_create(const char* name, size_t size, size_t
   return bulkrcu_cache_create_ctor(name, size, align, flags, nullptr);
 }
 
+// The fast paths: one restartable sequence each (cache_rseq.h), no value kept across a call
+// (debug mode and every slow path are tail calls), so no stack frame.
 void* bulkrcu_cache_alloc(struct bulkrcu_cache* cc) {
   Cache* c = cache::C(cc);
-  void* o = cache::pop_local<cache::kMainOff>(c);
-  if (BULKRCU_UNLIKELY(o == nullptr || o == subtle::kSlotLocked)) {
-    o = cache::alloc_slow(c);
-    if (!o) return nullptr;
+  if (BULKRCU_UNLIKELY(cache::g_debug)) return cache::alloc_debug(c, false);
+#if BULKRCU_CACHE_RSEQ
+  if (BULKRCU_LIKELY(c->rseq)) {
+    void* o;
+    if (BULKRCU_LIKELY(subtle::rseq_sheaf_pop<cache::kMainOff>(c->slots, &o))) return o;
+    return cache::alloc_slow(c);
   }
-  if (BULKRCU_UNLIKELY(cache::g_debug)) cache::debug_on_alloc(c, o);
-  return o;
+#endif
+  return cache::alloc_nonrseq(c, false);
 }
 
 void* bulkrcu_cache_alloc_lockless(struct bulkrcu_cache* cc) {
   Cache* c = cache::C(cc);
-  void* o = cache::pop_local<cache::kMainOff>(c);
-  if (BULKRCU_UNLIKELY(o == nullptr || o == subtle::kSlotLocked)) {
-    o = cache::alloc_lockless_slow(c);
-    if (!o) return nullptr;
+  if (BULKRCU_UNLIKELY(cache::g_debug)) return cache::alloc_debug(c, true);
+#if BULKRCU_CACHE_RSEQ
+  if (BULKRCU_LIKELY(c->rseq)) {
+    void* o;
+    if (BULKRCU_LIKELY(subtle::rseq_sheaf_pop<cache::kMainOff>(c->slots, &o))) return o;
+    return cache::alloc_lockless_slow(c);
   }
-  if (BULKRCU_UNLIKELY(cache::g_debug)) cache::debug_on_alloc(c, o);
-  return o;
+#endif
+  return cache::alloc_nonrseq(c, true);
 }
 
 void bulkrcu_cache_free(struct bulkrcu_cache* cc, void* p) {
   if (!p) return;
   Cache* c = cache::C(cc);
-  cache::check_free(c, p, "bulkrcu_cache_free", true);
-  cache::free_now(c, p);
+  if (BULKRCU_UNLIKELY(cache::g_debug)) return cache::free_debug(c, p);
+  if (BULKRCU_UNLIKELY(cache::map_tag(p) != c->tag)) cache::die_not_of(c, p, "bulkrcu_cache_free");
+#if BULKRCU_CACHE_RSEQ
+  if (BULKRCU_LIKELY(c->rseq)) {
+    if (BULKRCU_LIKELY(subtle::rseq_sheaf_push<cache::kMainOff>(c->slots, c->sheaf_cap, p) > 0)) return;
+    return cache::free_slow(c, p);
+  }
+#endif
+  cache::free_nonrseq(c, p);
 }
 
 void bulkrcu_cache_free_rcu(struct bulkrcu_cache* cc, void* p) {
   if (!p) return;
   Cache* c = cache::C(cc);
-  cache::check_free(c, p, "bulkrcu_cache_free_rcu", false);
-  long r = cache::push_local<cache::kRcuOff>(c, p);
-  if (BULKRCU_LIKELY(r > 0)) return;
-  cache::free_rcu_slow(c, p, r);
+  if (BULKRCU_UNLIKELY(cache::g_debug)) return cache::free_rcu_debug(c, p);
+  if (BULKRCU_UNLIKELY(cache::map_tag(p) != c->tag)) cache::die_not_of(c, p, "bulkrcu_cache_free_rcu");
+#if BULKRCU_CACHE_RSEQ
+  if (BULKRCU_LIKELY(c->rseq)) {
+    const long r = subtle::rseq_sheaf_push<cache::kRcuOff>(c->slots, c->sheaf_cap, p);
+    if (BULKRCU_LIKELY(r > 0)) return;
+    return cache::free_rcu_slow(c, p, r);
+  }
+#endif
+  cache::free_rcu_nonrseq(c, p);
 }
 
 void bulkrcu_cache_barrier(struct bulkrcu_cache* cc) {
