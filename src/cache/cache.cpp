@@ -150,7 +150,8 @@ struct Cache {
   PendingChain chains[kPendingChains];  // overflow chains waiting for their cookie
   std::size_t nr_ready = 0, nr_waiting = 0;
   std::uint64_t slab_allocs = 0, slab_frees = 0, reused = 0;
-  std::uint64_t gp_asked_ns = 0;  // when the depot last asked for a grace period
+  std::uint64_t trimmed = 0, filled = 0;  // ready arrays back to the slabs; arrays filled from them
+  std::uint64_t gp_asked_ns = 0;          // when the depot last asked for a grace period
 
   // Lock-free, any context:
   std::atomic<Sheaf*> inbox{nullptr};        // sealed arrays (pending or free objects)
@@ -752,6 +753,7 @@ void trim_depot_locked(Cache* c, std::size_t max_ready, std::size_t max_empty, S
     Sheaf* s = c->ready;
     c->ready = s->next;
     --c->nr_ready;
+    ++c->trimmed;
     free_sheaf_objects_locked(c, s);
     add_to_depot_locked(c, s);
   }
@@ -863,6 +865,7 @@ Sheaf* get_full_sheaf(Cache* c) noexcept {
     }
     s->nr = 0;
     s->pending = 0;
+    ++c->filled;
     while (s->nr < s->cap) {
       Slab* slab = c->lists[kPartial].head ? c->lists[kPartial].head : c->lists[kEmpty].head;
       if (!slab) {
@@ -1306,6 +1309,8 @@ Info info(bulkrcu_cache* cc) noexcept {
   i.reused = c->reused;
   i.slab_allocs = c->slab_allocs;
   i.slab_frees = c->slab_frees;
+  i.trimmed = c->trimmed;
+  i.filled = c->filled;
   pthread_mutex_unlock(&c->mu);
   return i;
 }
