@@ -82,6 +82,7 @@ void depot_counters(benchmark::State& state, const bulkrcu::detail::cache::Info&
   state.counters["reused_pm"] = static_cast<double>(b.reused - a.reused) * per;
   state.counters["filled_pm"] = static_cast<double>(b.filled - a.filled) * per;
   state.counters["trimmed_pm"] = static_cast<double>(b.trimmed - a.trimmed) * per;
+  state.counters["driven_pm"] = static_cast<double>(b.driven - a.driven) * per;
 }
 
 void BM_CacheFreeRcu(benchmark::State& state) {

@@ -37,6 +37,8 @@ constexpr std::size_t kMinObjsPerSlab = 8;
 constexpr std::size_t kSheafCapMax = 4;  // every array fills within a few calls
 constexpr std::size_t kMaxReady = 2;     // ready arrays kept in the depot
 constexpr std::uint64_t kGpPaceNs = 0;   // grace periods as often as the depot asks
+constexpr std::size_t kDriveWaiting = 2;
+constexpr std::uint64_t kDrivePaceNs = 0;
 constexpr std::size_t kMaxEmptySheaves = 1;
 constexpr std::size_t kKeepEmptySlabs = 0;
 #else
@@ -47,6 +49,13 @@ constexpr std::size_t kMaxReady = 32;        // 32 x 504 objects: bounded, about
 // The depot asks for a grace period at most this often (one covers every array sealed before
 // it: at 25M retires a second, 250 us is about 12 arrays).
 constexpr std::uint64_t kGpPaceNs = 250000;
+// An allocation that finds no ready array while at least kDriveWaiting retired arrays wait tries
+// to run their grace period itself (gp::try_grace_period_now: never blocks, gives up when a
+// reader is inside a section), at most once per kDrivePaceNs per cache: the runtime thread may
+// be waiting for a CPU, and meanwhile every refill would come from the slabs (cold objects,
+// more memory).
+constexpr std::size_t kDriveWaiting = 4;
+constexpr std::uint64_t kDrivePaceNs = 200000;
 constexpr std::size_t kMaxEmptySheaves = 4;
 constexpr std::size_t kKeepEmptySlabs = 8;  // slabs kept empty: fewer trips to the zone
 #endif
@@ -152,6 +161,8 @@ struct Cache {
   std::uint64_t slab_allocs = 0, slab_frees = 0, reused = 0;
   std::uint64_t trimmed = 0, filled = 0;  // ready arrays back to the slabs; arrays filled from them
   std::uint64_t gp_asked_ns = 0;          // when the depot last asked for a grace period
+  std::uint64_t gp_driven_ns = 0;         // when an allocation last tried to run one itself
+  std::uint64_t driven = 0;               // cumulative: such attempts that succeeded
 
   // Lock-free, any context:
   std::atomic<Sheaf*> inbox{nullptr};        // sealed arrays (pending or free objects)
@@ -847,6 +858,19 @@ Sheaf* get_full_sheaf(Cache* c) noexcept {
       c->gp_asked_ns = now;
       bulkrcu_start_poll();
     }
+    // Or run it here (outside the mutex: a leaf lock is held across no system call), if this
+    // thread is not inside a reader (the attempt would see itself).
+    if (c->nr_waiting >= kDriveWaiting && now - c->gp_driven_ns >= kDrivePaceNs &&
+        gp::reader_nesting() == 0) {
+      c->gp_driven_ns = now;
+      pthread_mutex_unlock(&c->mu);
+      const bool ran = gp::try_grace_period_now();
+      pthread_mutex_lock(&c->mu);
+      if (ran) {
+        ++c->driven;
+        drain_inbox_locked(c);
+      }
+    }
   }
   if (c->ready) {
     s = c->ready;
@@ -1311,6 +1335,7 @@ Info info(bulkrcu_cache* cc) noexcept {
   i.slab_frees = c->slab_frees;
   i.trimmed = c->trimmed;
   i.filled = c->filled;
+  i.driven = c->driven;
   pthread_mutex_unlock(&c->mu);
   return i;
 }

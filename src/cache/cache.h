@@ -77,6 +77,7 @@ struct Info {
   std::uint64_t slab_frees;       // cumulative
   std::uint64_t trimmed;          // cumulative: ready arrays the depot's bound sent back to the slabs
   std::uint64_t filled;           // cumulative: allocation arrays filled from the slabs
+  std::uint64_t driven;           // cumulative: grace periods an allocation ran itself
 };
 // Drains the inbox into the depot first. Blocks: the cache's mutex.
 Info info(bulkrcu_cache* c) noexcept;
