@@ -332,15 +332,19 @@ void clear_flags() {
 
 void wait_for_readers(bool expedited, std::uint64_t* start_ns) {
   const unsigned long gpc = __atomic_load_n(&bulkrcu__gp_ctr, __ATOMIC_RELAXED);
-  // The runtime thread spins less: its short slice (base.h) is spent after ~100 us of spinning,
-  // and its wakeups then stop preempting the reader it waits for. Expedited callers spin longer.
+  // The spin is short (a pause is ~30 ns here: 64 rounds of 2 pauses and a scan, ~5 us, about
+  // liburcu's 100 scans): with the CPUs oversubscribed, the reader it waits for is preempted
+  // and runs only once this thread sleeps, so every microsecond spun is added to the wait (64
+  // rounds of 32 pauses, 62 us, showed as a plateau in the latency CDF with 4 readers).
+  // Expedited callers spin 4x longer; the runtime thread, whose slice is short (base.h), less.
   const bool fast = expedited || g.expedite.load(std::memory_order_relaxed) != 0;
-  const unsigned spins = latency_sensitive() ? 8 : fast ? 256 : 64;
+  const unsigned spins = latency_sensitive() ? 32 : fast ? 256 : 64;
   bool flagged = false, flagged_since_fence = false;
   for (unsigned iter = 0;; ++iter) {
     if (!any_blocking(gpc)) break;
     if (iter < spins) {
-      for (int i = 0; i < 32; ++i) cpu_relax();
+      cpu_relax();
+      cpu_relax();
       continue;
     }
     const std::uint64_t now = now_ns();
