@@ -1641,6 +1641,12 @@ void fill_stats(bulkrcu_stats* s) noexcept {
   s->kv_budget_objects = config().max_pending_objects;
 }
 
+int reserve_pages() noexcept {
+  int n = 0;
+  for (auto& r : g_reserve) n += r.load(std::memory_order_relaxed) != nullptr;
+  return n;
+}
+
 }  // namespace bulkrcu::detail::kvfree
 
 #if BULKRCU_HAVE_RSEQ_ASM
