@@ -78,8 +78,10 @@ BULKRCU_API bool bulkrcu_read_lock_held(void);
  * Inside a reader: forbidden; aborts at once with a message (it would wait for itself). */
 BULKRCU_API void bulkrcu_synchronize(void);
 
-/* bulkrcu_synchronize that ends as fast as the readers allow: it spins and yields instead of
- * sleeping, and makes a grace period already running stop sleeping too.
+/* bulkrcu_synchronize that ends as fast as the readers allow. Every synchronize spins a few
+ * microseconds, then sleeps until the unlock of the reader it waits for wakes it (the fastest
+ * way when readers are preempted inside sections); the expedited form also makes a grace period
+ * the runtime thread is running spin as long as that before it sleeps.
  * Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts). */
 BULKRCU_API void bulkrcu_synchronize_expedited(void);
 

@@ -31,7 +31,8 @@ unsigned long current_seq() noexcept;
 bool driving() noexcept;
 
 // Runs grace periods on the calling thread until `cookie` has elapsed. Callers that overlap
-// share grace periods. `expedited`: spin and yield instead of sleeping. Not a cancellation
+// share grace periods. `expedited`: the runtime thread's waits spin as long as an application
+// thread's (gp.cpp's wait_for_readers). Not a cancellation
 // point (cancellation is disabled while it waits).
 void wait_for_cookie(unsigned long cookie, bool expedited) noexcept;
 
