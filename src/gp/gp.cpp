@@ -26,6 +26,11 @@
 // previous grace period, W2 for those of this one. A reader that loaded the new phase after the
 // flip began after M1 and need not be waited for.
 //
+// W1 and W2 may sleep until a reader's outermost unlock wakes them (wake on unlock, see
+// wait_for_readers: flag, membarrier, scan against the reader's ctr store, fence C, flag load).
+// The wake only ends a sleep early; every return from it rescans, so it carries no ordering
+// the protocol above relies on.
+//
 // Without membarrier (kernel without it, BULKRCU_NO_MEMBARRIER=1) readers run fences A and B
 // as full fences (bulkrcu__reader_fence = 1) and M1/M2 are full fences.
 //
