@@ -21,6 +21,7 @@
 #include "test_support.h"
 
 using namespace bulkrcu_test;
+namespace gp = bulkrcu::detail::gp;
 
 #if BULKRCU_TSAN
 // The children of these tests start threads (the runtime thread, readers); TSan refuses that
@@ -109,6 +110,107 @@ TEST(Gp, CondSynchronizeWaitsForPreExistingReader) {
   EXPECT_FALSE(reader.release_and_join());
   waiter.join();
   EXPECT_TRUE(bulkrcu_poll_state(cookie));
+}
+
+// ---- wake on unlock: a waiter sleeps until the reader it waits for ends its section --------
+// A reader thread that holds a section until told to end it; reports its wake flag.
+class FlaggedReader {
+ public:
+  FlaggedReader() {
+    th_ = std::thread([this] {
+      bulkrcu_read_lock();
+      r_ = bulkrcu__tls_reader;
+      in_ = true;
+      wait_until([this] { return release_.load(); });
+      if (exit_inside_) return;  // the thread-exit handler ends the section
+      bulkrcu_read_unlock();
+      flag_after_ = __atomic_load_n(&r_->wake, __ATOMIC_RELAXED);
+    });
+    wait_until([this] { return in_.load(); });
+  }
+  bool flagged() const { return __atomic_load_n(&r_->wake, __ATOMIC_RELAXED) != 0; }
+  void release(bool exit_inside = false) {
+    exit_inside_ = exit_inside;
+    release_ = true;
+    th_.join();
+  }
+  unsigned flag_after() const { return flag_after_; }
+
+ private:
+  std::thread th_;
+  bulkrcu__reader* r_ = nullptr;
+  std::atomic<bool> in_{false}, release_{false};
+  bool exit_inside_ = false;
+  unsigned flag_after_ = 99;
+};
+
+// Waits until the waiter has flagged `r` and gone to sleep (its sleep counter moved).
+void wait_for_sleeping_waiter(const FlaggedReader& r, std::uint64_t sleeps_before) {
+  wait_until([&] { return r.flagged() && gp::wait_stats().sleeps > sleeps_before; });
+}
+
+void expect_unlock_wakes(bool expedited) {
+  const gp::WaitStats before = gp::wait_stats();
+  FlaggedReader reader;
+  std::atomic<bool> done{false};
+  std::thread waiter([&] {
+    if (expedited)
+      bulkrcu_synchronize_expedited();
+    else
+      bulkrcu_synchronize();
+    done = true;
+  });
+  wait_for_sleeping_waiter(reader, before.sleeps);
+  EXPECT_FALSE(done.load());
+  reader.release();
+  waiter.join();
+  const gp::WaitStats after = gp::wait_stats();
+  EXPECT_GE(after.reader_wakes, before.reader_wakes + 1) << "the unlock did not wake the waiter";
+  EXPECT_EQ(reader.flag_after(), 0U) << "the unlock left its wake flag set";
+  // The sleep's bound is 1 s (1 ms without membarrier, where a wake may be lost): a wake that
+  // never came shows as a timeout.
+  if (!bulkrcu__reader_fence) {
+    EXPECT_EQ(after.timeouts, before.timeouts) << "the waiter woke on its timer";
+  }
+}
+
+TEST(GpWake, UnlockWakesTheSleepingWaiter) { expect_unlock_wakes(false); }
+TEST(GpWake, UnlockWakesTheSleepingExpeditedWaiter) { expect_unlock_wakes(true); }
+
+TEST(GpWake, WaiterSleepsAgainForTheNextReaderAndClearsEveryFlag) {
+  const gp::WaitStats before = gp::wait_stats();
+  FlaggedReader a, b;
+  std::atomic<bool> done{false};
+  std::thread waiter([&] {
+    bulkrcu_synchronize();
+    done = true;
+  });
+  wait_until([&] { return a.flagged() && b.flagged() && gp::wait_stats().sleeps > before.sleeps; });
+  const std::uint64_t sleeps = gp::wait_stats().sleeps;
+  a.release();
+  // Woken by a, the waiter finds b still inside and sleeps again (b stays flagged).
+  wait_until([&] { return gp::wait_stats().sleeps > sleeps; });
+  EXPECT_FALSE(done.load());
+  EXPECT_TRUE(b.flagged());
+  b.release();
+  waiter.join();
+  EXPECT_GE(gp::wait_stats().reader_wakes, before.reader_wakes + 2);
+  EXPECT_EQ(a.flag_after(), 0U);
+  EXPECT_EQ(b.flag_after(), 0U);
+}
+
+TEST(GpWake, ThreadExitInsideASectionWakesTheWaiter) {
+  const gp::WaitStats before = gp::wait_stats();
+  FlaggedReader reader;
+  std::thread waiter([] { bulkrcu_synchronize(); });
+  wait_for_sleeping_waiter(reader, before.sleeps);
+  reader.release(/*exit_inside=*/true);  // warns that it exits inside a section
+  waiter.join();
+  const gp::WaitStats after = gp::wait_stats();
+  EXPECT_GE(after.reader_wakes, before.reader_wakes + 1);
+  if (!bulkrcu__reader_fence) {
+    EXPECT_EQ(after.timeouts, before.timeouts) << "the waiter woke on its timer";
+  }
 }
 
 TEST(Gp, SynchronizeWithoutReadersReturns) {

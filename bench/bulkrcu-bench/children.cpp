@@ -475,25 +475,66 @@ void retire_latency(const Params& prm, ResultWriter& out) {
   I::thread_offline();
 }
 
-// Synchronize latency with `readers` threads spinning lock/unlock.
+// A thread doing short sections with a little work outside them, yielding now and then as a
+// thread with real work would be preempted (bench/micro/gp_bench.cpp's short-section threads).
+template <Impl I>
+struct ShortSections {
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> shared{1};
+  std::thread th;
+  void start() {
+    th = std::thread([this] {
+      I::thread_online();
+      std::uint64_t sink = 0;
+      for (unsigned k = 0; !stop.load(std::memory_order_relaxed); ++k) {
+        I::read_lock();
+        sink += shared.load(std::memory_order_acquire);
+        I::read_unlock();
+        for (int j = 0; j < 64; ++j) asm volatile("" : "+r"(sink));
+        if ((k & 1023) == 0) std::this_thread::yield();
+      }
+      I::thread_offline();
+    });
+  }
+  void finish() {
+    stop.store(true, std::memory_order_relaxed);
+    th.join();
+  }
+};
+
+// Synchronize latency with `readers` threads spinning lock/unlock (mode "spin") or doing short
+// sections (mode "short"); exp=1: bulkrcu_synchronize_expedited for bulkrcu's rows (liburcu has
+// no expedited form: its row is synchronize_rcu either way).
 template <Impl I>
 void sync_latency(const Params& prm, ResultWriter& out) {
   const std::uint64_t dur_ns = static_cast<std::uint64_t>(prm.real("dur") * 1e9);
   const int nreaders = static_cast<int>(prm.num("readers"));
+  const bool short_sections = prm.str("mode") == "short";
+  const bool expedited = prm.num("exp") != 0 && I::kBulkrcu;
   I::thread_online();
   std::vector<std::unique_ptr<Spinner<I>>> readers;
+  std::vector<std::unique_ptr<ShortSections<I>>> shorts;
   for (int i = 0; i < nreaders; ++i) {
-    readers.push_back(std::make_unique<Spinner<I>>());
-    readers.back()->start();
+    if (short_sections) {
+      shorts.push_back(std::make_unique<ShortSections<I>>());
+      shorts.back()->start();
+    } else {
+      readers.push_back(std::make_unique<Spinner<I>>());
+      readers.back()->start();
+    }
   }
   Histogram h;
   const std::uint64_t t0 = now_ns();
   while (now_ns() - t0 < dur_ns) {
     std::uint64_t a = now_ns();
-    I::synchronize();
+    if (expedited)
+      bulkrcu_synchronize_expedited();
+    else
+      I::synchronize();
     h.add(now_ns() - a);
   }
   for (auto& r : readers) r->finish();
+  for (auto& r : shorts) r->finish();
   common_metrics<I>(out);
   out.metric("samples", static_cast<double>(h.count()));
   out.metric("p50_ns", static_cast<double>(h.quantile(0.5)));

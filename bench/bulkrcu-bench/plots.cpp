@@ -314,7 +314,10 @@ struct Plotter {
       gp << "set title "
          << gp_quote(variants[static_cast<std::size_t>(p)].empty()
                          ? std::string("all calls")
-                         : variants[static_cast<std::size_t>(p)] + " spinning")
+                         : variants[static_cast<std::size_t>(p)] +
+                               (variants[static_cast<std::size_t>(p)].find("reader") != std::string::npos
+                                    ? " spinning"
+                                    : ""))
          << "\nplot ";
       const auto& e = per_panel[static_cast<std::size_t>(p)];
       if (e.empty()) gp << "NaN title 'no data'";
@@ -410,11 +413,10 @@ std::vector<std::string> make_plots(const std::vector<WorkloadDef>& defs,
       p.ratio(runs, "p99_ns", "p99 ns", "free", "latency_retire_ratio",
               "retire latency: p99 / the floor's (free())");
     } else if (w.file == "latency_sync") {
-      p.hists(runs, {"1 reader", "2 readers", "4 readers"}, "sync", "latency_sync_hist",
-              "synchronize latency (last run of each), 2 CPUs");
-      p.ratio(
-          runs, "p50_ns", "p50 ns", "urcu_call_rcu", "latency_sync_ratio",
-          "synchronize p50 / liburcu synchronize_rcu's, by spinning readers (no floor: liburcu is the base)");
+      p.hists(runs, {"1 reader", "2 readers", "4 readers", "64 short-section threads"}, "sync",
+              "latency_sync_hist", "synchronize latency (last run of each), 2 CPUs");
+      p.ratio(runs, "p50_ns", "p50 ns", "urcu_call_rcu", "latency_sync_ratio",
+              "synchronize p50 / liburcu synchronize_rcu's, by readers (no floor: liburcu is the base)");
     } else if (w.file == "scale_retire") {
       p.scaling(runs, "cpu_ns_per_obj", false, "scale_cpu", "scale: CPU per object against retiring threads",
                 "retiring threads (2 CPUs)", "CPU ns per object");

@@ -296,11 +296,15 @@ std::vector<WorkloadDef> build_suite(const Options& o) {
     y.name = "latency";
     y.file = "latency_sync";
     y.title =
-        "latency: synchronize (wait for a grace period) with 0, 1, 2 and 4 readers spinning lock/unlock";
+        "latency: synchronize (wait for a grace period) with 0, 1, 2 and 4 readers spinning lock/unlock, "
+        "and with 64 threads doing short sections";
     y.notes = {"rows: bulkrcu_synchronize (bulkrcu) and liburcu synchronize_rcu (liburcu), " +
-               num(s.sync_dur) + " s of back-to-back calls per case; " + std::to_string(ncpu) +
-               " CPUs, so 2 and 4 readers plus "
-               "the caller oversubscribe them."};
+                   num(s.sync_dur) + " s of back-to-back calls per case; " + std::to_string(ncpu) +
+                   " CPUs, so 2 and 4 readers plus "
+                   "the caller oversubscribe them.",
+               "64 short-section threads: each loops lock, one load, unlock, a little work, a yield every "
+               "1024 sections; 'expedited': bulkrcu_synchronize_expedited in bulkrcu's row (liburcu has no "
+               "expedited form: synchronize_rcu)."};
     y.primary = "p50_ns";
     y.primary_header = "p50 ns";
     y.ref = "urcu_call_rcu";
@@ -308,9 +312,25 @@ std::vector<WorkloadDef> build_suite(const Options& o) {
                  {"p999_ns", "p99.9 ns"},
                  {"max_us", "max us"},
                  {"samples", "calls", false, true}};
-    for (int r : {0, 1, 2, 4})
-      add_cases(y, o, std::to_string(r) + (r == 1 ? " reader" : " readers"),
-                {{"part", "sync_latency"}, {"dur", num(s.sync_dur)}, {"readers", std::to_string(r)}}, s.reps,
+    struct SyncCase {
+      const char* name;
+      int readers;
+      const char* mode;
+      int exp;
+    };
+    for (const SyncCase& c :
+         {SyncCase{"0 readers", 0, "spin", 0}, SyncCase{"1 reader", 1, "spin", 0},
+          SyncCase{"2 readers", 2, "spin", 0}, SyncCase{"4 readers", 4, "spin", 0},
+          SyncCase{"64 short-section threads", 64, "short", 0},
+          SyncCase{"2 readers, expedited", 2, "spin", 1}, SyncCase{"4 readers, expedited", 4, "spin", 1},
+          SyncCase{"64 short-section threads, expedited", 64, "short", 1}})
+      add_cases(y, o, c.name,
+                {{"part", "sync_latency"},
+                 {"dur", num(s.sync_dur)},
+                 {"readers", std::to_string(c.readers)},
+                 {"mode", c.mode},
+                 {"exp", std::to_string(c.exp)}},
+                s.reps,
                 /*sync_only=*/true, s.sync_dur + 0.1);
     out.push_back(std::move(y));
   }

@@ -60,7 +60,9 @@ struct bulkrcu_head {
 BULKRCU_API void bulkrcu_read_lock(void);
 
 /* Leaves a read-side critical section. Calling it without a matching lock aborts with a
- * message (in every build: the check costs nothing on the outermost unlock).
+ * message (in every build: the check costs nothing on the outermost unlock). When a grace
+ * period sleeps waiting for this section, the outermost unlock wakes it (one futex wake system
+ * call; otherwise one load and a branch).
  * Blocks: no. Allocates: no. Async-signal-safe: yes. Inside a reader: it ends one. */
 BULKRCU_API void bulkrcu_read_unlock(void);
 
@@ -76,8 +78,10 @@ BULKRCU_API bool bulkrcu_read_lock_held(void);
  * Inside a reader: forbidden; aborts at once with a message (it would wait for itself). */
 BULKRCU_API void bulkrcu_synchronize(void);
 
-/* bulkrcu_synchronize that ends as fast as the readers allow: it spins and yields instead of
- * sleeping, and makes a grace period already running stop sleeping too.
+/* bulkrcu_synchronize that ends as fast as the readers allow. Every synchronize spins a few
+ * microseconds, then sleeps until the unlock of the reader it waits for wakes it (the fastest
+ * way when readers are preempted inside sections); the expedited form also makes a grace period
+ * the runtime thread is running spin as long as that before it sleeps.
  * Blocks: yes. Allocates: no. Async-signal-safe: no. Inside a reader: forbidden (aborts). */
 BULKRCU_API void bulkrcu_synchronize_expedited(void);
 
@@ -230,6 +234,10 @@ BULKRCU_API void bulkrcu_memory_pressure(void);
 /* ---- private: the inline reader fast path. Layout and names may change in any release. --- */
 struct bulkrcu__reader {
   unsigned long ctr; /* 0 or phase bit: quiescent; else grace-period phase | nesting count */
+  /* Nonzero: a grace period sleeps until this thread's section ends, and the outermost unlock
+   * wakes it (bulkrcu__reader_wake). Set by the waiter, cleared by either. */
+  unsigned int wake;
+  unsigned int reserved_;
 };
 #define BULKRCU__NEST_MASK ((1UL << (sizeof(unsigned long) * 4)) - 1)
 
@@ -275,6 +283,9 @@ extern BULKRCU_API unsigned long bulkrcu__gp_ctr; /* phase | 1; written by the g
 extern BULKRCU_API int bulkrcu__reader_fence;     /* 1 when membarrier(2) is unavailable */
 BULKRCU_API struct bulkrcu__reader* bulkrcu__reader_register(void);
 BULKRCU_API void bulkrcu__unlock_unbalanced(void) __attribute__((noreturn, cold));
+/* The outermost unlock's slow path when a grace period waits for this section: clears r->wake
+ * and wakes the waiter (one futex wake; no lock, async-signal-safe). */
+BULKRCU_API void bulkrcu__reader_wake(struct bulkrcu__reader* r) __attribute__((cold));
 /* rcu_obj_base::retire's path: bulkrcu_defer that never blocks and never allocates (false:
  * no page without waiting; the caller then uses its embedded head). It may free() elapsed
  * bulkrcu_kvfree pointers on this thread, so it is not async-signal-safe. */
@@ -314,6 +325,11 @@ static inline __attribute__((always_inline)) void bulkrcu__read_unlock_inline(vo
       __atomic_signal_fence(__ATOMIC_SEQ_CST);
     BULKRCU__TSAN_RELEASE_GP();
     __atomic_store_n(&r->ctr, tmp - 1, BULKRCU__MO_UNLOCK);
+    /* Fence C: orders the store above before the load below (a compiler barrier; the waiter's
+     * membarrier after it sets r->wake supplies the CPU fence): either the waiter's scan sees
+     * the section ended, or this load sees its request and wakes it. */
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    if (__builtin_expect(__atomic_load_n(&r->wake, __ATOMIC_RELAXED) != 0, 0)) bulkrcu__reader_wake(r);
   } else {
     if (__builtin_expect(!(tmp & BULKRCU__NEST_MASK), 0)) bulkrcu__unlock_unbalanced();
     __atomic_store_n(&r->ctr, tmp - 1, __ATOMIC_RELAXED);

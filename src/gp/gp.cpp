@@ -26,6 +26,11 @@
 // previous grace period, W2 for those of this one. A reader that loaded the new phase after the
 // flip began after M1 and need not be waited for.
 //
+// W1 and W2 may sleep until a reader's outermost unlock wakes them (wake on unlock, see
+// wait_for_readers: flag, membarrier, scan against the reader's ctr store, fence C, flag load).
+// The wake only ends a sleep early; every return from it rescans, so it carries no ordering
+// the protocol above relies on.
+//
 // Without membarrier (kernel without it, BULKRCU_NO_MEMBARRIER=1) readers run fences A and B
 // as full fences (bulkrcu__reader_fence = 1) and M1/M2 are full fences.
 //
@@ -186,6 +191,7 @@ void on_thread_exit(void* p) {
   }
   // Fence B's role: the thread's reads are over before the slot reads as quiescent.
   __atomic_store_n(&s->pub.ctr, 0UL, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&s->pub.wake, __ATOMIC_SEQ_CST)) reader_wake(&s->pub);  // as an unlock would
   bulkrcu__tls_reader = nullptr;
   release_slot(s);
 }
@@ -210,7 +216,11 @@ struct Engine {
   std::atomic<std::uint32_t> driving{0};  // run_grace_period is between its two seq stores
   alignas(kCacheLine) std::atomic<unsigned long> requested{0};
   alignas(kCacheLine) std::atomic<std::uint32_t> expedite{0};  // expedited callers waiting
-  pthread_mutex_t gp_mutex = PTHREAD_MUTEX_INITIALIZER;        // serializes grace periods
+  // Bumped by every reader that ends a section a grace period asked to be woken for; the
+  // waiter sleeps on it (futex) after setting the blocking readers' wake flags.
+  alignas(kCacheLine) std::atomic<std::uint32_t> wake_seq{0};
+  std::atomic<std::uint64_t> nr_wait_sleeps{0}, nr_reader_wakes{0}, nr_wait_timeouts{0};
+  pthread_mutex_t gp_mutex = PTHREAD_MUTEX_INITIALIZER;  // serializes grace periods
   std::atomic<std::uint64_t> nr_gp{0}, nr_exp_gp{0}, nr_sync{0}, nr_stall{0};
 };
 Engine g;
@@ -275,44 +285,101 @@ bool any_active() {
   return found;
 }
 
-// W1 / W2. Spins briefly (readers usually leave within microseconds), yields a few times
-// (on an oversubscribed machine the reader may be waiting for this CPU), then sleeps with an
-// exponential backoff capped at 1 ms, or keeps yielding when expedited. The clock is read only
-// once the spinning is over (*start_ns == 0 until then): a grace period that finds its readers
-// gone at once never pays for it.
-constexpr std::uint64_t kYieldPhaseNs = 5000000;  // 5 ms
+// W1 / W2. Spins briefly (readers usually leave within microseconds), then asks the readers
+// it waits for to wake it and sleeps until one does ("wake on unlock", liburcu's scheme with a
+// per-reader flag): it sets `wake` in each blocking reader's slot, runs membarrier, scans
+// again, and sleeps on wake_seq, which a flagged reader's outermost unlock bumps before a futex
+// wake (bulkrcu__reader_wake). Why not yield or sleep for a while: with readers oversubscribing
+// the CPUs, the reader it waits for is usually preempted inside its section and needs this CPU;
+// a yield under EEVDF then waits for every other task's slice, and a timed sleep oversleeps the
+// section's end by the timer's period (see docs/ARCHITECTURE.md for what was measured).
+//
+// Ordering: the flag store, M (membarrier), the scan; the reader's ctr store, fence C (a
+// compiler barrier), its flag load. Either the reader's store precedes the barrier membarrier
+// runs on its CPU (the scan sees the section ended), or its flag load follows it (it sees the
+// flag and wakes us). A reader that is not running has no store buffer to drain. Without
+// membarrier the pair is not ordered, so a wake may be lost: the sleep is bounded (kWakeTimeoutNs)
+// and every return rescans, so a lost wake costs time, never safety.
+// The clock is read only once the spinning is over (*start_ns == 0 until then): a grace period
+// that finds its readers gone at once never pays for it.
+// The sleep's bound. With membarrier a wake is never lost, so it only paces the stall clock:
+// a waiter that woke on a timer while the reader it waits for is still preempted would take a
+// CPU from the readers for nothing (4 spinning readers on 2 CPUs: with a 1 ms bound, 95% of the
+// sleeps timed out). Without membarrier: 1 ms.
+constexpr std::uint64_t kWakeTimeoutNs = 1000000000;  // 1 s
+constexpr std::uint64_t kWakeTimeoutFencesNs = 1000000;
+
+// Sets the wake flag of every reader blocking this phase. Returns the number of flags it set
+// (readers already flagged are not counted); *blocking = whether any reader blocks.
+int flag_blocking(unsigned long gpc, bool* blocking) {
+  int n = 0;
+  *blocking = false;
+  for_each_slot([&](ReaderSlot& s) {
+    unsigned long ctr = load_ctr(s);
+    if ((ctr & kNestMask) && ((ctr ^ gpc) & kPhase)) {
+      *blocking = true;
+      if (!__atomic_load_n(&s.pub.wake, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&s.pub.wake, 1U, __ATOMIC_RELAXED);
+        ++n;
+      }
+    }
+  });
+  return n;
+}
+
+// Clears the flags left on readers that did not need to wake us (their section is still open,
+// or another reader's wake ended the wait first), so that they pay no wake at their unlock.
+void clear_flags() {
+  for_each_slot([&](ReaderSlot& s) {
+    if (__atomic_load_n(&s.pub.wake, __ATOMIC_RELAXED)) __atomic_store_n(&s.pub.wake, 0U, __ATOMIC_RELAXED);
+  });
+}
 
 void wait_for_readers(bool expedited, std::uint64_t* start_ns) {
   const unsigned long gpc = __atomic_load_n(&bulkrcu__gp_ctr, __ATOMIC_RELAXED);
-  std::uint64_t backoff = 2000;
-  // The runtime thread spins less: its short slice (base.h) is spent after ~100 us of spinning,
-  // and its wakeups then stop preempting the reader it waits for.
-  const unsigned spins = latency_sensitive() ? 8 : 64;
+  // The spin is short (a pause is ~30 ns here: 64 rounds of 2 pauses and a scan, ~5 us, about
+  // liburcu's 100 scans): with the CPUs oversubscribed, the reader it waits for is preempted
+  // and runs only once this thread sleeps, so every microsecond spun is added to the wait (64
+  // rounds of 32 pauses, 62 us, showed as a plateau in the latency CDF with 4 readers).
+  // The runtime thread, whose slice is short (base.h), spins half as long unless an expedited
+  // caller waits. An expedited application caller spins no longer than a normal one: a longer
+  // spin (256 rounds) only moved its p99 with 2 spinning readers from ~1.3 us to ~13 us.
+  const bool fast = expedited || g.expedite.load(std::memory_order_relaxed) != 0;
+  const unsigned spins = latency_sensitive() && !fast ? 32 : 64;
+  bool flagged = false, flagged_since_fence = false;
   for (unsigned iter = 0;; ++iter) {
-    if (!any_blocking(gpc)) return;
-    bool fast = expedited || g.expedite.load(std::memory_order_relaxed) != 0;
+    if (!any_blocking(gpc)) break;
     if (iter < spins) {
-      for (int i = 0; i < 32; ++i) cpu_relax();
+      cpu_relax();
+      cpu_relax();
       continue;
     }
     const std::uint64_t now = now_ns();
     if (*start_ns == 0) *start_ns = now;
     std::uint64_t waited = now - *start_ns;
     if (waited >= stall_timeout_ns()) report_stalls(gpc, g.seq.load(std::memory_order_relaxed), waited);
-    // A yield hands this CPU to a preempted reader, but under EEVDF the yielder then waits for
-    // that reader's whole slice; a thread with a short slice (the runtime thread) sleeps
-    // instead, and its wakeup preempts the reader as soon as the timer fires.
-    // An application thread yields for the first few milliseconds: with readers oversubscribing
-    // the CPUs the one it waits for is usually preempted inside its section, and a sleeping
-    // waiter then waits for several full slices of the others (4 spinning readers on 2 CPUs:
-    // p50 64 ms sleeping, about 1 us yielding, measured by gp_bench).
-    if (fast || (!latency_sensitive() && (iter < spins + 16 || waited < kYieldPhaseNs))) {
-      sched_yield();
-    } else {
-      sleep_ns(backoff);
-      if (backoff < 1000000) backoff *= 2;
+    const std::uint32_t snap = g.wake_seq.load(std::memory_order_acquire);
+    bool blocking;
+    if (flag_blocking(gpc, &blocking) > 0 || flagged_since_fence) {
+      flagged = true;
+      master_fence();  // M: pairs with fence C of the flagged readers' unlocks
+      flagged_since_fence = false;
     }
+    // Every reader that blocks now must have been flagged before the fence: one whose ctr store
+    // landed after the scan above (it loaded the old phase before the flip) is flagged now and
+    // fenced on the next round instead of being slept on.
+    if (flag_blocking(gpc, &blocking) > 0) {
+      flagged_since_fence = true;
+      continue;
+    }
+    if (!blocking) break;
+    g.nr_wait_sleeps.fetch_add(1, std::memory_order_relaxed);
+    const std::uint64_t bound =
+        __atomic_load_n(&bulkrcu__reader_fence, __ATOMIC_RELAXED) ? kWakeTimeoutFencesNs : kWakeTimeoutNs;
+    if (subtle::futex_wait(&g.wake_seq, snap, bound) != 0 && errno == ETIMEDOUT)
+      g.nr_wait_timeouts.fetch_add(1, std::memory_order_relaxed);
   }
+  if (flagged) clear_flags();
 }
 
 // Under gp_mutex: seq odd (in progress; no one acts on odd). Returns the odd value; an odd
@@ -459,6 +526,7 @@ void after_fork_child() noexcept {
   for_each_slot([&](ReaderSlot& s) {
     if (&s.pub == mine) return;
     __atomic_store_n(&s.pub.ctr, 0UL, __ATOMIC_RELAXED);
+    __atomic_store_n(&s.pub.wake, 0U, __ATOMIC_RELAXED);
     s.owner.store(0, std::memory_order_relaxed);
   });
   g.expedite.store(0, std::memory_order_relaxed);
@@ -478,6 +546,18 @@ Stats stats() noexcept {
 }
 
 void count_synchronize() noexcept { g.nr_sync.fetch_add(1, std::memory_order_relaxed); }
+
+void reader_wake(bulkrcu__reader* r) noexcept {
+  __atomic_store_n(&r->wake, 0U, __ATOMIC_RELAXED);
+  g.nr_reader_wakes.fetch_add(1, std::memory_order_relaxed);
+  g.wake_seq.fetch_add(1, std::memory_order_release);
+  subtle::futex_wake(&g.wake_seq, INT_MAX);
+}
+
+WaitStats wait_stats() noexcept {
+  return {g.nr_wait_sleeps.load(std::memory_order_relaxed), g.nr_reader_wakes.load(std::memory_order_relaxed),
+          g.nr_wait_timeouts.load(std::memory_order_relaxed)};
+}
 
 bulkrcu__reader* register_reader() noexcept {
   ensure_key();
@@ -505,6 +585,8 @@ using namespace bulkrcu::detail;
 extern "C" {
 
 bulkrcu__reader* bulkrcu__reader_register(void) { return gp::register_reader(); }
+
+void bulkrcu__reader_wake(bulkrcu__reader* r) { gp::reader_wake(r); }
 
 void bulkrcu__unlock_unbalanced(void) {
   fatal("bulkrcu_read_unlock() called without a matching bulkrcu_read_lock()");

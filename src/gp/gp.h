@@ -31,7 +31,8 @@ unsigned long current_seq() noexcept;
 bool driving() noexcept;
 
 // Runs grace periods on the calling thread until `cookie` has elapsed. Callers that overlap
-// share grace periods. `expedited`: spin and yield instead of sleeping. Not a cancellation
+// share grace periods. `expedited`: the runtime thread's waits spin as long as an application
+// thread's (gp.cpp's wait_for_readers). Not a cancellation
 // point (cancellation is disabled while it waits).
 void wait_for_cookie(unsigned long cookie, bool expedited) noexcept;
 
@@ -74,7 +75,7 @@ void assert_not_in_reader(const char* what) noexcept;
 // reclaim cursor there). `r` is bulkrcu__tls_reader, non-null: call inside a read-side critical
 // section. The word outlives the thread: a thread that claims the slot later sees what was
 // left in it, and for_each_thread_word (any thread) visits every slot's word.
-inline constexpr std::size_t kThreadWordOffset = 8;
+inline constexpr std::size_t kThreadWordOffset = sizeof(bulkrcu__reader);
 BULKRCU_ALWAYS_INLINE std::atomic<void*>* thread_word(bulkrcu__reader* r) noexcept {
   return reinterpret_cast<std::atomic<void*>*>(reinterpret_cast<char*>(r) + kThreadWordOffset);
 }
@@ -83,6 +84,17 @@ void for_each_thread_word(void (*f)(std::atomic<void*>& word, void* arg), void* 
 // Registers the calling thread's reader slot (the slow path of the first read_lock).
 bulkrcu__reader* register_reader() noexcept;
 void count_synchronize() noexcept;
+// The outermost unlock's slow path (bulkrcu__reader_wake): clears r->wake, wakes the waiter.
+void reader_wake(bulkrcu__reader* r) noexcept;
+
+// Waits that slept until a reader's unlock (or the bounded timeout) woke them, and wakes made
+// by readers' unlocks (for tests and the statistics).
+struct WaitStats {
+  std::uint64_t sleeps;
+  std::uint64_t reader_wakes;
+  std::uint64_t timeouts;  // sleeps that ended by the timeout
+};
+WaitStats wait_stats() noexcept;
 
 // --- fork ----------------------------------------------------------------------------------
 void before_fork() noexcept;
