@@ -51,6 +51,8 @@ std::atomic<Chunk*> g_chunks{nullptr};  // push-only (CAS), newest first; never 
 std::atomic<Block*> g_closed{nullptr};  // full blocks the owners closed; the monitor takes all
 std::atomic<std::uint64_t> g_taken{0};  // blocks the runtime took from idle threads
 std::atomic<std::uint64_t> g_in_use{0};
+std::atomic<std::uint64_t> g_nr_chunks{0};
+std::atomic<std::uint64_t> g_misses{0};
 pthread_key_t g_key;
 std::atomic<int> g_key_state{0};  // 0 none, 1 being created, 2 ready, 3 failed
 int g_enabled = -1;               // -1 unknown; set once (membarrier is registered at load)
@@ -76,7 +78,7 @@ void for_each_slot(F&& f) {
 }
 
 // Lock-free and async-signal-safe (a CAS; mmap when every slot is taken). nullptr: no memory.
-MagSlot* claim() noexcept {
+MagSlot* claim(bool may_map) noexcept {
   for (Chunk* c = g_chunks.load(std::memory_order_acquire); c; c = c->next)
     for (MagSlot& s : c->slots) {
       std::uint32_t expected = 0;
@@ -84,9 +86,11 @@ MagSlot* claim() noexcept {
           s.owner.compare_exchange_strong(expected, 1, std::memory_order_acq_rel, std::memory_order_relaxed))
         return &s;
     }
+  if (!may_map) return nullptr;
   void* mem = mmap(nullptr, sizeof(Chunk), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return nullptr;
   Chunk* c = new (mem) Chunk();
+  g_nr_chunks.fetch_add(1, std::memory_order_relaxed);
   c->slots[0].owner.store(1, std::memory_order_relaxed);
   Chunk* head = g_chunks.load(std::memory_order_relaxed);
   do {
@@ -146,6 +150,13 @@ void on_thread_exit(void* p) noexcept {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
+// At load time: the key, and one chunk of slots, so that the first retire of a thread that
+// only ever uses bulkrcu_defer_nowait (no system call allowed) finds a slot.
+__attribute__((constructor(105))) void magazine_init() {
+  if (!ensure_key()) return;
+  if (MagSlot* s = claim(true)) s->owner.store(0, std::memory_order_release);
+}
+
 }  // namespace
 
 bool enabled() noexcept {
@@ -161,9 +172,12 @@ long retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
   if (!enabled()) return 0;
   auto* s = reinterpret_cast<MagSlot*>(bulkrcu__tls_mag);
   if (!s) {
-    // A signal handler claims none: pthread_setspecific is not async-signal-safe.
-    if ((flags & kNoSyscall) || !ensure_key()) return 0;
-    s = claim();
+    // A form that promises no system call (bulkrcu_defer_nowait) claims only a free slot of a
+    // mapped chunk, and only once the key exists. (glibc's pthread_setspecific stores into the
+    // thread descriptor for the first 32 keys: no allocation, no lock.)
+    const bool no_syscall = (flags & kNoSyscall) != 0;
+    if (no_syscall ? g_key_state.load(std::memory_order_acquire) != 2 : !ensure_key()) return 0;
+    s = claim(!no_syscall);
     if (!s) return 0;
     g_in_use.fetch_add(1, std::memory_order_relaxed);
     if (pthread_setspecific(g_key, s) != 0) {
@@ -248,6 +262,7 @@ bool take(Take mode, Block** out, std::uint64_t* objs) noexcept {
     s.cand = nullptr;
     if (busy_of(s).load(std::memory_order_acquire) != 0) {
       all = false;  // storing now: its next store sees the seal; a later pass retries
+      g_misses.fetch_add(1, std::memory_order_relaxed);
       return;
     }
     void* expected = b;
@@ -300,7 +315,17 @@ void after_fork_child() noexcept {
 }
 
 std::uint64_t slots_in_use() noexcept { return g_in_use.load(std::memory_order_relaxed); }
+std::uint64_t chunks_mapped() noexcept { return g_nr_chunks.load(std::memory_order_relaxed); }
 std::uint64_t taken_over() noexcept { return g_taken.load(std::memory_order_relaxed); }
+std::uint64_t take_misses() noexcept { return g_misses.load(std::memory_order_relaxed); }
+long thread_block_nr() noexcept {
+  bulkrcu__mag* m = bulkrcu__tls_mag;
+  Block* b = m ? static_cast<Block*>(__atomic_load_n(&m->block, __ATOMIC_ACQUIRE)) : nullptr;
+  return b ? static_cast<long>(__atomic_load_n(&b->nr, __ATOMIC_RELAXED)) : -1;
+}
+void set_thread_busy(bool busy) noexcept {
+  if (bulkrcu__mag* m = bulkrcu__tls_mag) __atomic_store_n(&m->busy, busy ? 1UL : 0UL, __ATOMIC_RELEASE);
+}
 
 }  // namespace mag
 }  // namespace bulkrcu::detail::kvfree

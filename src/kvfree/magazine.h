@@ -79,8 +79,12 @@ bool pending() noexcept;
 // thread's is released (it claims a new one at its next slow retire, after ensure_started).
 void after_fork_child() noexcept;
 
-// Statistics.
-std::uint64_t slots_in_use() noexcept;
-std::uint64_t taken_over() noexcept;
+// Statistics and test hooks.
+std::uint64_t slots_in_use() noexcept;     // magazines claimed by live threads
+std::uint64_t chunks_mapped() noexcept;    // chunks of slots (never unmapped)
+std::uint64_t taken_over() noexcept;       // blocks the runtime thread took from threads
+std::uint64_t take_misses() noexcept;      // candidates left because their owner was storing
+long thread_block_nr() noexcept;           // the calling thread's block count; -1: no block
+void set_thread_busy(bool busy) noexcept;  // tests: pretend a store of this thread is in progress
 
 }  // namespace bulkrcu::detail::kvfree::mag
