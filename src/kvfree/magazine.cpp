@@ -192,13 +192,14 @@ long retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
   long r = 0;
   void* cur = block_of(*s).load(std::memory_order_acquire);
   Block* b = static_cast<Block*>(cur);
-  if (b && __atomic_load_n(&b->cap, __ATOMIC_RELAXED) != 0 && b->fn == fn && b->nr < b->cap) {
+  // cap is the runtime's seal: an atomic load (nr is written only by this thread).
+  const std::uint64_t cap = b ? __atomic_load_n(&b->cap, __ATOMIC_RELAXED) : 0;
+  if (b && b->fn == fn && b->nr < cap) {
     // Room after all (the inline store declined for a reason that is gone).
     b->ptrs[b->nr] = ptr;
     __atomic_store_n(&b->nr, b->nr + 1, __ATOMIC_RELAXED);
     r = static_cast<long>(b->nr);
-  } else if (b && b->fn != fn && __atomic_load_n(&b->cap, __ATOMIC_RELAXED) != 0 && b->nr != 0 &&
-             b->nr < b->cap) {
+  } else if (b && b->fn != fn && b->nr != 0 && b->nr < cap) {
     r = 0;  // another channel's block with room: this pointer takes the per-CPU path
   } else if (Block* nb = support::new_block(fn, ptr, flags, size)) {
     if (block_of(*s).compare_exchange_strong(cur, nb, std::memory_order_acq_rel)) {
