@@ -351,7 +351,7 @@ struct bulkrcu__mag {
  * membarrier(2) is unavailable or BULKRCU_NO_MAGAZINE=1). */
 extern BULKRCU_API __thread struct bulkrcu__mag* bulkrcu__tls_mag __attribute__((tls_model("initial-exec")));
 
-/* About 12 instructions, no rseq, no atomic read-modify-write, no fence. Returns the block's
+/* About 18 instructions (x86-64, GCC 12), no rseq, no atomic read-modify-write, no fence. Returns the block's
  * new count (> 0) when ptr was stored; 0 when this thread has no magazine, a store of this
  * thread is in progress (a signal handler interrupted it) or the block holds another channel
  * (the caller uses the per-CPU path); -1 when the magazine's slow path must run (no block,
