@@ -351,12 +351,11 @@ struct bulkrcu__mag {
  * membarrier(2) is unavailable or BULKRCU_NO_MAGAZINE=1). */
 extern BULKRCU_API __thread struct bulkrcu__mag* bulkrcu__tls_mag __attribute__((tls_model("initial-exec")));
 
-/* About 18 instructions (x86-64, GCC 12), no rseq, no atomic read-modify-write, no fence. Returns the block's
- * new count (> 0) when ptr was stored; 0 when this thread has no magazine, a store of this
- * thread is in progress (a signal handler interrupted it) or the block holds another channel
- * (the caller uses the per-CPU path); -1 when the magazine's slow path must run (no block,
- * full, or sealed by the runtime thread). Block header: nr at 0, cap at 8, fn at 16, pointers
- * from 64. */
+/* About 18 instructions (x86-64, GCC 12), no rseq, no atomic read-modify-write, no fence.
+ * Returns the block's new count (> 0) when ptr was stored; 0 when this thread has no magazine, a store of
+ * this thread is in progress (a signal handler interrupted it) or the block holds another channel (the caller
+ * uses the per-CPU path); -1 when the magazine's slow path must run (no block, full, or sealed by the runtime
+ * thread). Block header: nr at 0, cap at 8, fn at 16, pointers from 64. */
 static inline __attribute__((always_inline)) long bulkrcu__mag_store(void (*fn)(void*), void* ptr) {
   struct bulkrcu__mag* m = bulkrcu__tls_mag;
   if (__builtin_expect(m == NULL, 0)) return 0;
