@@ -45,6 +45,25 @@ void wait_until(Pred pred) {
   }
 }
 
+// wait_until with a limit: false if pred() is still false after `seconds` (for waits whose
+// failure is the bug under test, so that it fails the test instead of hanging it).
+template <class Pred>
+bool wait_until_for(Pred pred, int seconds) {
+  timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (unsigned i = 0; !pred(); ++i) {
+    if (i < 100) {
+      sched_yield();
+      continue;
+    }
+    nap_us(50);
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if (t.tv_sec - t0.tv_sec > seconds) return pred();
+  }
+  return true;
+}
+
 // True while some thread runs a grace period (waits for readers).
 inline bool gp_in_progress() { return bulkrcu::detail::gp::driving(); }
 

@@ -1670,6 +1670,12 @@ void fill_stats(bulkrcu_stats* s) noexcept {
   s->kv_budget_objects = config().max_pending_objects;
 }
 
+int reserve_pages() noexcept {
+  int n = 0;
+  for (auto& r : g_reserve) n += r.load(std::memory_order_relaxed) != nullptr;
+  return n;
+}
+
 // ---- block operations for the magazines (magazine.cpp) ----------------------------------------
 namespace support {
 Block* new_block(Deleter fn, void* first, unsigned flags, std::size_t size) noexcept {

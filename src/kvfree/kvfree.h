@@ -174,5 +174,8 @@ void fill_stats(bulkrcu_stats* s) noexcept;
 
 // For tests: whether the calling thread holds a reclaim cursor (a ready block it frees from).
 bool thread_has_cursor() noexcept;
+// For tests: pages the emergency reserve holds now (pool pages that bulkrcu_page_pool_shrink
+// moves but never gives back).
+int reserve_pages() noexcept;
 
 }  // namespace bulkrcu::detail::kvfree

@@ -68,6 +68,24 @@ std::atomic<std::uint64_t> g_backoff_until{0};  // now_ns() deadline; 0 = no bac
 // not take a fresh chunk right after the memory went back. bulkrcu_alloc_page still maps.
 std::atomic<std::uint64_t> g_nogrow_until{0};
 std::atomic<void (*)() noexcept> g_release_hook{nullptr};
+// Parked refill requests: a request that arrives while refills are backed off, or that finds
+// the zone empty while growth is held off, keeps its slot's want_refill flag and is served when
+// this now_ns() deadline passes (the runtime thread sleeps no longer: next_timeout_ns), so a
+// caller that only uses the lockless path is not left waiting for a second miss. 0 = none.
+std::atomic<std::uint64_t> g_parked_until{0};
+
+// Parks until `until` (the latest deadline of those asked for wins). `backoff` is the back-off
+// deadline the caller decided on; if back_off_refill() changed it meanwhile, the parked requests
+// are due at once (refill_step decides again). Dekker pair with back_off_refill (seq_cst: store
+// the deadline, then load the other side's word): either it sees this park or this sees its
+// new deadline, so no request stays parked under a back-off that has been lifted.
+void park_refills(std::uint64_t until, std::uint64_t backoff) noexcept {
+  std::uint64_t cur = g_parked_until.load(std::memory_order_seq_cst);
+  while (cur < until && !g_parked_until.compare_exchange_weak(cur, until, std::memory_order_seq_cst)) {
+  }
+  if (g_backoff_until.load(std::memory_order_seq_cst) != backoff)
+    g_parked_until.store(now_ns(), std::memory_order_seq_cst);
+}
 
 // Slow-path counters (atomic adds).
 std::atomic<std::uint64_t> g_refill_requests{0}, g_refills{0}, g_worker_refills{0}, g_drains{0};
@@ -261,11 +279,14 @@ BULKRCU_ALWAYS_INLINE bool backed_off() noexcept {
 // nudge (the runtime thread sees it within kNudgePollNs; callers that may make a system call
 // ring the doorbell after a miss, see kvfree's get_page).
 BULKRCU_NOINLINE void request_refill(PcpSlot* s) noexcept {
-  if (backed_off()) return;
   // One request per slot until the worker clears it: later misses add no doorbell traffic.
   if (s->want_refill.load(std::memory_order_relaxed) || s->want_refill.exchange(1, std::memory_order_relaxed))
     return;
   g_refill_requests.fetch_add(1, std::memory_order_relaxed);
+  // Backed off: parked until the back-off ends, with no doorbell (a flood of misses under memory
+  // pressure wakes nobody).
+  const std::uint64_t until = g_backoff_until.load(std::memory_order_seq_cst);
+  if (until != 0 && now_ns() < until) return park_refills(until, until);
   // Release: the worker's acquire exchange of g_refill_pending then sees want_refill == 1.
   refill_pending().store(1, std::memory_order_release);
   doorbell_nudge();
@@ -372,12 +393,13 @@ BULKRCU_NOINLINE void* alloc_slow(PcpSlot* base, bool locked, unsigned f) noexce
   return p;
 }
 
-// Fills `cpu`'s list up to `target` pages (refill worker, regular context).
-void refill_cpu(PcpSlot* base, int cpu) noexcept {
+// Fills `cpu`'s list up to `target` pages (refill worker, regular context). Returns false when
+// the zone was empty while growth is held off: the caller parks the request.
+bool refill_cpu(PcpSlot* base, int cpu) noexcept {
   FreePage* chain;
   const bool may_grow = now_ns() >= g_nogrow_until.load(std::memory_order_relaxed);
   std::size_t got = g_zone.alloc_bulk(kParams.target, &chain, may_grow);
-  if (got == 0) return;
+  if (got == 0) return may_grow;  // growing failed (no memory): dropped, the next miss asks
   PcpSlot* s = &base[cpu];
   lock_slot(s);               // R1
   subtle::fence_remote(cpu);  // R2: no owner sequence that saw the lock free can still commit
@@ -405,6 +427,7 @@ void refill_cpu(PcpSlot* base, int cpu) noexcept {
   if (chain) g_zone.free_chain(chain);
   g_refills.fetch_add(1, std::memory_order_relaxed);
   g_worker_refills.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 void hold_off_growth() noexcept {
@@ -489,17 +512,47 @@ const Params& params() noexcept { return kParams; }
 bool debug() noexcept { return flags() & kDebug; }
 bool fast_path_open() noexcept { return fast_slots() != nullptr; }
 
-bool refill_wanted() noexcept { return refill_pending().load(std::memory_order_relaxed) != 0; }
+namespace {
+bool parked_due(std::uint64_t now) noexcept {
+  const std::uint64_t until = g_parked_until.load(std::memory_order_relaxed);
+  return until != 0 && now >= until;
+}
+}  // namespace
+
+bool refill_wanted() noexcept {
+  return refill_pending().load(std::memory_order_relaxed) != 0 ||
+         (g_parked_until.load(std::memory_order_relaxed) != 0 && parked_due(now_ns()));
+}
+
+std::uint64_t next_timeout_ns() noexcept {
+  const std::uint64_t until = g_parked_until.load(std::memory_order_relaxed);
+  if (until == 0) return 0;
+  const std::uint64_t now = now_ns();
+  return until > now ? until - now : 1;
+}
 
 void refill_step() noexcept {
-  if (refill_pending().load(std::memory_order_relaxed) == 0) return;
+  const bool due = parked_due(now_ns());
+  if (refill_pending().load(std::memory_order_relaxed) == 0 && !due) return;
+  // Re-parked below if still not servable. An exchange: it reads a concurrent request's park
+  // (seq_cst RMW after its flag store), so the loop below sees that request's flag.
+  if (due) g_parked_until.exchange(0, std::memory_order_seq_cst);
   refill_pending().exchange(0, std::memory_order_acquire);  // pairs with request_refill's release
-  const bool skip = backed_off();
+  const std::uint64_t backoff = g_backoff_until.load(std::memory_order_seq_cst);
+  const bool skip = backoff != 0 && now_ns() < backoff;
   PcpSlot* base = slots();
   for (int cpu = 0; cpu < nr_slots(); ++cpu) {
     std::atomic<std::uint32_t>& w = base[cpu].want_refill;
-    if (w.load(std::memory_order_relaxed) && w.exchange(0, std::memory_order_relaxed) && !skip)
-      refill_cpu(base, cpu);
+    if (!w.load(std::memory_order_relaxed)) continue;
+    if (skip) {
+      park_refills(backoff, backoff);  // the flag stays set
+      continue;
+    }
+    w.store(0, std::memory_order_relaxed);
+    if (!refill_cpu(base, cpu)) {
+      w.store(1, std::memory_order_relaxed);
+      park_refills(g_nogrow_until.load(std::memory_order_relaxed), backoff);
+    }
   }
 }
 
@@ -512,7 +565,12 @@ void set_fail_injection(int m) noexcept {
 }
 
 void back_off_refill(std::uint64_t ns) noexcept {
-  g_backoff_until.store(ns ? now_ns() + ns : 0, std::memory_order_relaxed);
+  const std::uint64_t until = ns ? now_ns() + ns : 0;
+  g_backoff_until.store(until, std::memory_order_seq_cst);
+  // Requests parked by an earlier back-off are due now (refill_step parks again what it still
+  // cannot serve). The other half of park_refills' Dekker pair.
+  if (g_parked_until.load(std::memory_order_seq_cst) != 0)
+    g_parked_until.store(now_ns(), std::memory_order_seq_cst);
 }
 
 void on_memory_pressure() noexcept {

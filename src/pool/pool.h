@@ -54,12 +54,17 @@ bool debug() noexcept;
 bool fast_path_open() noexcept;
 
 // ---- runtime hooks (called by the runtime thread only) ----------------------------------------
-// A racy peek: true when some CPU asked for a refill since the last refill_step().
-// Blocks: no. Allocates: no. Async-signal-safe: yes.
+// A racy peek: true when some CPU asked for a refill since the last refill_step(), or a parked
+// request is due. Blocks: no. Allocates: no. Async-signal-safe: yes.
 bool refill_wanted() noexcept;
-// Refills every CPU list that asked, up to `target`, unless refills are backed off (then the
-// requests are dropped; a later miss asks again). Regular context: takes the zone lock, may
-// mmap a chunk, locks each slot and runs fence_remote(cpu).
+// Nanoseconds until a parked refill request is due (1 if it is due now), 0 when none is
+// parked: the runtime thread sleeps no longer. Blocks: no. Async-signal-safe: yes.
+std::uint64_t next_timeout_ns() noexcept;
+// Refills every CPU list that asked, up to `target`. A request that cannot be served now is
+// parked, its flag kept: while refills are backed off (until the back-off ends), or when the
+// zone is empty while growth is held off (until the hold-off ends). A refill that fails to map
+// memory is dropped (the next miss asks again). Regular context: takes the zone lock, may mmap
+// a chunk, locks each slot and runs fence_remote(cpu).
 void refill_step() noexcept;
 
 // ---- kvfree layer and tests ---------------------------------------------------------------------
@@ -67,7 +72,7 @@ void refill_step() noexcept;
 // refill asked); 2 every allocation returns NULL with errno ENOMEM. Blocks: no.
 void set_fail_injection(int mode) noexcept;
 // Memory pressure: no refill for `ns` nanoseconds from now (0 ends a back-off). Requests made
-// meanwhile are dropped. Blocks: no. Async-signal-safe: yes.
+// meanwhile are parked until the back-off ends (no doorbell). Blocks: no. Async-signal-safe: yes.
 void back_off_refill(std::uint64_t ns) noexcept;
 // Memory pressure: back off refills for params().pressure_backoff_ns, drain every CPU list to
 // the zone, run the release hook, unmap wholly free chunks above the floor and give large free
@@ -83,7 +88,7 @@ std::uint64_t mapped_bytes() noexcept;
 bool refill_backed_off() noexcept;
 // True while the zone may not map chunks for the refill worker (after a drain, a shrink or
 // on_memory_pressure()): a refill then takes only what the zone holds, and one that finds the
-// zone empty is dropped (the next miss asks again). Blocks: no. Async-signal-safe: yes.
+// zone empty is parked until the hold-off ends. Blocks: no. Async-signal-safe: yes.
 bool growth_held_off() noexcept;
 // The layer above's pages, reached by bulkrcu_page_pool_shrink() and on_memory_pressure():
 // `hook` gives its cached pages back (free_pages(p, 0), straight to the zone) and may move

@@ -191,8 +191,11 @@ void* runtime_main(void*) {
       wake->store(0, std::memory_order_relaxed);
       continue;
     }
-    // Sleep until rung, or until the kvfree drain timer needs a pass (0: nothing pending).
+    // Sleep until rung, or until the kvfree drain timer needs a pass or a parked refill request
+    // is due (0: nothing pending).
     std::uint64_t timeout = kvfree::next_timeout_ns();
+    const std::uint64_t parked = pool::next_timeout_ns();  // a parked refill request
+    if (parked && (timeout == 0 || parked < timeout)) timeout = parked;
     std::uint64_t poll = doorbell_poll_ns();
     if (poll && (timeout == 0 || poll < timeout)) timeout = poll;
     subtle::futex_wait(wake, 1, timeout);
