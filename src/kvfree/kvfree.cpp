@@ -967,6 +967,9 @@ void tend_cache(Krc& k, Block** spare, bool refill) noexcept {
     __tsan_release(reinterpret_cast<char*>(link) - offsetof(Block, next));
 #endif
   while (extra) {
+#if BULKRCU_TSAN
+    __tsan_acquire(extra);  // pushed by an owner's rseq_push (released there), as above
+#endif
     Block* next = extra->next;
     push(spare, extra);
     extra = next;
