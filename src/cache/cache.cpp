@@ -37,6 +37,8 @@ constexpr std::size_t kMinObjsPerSlab = 8;
 constexpr std::size_t kSheafCapMax = 4;  // every array fills within a few calls
 constexpr std::size_t kMaxReady = 2;     // ready arrays kept in the depot
 constexpr std::uint64_t kGpPaceNs = 0;   // grace periods as often as the depot asks
+constexpr std::size_t kDriveWaiting = 2;
+constexpr std::uint64_t kDrivePaceNs = 0;
 constexpr std::size_t kMaxEmptySheaves = 1;
 constexpr std::size_t kKeepEmptySlabs = 0;
 #else
@@ -47,6 +49,13 @@ constexpr std::size_t kMaxReady = 32;        // 32 x 504 objects: bounded, about
 // The depot asks for a grace period at most this often (one covers every array sealed before
 // it: at 25M retires a second, 250 us is about 12 arrays).
 constexpr std::uint64_t kGpPaceNs = 250000;
+// An allocation that finds no ready array while at least kDriveWaiting retired arrays wait tries
+// to run their grace period itself (gp::try_grace_period_now: never blocks, gives up when a
+// reader is inside a section), at most once per kDrivePaceNs per cache: the runtime thread may
+// be waiting for a CPU, and meanwhile every refill would come from the slabs (cold objects,
+// more memory).
+constexpr std::size_t kDriveWaiting = 4;
+constexpr std::uint64_t kDrivePaceNs = 200000;
 constexpr std::size_t kMaxEmptySheaves = 4;
 constexpr std::size_t kKeepEmptySlabs = 8;  // slabs kept empty: fewer trips to the zone
 #endif
@@ -60,7 +69,8 @@ struct Sheaf {
   unsigned long cookie;  // pending: the grace period its objects wait for
   Sheaf* next;           // inbox / depot list link
   std::uintptr_t pending;
-  std::uintptr_t pad[3];
+  std::uint64_t charged;  // pending: bytes it holds in the budget (g_pending_bytes)
+  std::uintptr_t pad[2];
   void** objs() noexcept { return reinterpret_cast<void**>(reinterpret_cast<char*>(this) + kSheafHeader); }
 };
 static_assert(sizeof(Sheaf) == kSheafHeader);
@@ -77,6 +87,9 @@ struct alignas(kCacheLine) CpuSlot {
 constexpr std::size_t kMainOff = offsetof(CpuSlot, main);
 constexpr std::size_t kRcuOff = offsetof(CpuSlot, rcu);
 static_assert(kMainOff == 8 && kRcuOff == 16 && sizeof(CpuSlot) == kCacheLine);
+#if BULKRCU_HAVE_RSEQ_ASM
+static_assert(sizeof(CpuSlot) == subtle::kCacheSlotBytes);  // cache_rseq.h finds slots by a shift
+#endif
 static_assert(kSheafCapMax <= subtle::kSheafNrMask);
 
 // An array into a slot word (its nr moves into the word) and back (the word's nr is written
@@ -134,6 +147,7 @@ struct Cache {
   std::uint32_t nobj;
   std::uint32_t tag;  // address-map entry of its slabs' pages: (id << 8) | (order + 1)
   bool poison;        // debug mode, neither typesafe nor constructed
+  bool rseq;          // mode() == kRseq (chosen once per process), read by every fast path
   void (*ctor)(void*);
   CpuSlot* slots;
 
@@ -145,7 +159,10 @@ struct Cache {
   PendingChain chains[kPendingChains];  // overflow chains waiting for their cookie
   std::size_t nr_ready = 0, nr_waiting = 0;
   std::uint64_t slab_allocs = 0, slab_frees = 0, reused = 0;
-  std::uint64_t gp_asked_ns = 0;  // when the depot last asked for a grace period
+  std::uint64_t trimmed = 0, filled = 0;  // ready arrays back to the slabs; arrays filled from them
+  std::uint64_t gp_asked_ns = 0;          // when the depot last asked for a grace period
+  std::uint64_t gp_driven_ns = 0;         // when an allocation last tried to run one itself
+  std::uint64_t driven = 0;               // cumulative: such attempts that succeeded
 
   // Lock-free, any context:
   std::atomic<Sheaf*> inbox{nullptr};        // sealed arrays (pending or free objects)
@@ -230,25 +247,32 @@ constexpr std::size_t kPagesPerFrameMax = 512;
 unsigned g_page_shift = 12;
 bool g_debug = false;
 
-std::atomic<std::uint32_t*> g_map[std::size_t{1} << (47 - kFrameShift - 13)];
+std::atomic<std::uint32_t*> g_map[std::size_t{1} << (47 - kFrameShift - 13)];  // kL2Cells
 constexpr std::size_t kL2Bytes = kL2Frames * kPagesPerFrameMax * sizeof(std::uint32_t);
 
 BULKRCU_NOINLINE std::uint32_t* map_create_l2(std::atomic<std::uint32_t*>& cell) noexcept;
 
 // The entry of a's page; nullptr when its table does not exist (and `create` is false or the
 // table cannot be mapped). The lookup is inline: free checks run it on every call.
+// A table covers kL2Frames frames (16 GiB, 2^kL2Shift bytes); the entry of a page inside it is
+// its page index there, (a >> page shift) & g_l2_mask (dense for any page size: 16 KiB pages
+// use the first quarter of the table).
+constexpr unsigned kL2Shift = kFrameShift + 13;
+static_assert(std::size_t{1} << (kL2Shift - kFrameShift) == kL2Frames);
+constexpr std::size_t kL2Cells = std::size_t{1} << (47 - kL2Shift);
+std::uintptr_t g_l2_mask = (std::uintptr_t{1} << (kL2Shift - 12)) - 1;  // set with g_page_shift
+
 BULKRCU_ALWAYS_INLINE std::atomic<std::uint32_t>* map_entry(std::uintptr_t a, bool create) noexcept {
-  if (BULKRCU_UNLIKELY(a >> 47)) return nullptr;
-  const std::uintptr_t frame = a >> kFrameShift;
-  std::atomic<std::uint32_t*>& cell = g_map[frame / kL2Frames];
+  const std::uintptr_t cell_i = a >> kL2Shift;
+  if (BULKRCU_UNLIKELY(cell_i >= kL2Cells)) return nullptr;  // beyond 47 bits
+  std::atomic<std::uint32_t*>& cell = g_map[cell_i];
   std::uint32_t* l2 = cell.load(std::memory_order_acquire);
   if (BULKRCU_UNLIKELY(!l2)) {
     if (!create) return nullptr;
     l2 = map_create_l2(cell);
     if (!l2) return nullptr;
   }
-  const std::size_t page = (a >> g_page_shift) & (kPagesPerFrameMax - 1);
-  return reinterpret_cast<std::atomic<std::uint32_t>*>(l2 + (frame % kL2Frames) * kPagesPerFrameMax + page);
+  return reinterpret_cast<std::atomic<std::uint32_t>*>(l2 + ((a >> g_page_shift) & g_l2_mask));
 }
 
 // Maps a table for `cell` (or takes the one a racing caller installed).
@@ -300,6 +324,39 @@ BULKRCU_ALWAYS_INLINE bool elapsed(unsigned long cookie) noexcept {
   return gp::poll_state(cookie);
 #endif
 }
+
+// ---- the budget ---------------------------------------------------------------------------------
+// Bytes of objects retired with free_rcu that wait for their grace period (sealed arrays, with
+// their page, and the overflow stack's objects), over every cache: kvfree's budget
+// (BULKRCU_MAX_PENDING) counts them (pending_bytes()). Charged when an array is sealed (once
+// every few hundred objects) or an object overflows, credited when it becomes ready or goes back
+// to the slabs. g_newest_cookie is the latest cookie a sealed array took: once it has elapsed,
+// every charged array is reusable (promoted or not yet), so pending_bytes() reads 0 even if no
+// slow path of the cache has run since (a cache nobody uses must not hold kvfree's budget).
+std::atomic<std::uint64_t> g_pending_bytes{0};
+std::atomic<unsigned long> g_newest_cookie{0};
+std::atomic<std::uint64_t> g_budget_hits{0};
+// BULKRCU_MAX_PENDING, read at the first bulkrcu_cache_create (regular context): free_rcu
+// runs in signal handlers and must not parse the environment.
+std::uint64_t g_budget = ~std::uint64_t{0};
+
+// Lock-free, async-signal-safe. Over the budget: the grace period is asked for at once (the
+// depot's pacing is skipped too, see get_full_sheaf).
+void charge(std::uint64_t bytes, unsigned long cookie) noexcept {
+  if (cookie) {
+    unsigned long cur = g_newest_cookie.load(std::memory_order_relaxed);
+    while (static_cast<long>(cookie - cur) > 0 &&
+           !g_newest_cookie.compare_exchange_weak(cur, cookie, std::memory_order_relaxed)) {
+    }
+  }
+  const std::uint64_t now = g_pending_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  if (BULKRCU_UNLIKELY(now > g_budget)) {
+    g_budget_hits.fetch_add(1, std::memory_order_relaxed);
+    gp::request(cookie ? cookie : gp::get_state());
+  }
+}
+void credit(std::uint64_t bytes) noexcept { g_pending_bytes.fetch_sub(bytes, std::memory_order_relaxed); }
+bool over_budget() noexcept { return pending_bytes() > g_budget; }
 
 // ---- slab operations (under c->mu) ------------------------------------------------------------
 void list_del(Cache* c, Slab* s) noexcept {
@@ -445,22 +502,25 @@ BULKRCU_NOINLINE void check_free_debug(Cache* c, void* p, const char* call, bool
 // Every free checks that p is an object of c, in every mode (a wrong cache would corrupt both):
 // one load of the address map (hot: four bytes per page), whose entry must be c's tag; no slab
 // header is read. A mismatch aborts with a message naming the cache p belongs to, if any.
+[[noreturn]] void die_not_of(Cache* c, void* p, const char* call) noexcept;
 BULKRCU_ALWAYS_INLINE void check_free(Cache* c, void* p, const char* call, bool poison_now) noexcept {
   if (BULKRCU_UNLIKELY(g_debug)) return check_free_debug(c, p, call, poison_now);
-  if (BULKRCU_UNLIKELY(map_tag(p) != c->tag)) {
-    Slab* s = slab_of(p);
-    die_bad_free(c, s && s->cache != c ? s : nullptr, p, call);
-  }
+  if (BULKRCU_UNLIKELY(map_tag(p) != c->tag)) die_not_of(c, p, call);
 }
 
 // An array that was retired and whose grace period elapsed becomes ready; debug mode poisons
 // its objects now (a reader that still used one would see 0x6b: "use after a deferred free").
+void unpend(Sheaf* s) noexcept {
+  if (s->pending) credit(s->charged);
+  s->pending = 0;
+  s->charged = 0;
+}
 void make_ready(Cache* c, Sheaf* s) noexcept {
   if (s->pending && c->poison) {
     void** o = s->objs();
     for (std::size_t i = 0; i < s->nr; ++i) poison_obj(c, o[i]);
   }
-  s->pending = 0;
+  unpend(s);
 }
 
 // ---- lock-free stacks --------------------------------------------------------------------------
@@ -504,6 +564,7 @@ Sheaf* init_sheaf(Cache* c, void* page) noexcept {
   s->cookie = 0;
   s->next = nullptr;
   s->pending = 0;
+  s->charged = 0;
   return s;
 }
 
@@ -525,14 +586,17 @@ BULKRCU_ALWAYS_INLINE std::uintptr_t& field(CpuSlot* s) noexcept {
     return s->rcu;
 }
 
+// nullptr: no array, empty, or the slot is locked (the slow path tells them apart).
 template <std::size_t kOff>
 BULKRCU_ALWAYS_INLINE void* pop_local(Cache* c) noexcept {
 #if BULKRCU_CACHE_RSEQ
-  if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq))
-    return subtle::rseq_sheaf_pop<kOff>(c->slots, sizeof(CpuSlot));
+  if (BULKRCU_LIKELY(c->rseq)) {
+    void* o;
+    return subtle::rseq_sheaf_pop<kOff>(c->slots, &o) ? o : nullptr;
+  }
 #endif
   CpuSlot* s = &c->slots[current_cpu()];
-  if (!s->lock.try_lock()) return subtle::kSlotLocked;
+  if (!s->lock.try_lock()) return nullptr;
   void* o = nullptr;
   const std::uintptr_t w = field<kOff>(s);
   if (const std::uintptr_t nr = w & subtle::kSheafNrMask) {
@@ -547,8 +611,7 @@ BULKRCU_ALWAYS_INLINE void* pop_local(Cache* c) noexcept {
 template <std::size_t kOff>
 BULKRCU_ALWAYS_INLINE long push_local(Cache* c, void* p) noexcept {
 #if BULKRCU_CACHE_RSEQ
-  if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq))
-    return subtle::rseq_sheaf_push<kOff>(c->slots, sizeof(CpuSlot), c->sheaf_cap, p);
+  if (BULKRCU_LIKELY(c->rseq)) return subtle::rseq_sheaf_push<kOff>(c->slots, c->sheaf_cap, p);
 #endif
   CpuSlot* s = &c->slots[current_cpu()];
   if (!s->lock.try_lock()) return -1;
@@ -570,7 +633,7 @@ BULKRCU_ALWAYS_INLINE long push_local(Cache* c, void* p) noexcept {
 template <std::size_t kOff>
 bool exchange_local(Cache* c, Sheaf* fresh, Sheaf** old) noexcept {
 #if BULKRCU_CACHE_RSEQ
-  if (mode() == PercpuMode::kRseq) {
+  if (c->rseq) {
     for (int i = 0; i < 8; ++i) {
       CpuSlot* s = &c->slots[subtle::cache_rseq_cpu()];
       const std::uintptr_t expected = __atomic_load_n(&field<kOff>(s), __ATOMIC_RELAXED);
@@ -618,7 +681,7 @@ void detach_cpu(Cache* c, int cpu, Sheaf** main, Sheaf** rcu) noexcept {
 // ---- depot (under c->mu) ----------------------------------------------------------------------
 void add_to_depot_locked(Cache* c, Sheaf* s) noexcept {
   if (s->nr == 0) {
-    s->pending = 0;
+    unpend(s);
     c->nr_empty.fetch_add(1, std::memory_order_relaxed);
     stack_push(c->inbox_empty, s);
   } else if (s->pending && !elapsed(s->cookie)) {
@@ -639,12 +702,14 @@ void add_to_depot_locked(Cache* c, Sheaf* s) noexcept {
 void drain_overflow_locked(Cache* c) noexcept {
   for (PendingChain& ch : c->chains) {
     if (!ch.head || !elapsed(ch.cookie)) continue;
-    for (void* o = ch.head; o;) {
+    std::uint64_t n_objs = 0;
+    for (void* o = ch.head; o; ++n_objs) {
       void* n = link_of(c, o);
       if (c->poison) poison_obj(c, o);
       slab_put(c, o);
       o = n;
     }
+    credit(n_objs * c->stride);
     ch = PendingChain{};
   }
   if (!c->overflow.load(std::memory_order_relaxed)) return;
@@ -699,6 +764,7 @@ void trim_depot_locked(Cache* c, std::size_t max_ready, std::size_t max_empty, S
     Sheaf* s = c->ready;
     c->ready = s->next;
     --c->nr_ready;
+    ++c->trimmed;
     free_sheaf_objects_locked(c, s);
     add_to_depot_locked(c, s);
   }
@@ -788,9 +854,22 @@ Sheaf* get_full_sheaf(Cache* c) noexcept {
     // Retired arrays wait and none is ready: ask for a grace period, paced (one covers them
     // all). Meanwhile this refill comes from the slabs.
     const std::uint64_t now = now_ns();
-    if (now - c->gp_asked_ns >= kGpPaceNs) {
+    if (now - c->gp_asked_ns >= kGpPaceNs || over_budget()) {
       c->gp_asked_ns = now;
       bulkrcu_start_poll();
+    }
+    // Or run it here (outside the mutex: a leaf lock is held across no system call), if this
+    // thread is not inside a reader (the attempt would see itself).
+    if (c->nr_waiting >= kDriveWaiting && now - c->gp_driven_ns >= kDrivePaceNs &&
+        gp::reader_nesting() == 0) {
+      c->gp_driven_ns = now;
+      pthread_mutex_unlock(&c->mu);
+      const bool ran = gp::try_grace_period_now();
+      pthread_mutex_lock(&c->mu);
+      if (ran) {
+        ++c->driven;
+        drain_inbox_locked(c);
+      }
     }
   }
   if (c->ready) {
@@ -810,6 +889,7 @@ Sheaf* get_full_sheaf(Cache* c) noexcept {
     }
     s->nr = 0;
     s->pending = 0;
+    ++c->filled;
     while (s->nr < s->cap) {
       Slab* slab = c->lists[kPartial].head ? c->lists[kPartial].head : c->lists[kEmpty].head;
       if (!slab) {
@@ -920,10 +1000,22 @@ BULKRCU_ALWAYS_INLINE void free_now(Cache* c, void* p) noexcept {
   free_slow(c, p);
 }
 
+// The public calls' debug-mode bodies, out of line: the fast paths then hold no value across a
+// call, need no callee-saved register and end in tail calls.
+BULKRCU_NOINLINE void free_debug(Cache* c, void* p) noexcept {
+  check_free_debug(c, p, "bulkrcu_cache_free", true);
+  free_now(c, p);
+}
+[[noreturn]] BULKRCU_NOINLINE void die_not_of(Cache* c, void* p, const char* call) noexcept {
+  Slab* s = slab_of(p);
+  die_bad_free(c, s && s->cache != c ? s : nullptr, p, call);
+}
+
 // The last resort of free_rcu (no array at hand without locking): the overflow stack, linked
 // through the object's out-of-object word. Lock-free, async-signal-safe, needs no memory.
 BULKRCU_NOINLINE void free_rcu_fallback(Cache* c, void* p) noexcept {
   c->overflowed.fetch_add(1, std::memory_order_relaxed);
+  charge(c->stride, 0);  // its cookie is taken when the overflow stack is drained
   void* h = c->overflow.load(std::memory_order_relaxed);
   do {
     link_of(c, p) = h;
@@ -934,6 +1026,8 @@ BULKRCU_NOINLINE void free_rcu_fallback(Cache* c, void* p) noexcept {
 void seal(Cache* c, Sheaf* s) noexcept {
   s->pending = 1;
   s->cookie = gp::get_state();  // no grace period started here: the depot paces them
+  s->charged = (std::uint64_t{1} << g_page_shift) + s->nr * c->stride;
+  charge(s->charged, s->cookie);  // over the budget: asks for the grace period now
   c->sealed.fetch_add(1, std::memory_order_relaxed);
   stack_push(c->inbox, s);
 }
@@ -971,6 +1065,30 @@ BULKRCU_NOINLINE void* alloc_lockless_slow(Cache* c) noexcept {
   return o;
 }
 
+// Without rseq (the fallback mode, ThreadSanitizer): the try-locked slot, out of line so that
+// the rseq fast paths stay frameless.
+BULKRCU_NOINLINE void* alloc_nonrseq(Cache* c, bool lockless) noexcept {
+  if (void* o = pop_local<kMainOff>(c)) return o;
+  return lockless ? alloc_lockless_slow(c) : alloc_slow(c);
+}
+BULKRCU_NOINLINE void free_nonrseq(Cache* c, void* p) noexcept { free_now(c, p); }
+BULKRCU_NOINLINE void free_rcu_nonrseq(Cache* c, void* p) noexcept {
+  const long r = push_local<kRcuOff>(c, p);
+  if (r <= 0) free_rcu_slow(c, p, r);
+}
+
+BULKRCU_NOINLINE void* alloc_debug(Cache* c, bool lockless) noexcept {
+  void* o = pop_local<kMainOff>(c);
+  if (!o) o = lockless ? alloc_lockless_slow(c) : alloc_slow(c);
+  if (o) debug_on_alloc(c, o);
+  return o;
+}
+BULKRCU_NOINLINE void free_rcu_debug(Cache* c, void* p) noexcept {
+  check_free_debug(c, p, "bulkrcu_cache_free_rcu", false);
+  const long r = push_local<kRcuOff>(c, p);
+  if (r <= 0) free_rcu_slow(c, p, r);
+}
+
 // Flushes every CPU's arrays (main: free objects; rcu: sealed) and the depot to the slabs as
 // far as grace periods allow. Caller: shrink, destroy, memory pressure.
 void flush_all(Cache* c, bool take_rcu, Sheaf** pages, Slab** slabs, std::size_t keep_slabs) noexcept {
@@ -1002,7 +1120,8 @@ void wait_sealing(Cache* c) noexcept {
   }
 }
 
-void barrier(Cache* c) noexcept {
+// Takes every CPU's retired array out of its slot and seals it (its cookie is taken now).
+void seal_all_cpus(Cache* c) noexcept {
   for (int cpu = 0; cpu < nr_slots(); ++cpu) {
     Sheaf* r = nullptr;
     detach_cpu(c, cpu, nullptr, &r);
@@ -1013,6 +1132,10 @@ void barrier(Cache* c) noexcept {
         give_back(c, r);
     }
   }
+}
+
+void barrier(Cache* c) noexcept {
+  seal_all_cpus(c);
   wait_sealing(c);
   // The overflow stack gets its cookie now; every array sealed before this point took its
   // cookie earlier: one grace period from now covers them all.
@@ -1111,6 +1234,7 @@ void child_fork() {
 void free_any(void* p) noexcept;
 __attribute__((constructor(102))) void cache_init() {
   g_page_shift = pool::page_shift();
+  g_l2_mask = (std::uintptr_t{1} << (kL2Shift - g_page_shift)) - 1;
   g_debug = pool::debug();
   pthread_atfork(prepare_fork, parent_fork, child_fork);
   cb::g_free_object = &free_any;  // kfree_rcu's embedded-head fallback reaches caches too
@@ -1121,6 +1245,17 @@ BULKRCU_ALWAYS_INLINE Cache* C(bulkrcu_cache* c) noexcept { return reinterpret_c
 }  // namespace
 
 bool owns(const void* p) noexcept { return slab_of(p) != nullptr; }
+
+std::uint64_t pending_bytes() noexcept {
+  const std::uint64_t b = g_pending_bytes.load(std::memory_order_relaxed);
+  if (b == 0) return 0;
+  const unsigned long newest = g_newest_cookie.load(std::memory_order_relaxed);
+  // Every sealed array's cookie is at most `newest`; the overflow stack's objects are counted
+  // until their chain is freed (they take a cookie only then).
+  return newest != 0 && elapsed(newest) ? 0 : b;
+}
+
+std::uint64_t budget_hits() noexcept { return g_budget_hits.load(std::memory_order_relaxed); }
 
 void free_retired(void* p) noexcept {
   Slab* s = slab_of(p);
@@ -1139,6 +1274,21 @@ void free_any(void* p) noexcept {
 }  // namespace
 
 void on_memory_pressure() noexcept {
+  // Retired objects hold memory too. Every CPU's retired array is sealed (it takes its cookie
+  // now instead of when it fills), then the grace period is expedited: one attempt on this
+  // thread when it is outside a reader (never blocks: it gives up if a reader is inside a
+  // section or another thread runs a grace period), and a request to the runtime thread. The
+  // arrays whose grace period has elapsed by the flush below go back to the slabs with the rest.
+  pthread_mutex_lock(&g_reg_mu);
+  for (Cache* c = g_caches; c; c = c->reg_next) seal_all_cpus(c);
+  pthread_mutex_unlock(&g_reg_mu);
+  if (g_pending_bytes.load(std::memory_order_relaxed) != 0) {
+    const unsigned long cookie = gp::get_state();
+    if (!gp::poll_state(cookie)) {
+      gp::request(cookie);
+      if (gp::reader_nesting() == 0) gp::try_grace_period_now();
+    }
+  }
   // Pages and slabs are freed after the registry mutex is dropped: fork's prepare takes the
   // zone lock before the registry (registry -> zone here would invert it).
   Sheaf* pages = nullptr;
@@ -1183,6 +1333,9 @@ Info info(bulkrcu_cache* cc) noexcept {
   i.reused = c->reused;
   i.slab_allocs = c->slab_allocs;
   i.slab_frees = c->slab_frees;
+  i.trimmed = c->trimmed;
+  i.filled = c->filled;
+  i.driven = c->driven;
   pthread_mutex_unlock(&c->mu);
   return i;
 }
@@ -1258,6 +1411,7 @@ struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, size_t size, s
   c->flags = flags;
   c->ctor = ctor;
   c->poison = pool::debug() && !outside_link;
+  c->rseq = mode() == PercpuMode::kRseq;
 #ifdef BULKRCU_TESTING
   c->sheaf_cap = cache::kSheafCapMax;
 #else
@@ -1267,6 +1421,7 @@ struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, size_t size, s
   if (c->sheaf_cap > (page - cache::kSheafHeader) / sizeof(void*))
     c->sheaf_cap = (page - cache::kSheafHeader) / sizeof(void*);
   pthread_mutex_init(&c->mu, nullptr);
+  cache::g_budget = config().max_pending_bytes;  // before any seal of this cache can run
   c->slots = static_cast<cache::CpuSlot*>(alloc_slots(sizeof(cache::CpuSlot)));
   if (!cache::reg_add(c)) {
     log_warning("bulkrcu_cache_create(\"%s\"): no cache id left (%u caches exist)\n", nm,
@@ -1285,42 +1440,61 @@ struct bulkrcu_cache* bulkrcu_cache_create(const char* name, size_t size, size_t
   return bulkrcu_cache_create_ctor(name, size, align, flags, nullptr);
 }
 
+// The fast paths: one restartable sequence each (cache_rseq.h), no value kept across a call
+// (debug mode and every slow path are tail calls), so no stack frame.
 void* bulkrcu_cache_alloc(struct bulkrcu_cache* cc) {
   Cache* c = cache::C(cc);
-  void* o = cache::pop_local<cache::kMainOff>(c);
-  if (BULKRCU_UNLIKELY(o == nullptr || o == subtle::kSlotLocked)) {
-    o = cache::alloc_slow(c);
-    if (!o) return nullptr;
+  if (BULKRCU_UNLIKELY(cache::g_debug)) return cache::alloc_debug(c, false);
+#if BULKRCU_CACHE_RSEQ
+  if (BULKRCU_LIKELY(c->rseq)) {
+    void* o;
+    if (BULKRCU_LIKELY(subtle::rseq_sheaf_pop<cache::kMainOff>(c->slots, &o))) return o;
+    return cache::alloc_slow(c);
   }
-  if (BULKRCU_UNLIKELY(cache::g_debug)) cache::debug_on_alloc(c, o);
-  return o;
+#endif
+  return cache::alloc_nonrseq(c, false);
 }
 
 void* bulkrcu_cache_alloc_lockless(struct bulkrcu_cache* cc) {
   Cache* c = cache::C(cc);
-  void* o = cache::pop_local<cache::kMainOff>(c);
-  if (BULKRCU_UNLIKELY(o == nullptr || o == subtle::kSlotLocked)) {
-    o = cache::alloc_lockless_slow(c);
-    if (!o) return nullptr;
+  if (BULKRCU_UNLIKELY(cache::g_debug)) return cache::alloc_debug(c, true);
+#if BULKRCU_CACHE_RSEQ
+  if (BULKRCU_LIKELY(c->rseq)) {
+    void* o;
+    if (BULKRCU_LIKELY(subtle::rseq_sheaf_pop<cache::kMainOff>(c->slots, &o))) return o;
+    return cache::alloc_lockless_slow(c);
   }
-  if (BULKRCU_UNLIKELY(cache::g_debug)) cache::debug_on_alloc(c, o);
-  return o;
+#endif
+  return cache::alloc_nonrseq(c, true);
 }
 
 void bulkrcu_cache_free(struct bulkrcu_cache* cc, void* p) {
   if (!p) return;
   Cache* c = cache::C(cc);
-  cache::check_free(c, p, "bulkrcu_cache_free", true);
-  cache::free_now(c, p);
+  if (BULKRCU_UNLIKELY(cache::g_debug)) return cache::free_debug(c, p);
+  if (BULKRCU_UNLIKELY(cache::map_tag(p) != c->tag)) cache::die_not_of(c, p, "bulkrcu_cache_free");
+#if BULKRCU_CACHE_RSEQ
+  if (BULKRCU_LIKELY(c->rseq)) {
+    if (BULKRCU_LIKELY(subtle::rseq_sheaf_push<cache::kMainOff>(c->slots, c->sheaf_cap, p) > 0)) return;
+    return cache::free_slow(c, p);
+  }
+#endif
+  cache::free_nonrseq(c, p);
 }
 
 void bulkrcu_cache_free_rcu(struct bulkrcu_cache* cc, void* p) {
   if (!p) return;
   Cache* c = cache::C(cc);
-  cache::check_free(c, p, "bulkrcu_cache_free_rcu", false);
-  long r = cache::push_local<cache::kRcuOff>(c, p);
-  if (BULKRCU_LIKELY(r > 0)) return;
-  cache::free_rcu_slow(c, p, r);
+  if (BULKRCU_UNLIKELY(cache::g_debug)) return cache::free_rcu_debug(c, p);
+  if (BULKRCU_UNLIKELY(cache::map_tag(p) != c->tag)) cache::die_not_of(c, p, "bulkrcu_cache_free_rcu");
+#if BULKRCU_CACHE_RSEQ
+  if (BULKRCU_LIKELY(c->rseq)) {
+    const long r = subtle::rseq_sheaf_push<cache::kRcuOff>(c->slots, c->sheaf_cap, p);
+    if (BULKRCU_LIKELY(r > 0)) return;
+    return cache::free_rcu_slow(c, p, r);
+  }
+#endif
+  cache::free_rcu_nonrseq(c, p);
 }
 
 void bulkrcu_cache_barrier(struct bulkrcu_cache* cc) {

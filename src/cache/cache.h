@@ -41,8 +41,21 @@ bool owns(const void* p) noexcept;
 // bulkrcu_cache_free). Regular context: may take the cache's mutex and the zone lock.
 void free_retired(void* p) noexcept;
 
+// Bytes retired with bulkrcu_cache_free_rcu that wait for their grace period, over every cache
+// (sealed arrays with their page, overflowed objects); kvfree's budget (BULKRCU_MAX_PENDING)
+// adds them to its own count. Reads 0 once the newest sealed array's grace period has elapsed,
+// even before any cache slow path has promoted them. Lock-free, async-signal-safe; an estimate
+// (relaxed counters, exact once the caches are quiet).
+std::uint64_t pending_bytes() noexcept;
+// Cumulative: seals and overflows that found the caches over the budget (and asked for a grace
+// period at once).
+std::uint64_t budget_hits() noexcept;
+
 // bulkrcu_memory_pressure(): every cache returns its free arrays and empty slabs (typesafe
-// caches' slabs after a grace period, without waiting here). Blocks: locks. Inside a reader: yes.
+// caches' slabs after a grace period, without waiting here); retired arrays still waiting get
+// their grace period expedited (one non-blocking attempt on this thread outside a reader, and a
+// request to the runtime thread), and those it covers go back too. Blocks: locks. Inside a
+// reader: yes.
 void on_memory_pressure() noexcept;
 
 // ---- introspection (tests) ----------------------------------------------------------------
@@ -62,6 +75,9 @@ struct Info {
   std::uint64_t reused;           // cumulative: retired arrays that became ready as they were
   std::uint64_t slab_allocs;      // cumulative
   std::uint64_t slab_frees;       // cumulative
+  std::uint64_t trimmed;          // cumulative: ready arrays the depot's bound sent back to the slabs
+  std::uint64_t filled;           // cumulative: allocation arrays filled from the slabs
+  std::uint64_t driven;           // cumulative: grace periods an allocation ran itself
 };
 // Drains the inbox into the depot first. Blocks: the cache's mutex.
 Info info(bulkrcu_cache* c) noexcept;

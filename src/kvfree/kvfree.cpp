@@ -217,7 +217,9 @@ void credit(Block* b) noexcept {
 }
 
 bool over_budget() noexcept {
-  return c.pending_bytes.load(std::memory_order_relaxed) > config().max_pending_bytes ||
+  // The object caches' retired arrays waiting for their grace period count too (issue 13).
+  return c.pending_bytes.load(std::memory_order_relaxed) + cache::pending_bytes() >
+             config().max_pending_bytes ||
          c.pending_objs.load(std::memory_order_relaxed) > config().max_pending_objects;
 }
 
