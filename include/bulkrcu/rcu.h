@@ -354,6 +354,51 @@ static inline __attribute__((always_inline)) unsigned long bulkrcu__kv_channel(v
   return (unsigned long)(((unsigned long long)(__UINTPTR_TYPE__)fn * 0x9E3779B97F4A7C15ull) >> 60);
 }
 
+/* The per-thread magazine (src/kvfree/magazine.h has the protocol): a block of the thread's
+ * own, one pool page with the same header as a CPU's block. `busy` is 1 while the owner
+ * stores into it; the runtime thread takes an idle thread's block over with a seal
+ * (block->cap = 0), one membarrier(2) for all threads, then a check of `busy` (asymmetric
+ * Dekker, like the readers' fences A and B). */
+struct bulkrcu__mag {
+  unsigned long busy; /* owner: 1 during a store; read by the runtime thread after membarrier */
+  void* block;        /* owner: installs (compare-and-swap); runtime: takes (compare-and-swap) */
+};
+/* initial-exec TLS: NULL until the thread's first slow retire claims a magazine (never when
+ * membarrier(2) is unavailable or BULKRCU_NO_MAGAZINE=1). */
+extern BULKRCU_API __thread struct bulkrcu__mag* bulkrcu__tls_mag __attribute__((tls_model("initial-exec")));
+
+/* About 18 instructions (x86-64, GCC 12), no rseq, no atomic read-modify-write, no fence.
+ * Returns the block's new count (> 0) when ptr was stored; 0 when this thread has no magazine, a store of
+ * this thread is in progress (a signal handler interrupted it) or the block holds another channel (the caller
+ * uses the per-CPU path); -1 when the magazine's slow path must run (no block, full, or sealed by the runtime
+ * thread). Block header: nr at 0, cap at 8, fn at 16, pointers from 64. */
+static inline __attribute__((always_inline)) long bulkrcu__mag_store(void (*fn)(void*), void* ptr) {
+  struct bulkrcu__mag* m = bulkrcu__tls_mag;
+  if (__builtin_expect(m == NULL, 0)) return 0;
+  if (__builtin_expect(__atomic_load_n(&m->busy, __ATOMIC_RELAXED) != 0, 0)) return 0;
+  __atomic_store_n(&m->busy, 1UL, __ATOMIC_RELAXED);
+  /* Fence M1: busy = 1 before the loads below. A compiler barrier (and a signal handler's
+   * order); the runtime thread's membarrier between its seal and its load of busy supplies
+   * the CPU fence. */
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  unsigned long* b = (unsigned long*)__atomic_load_n(&m->block, __ATOMIC_RELAXED);
+  long r = -1;
+  if (__builtin_expect(b != NULL, 1)) {
+    unsigned long n = __atomic_load_n(&b[0], __ATOMIC_RELAXED);
+    if (__builtin_expect((void (*)(void*))b[2] != fn, 0)) {
+      r = 0;
+    } else if (__builtin_expect(n < __atomic_load_n(&b[1], __ATOMIC_RELAXED), 1)) {
+      ((void**)b)[8 + n] = ptr;
+      __atomic_store_n(&b[0], n + 1, __ATOMIC_RELAXED);
+      r = (long)(n + 1);
+    }
+  }
+  /* Fence M2: the store and the commit before busy = 0 (release: what the runtime thread's
+   * acquire load of busy pairs with). */
+  __atomic_store_n(&m->busy, 0UL, __ATOMIC_RELEASE);
+  return r;
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BULKRCU__HAVE_RSEQ_STORE 1
 extern BULKRCU_API void* bulkrcu__kv_fast;    /* per-CPU slots (256 bytes each) while the fast path is on */
@@ -424,7 +469,10 @@ static inline __attribute__((always_inline)) long bulkrcu__kv_store(void* base, 
 }
 
 /* The retire fast path: true when ptr was stored (and, with BULKRCU__KV_HELP in flags, this
- * thread's share of reclaim done). False: nothing was stored; the caller runs the slow path. */
+ * thread's share of reclaim done). False: nothing was stored; the caller runs the slow path.
+ * First this thread's magazine (plain stores, below); when the thread has none, or a signal
+ * handler interrupted a magazine store, or the magazine holds another channel, this CPU's
+ * front block (the rseq sequence above). */
 static inline __attribute__((always_inline)) bool bulkrcu__kv_try(void (*fn)(void*), void* ptr,
                                                                   unsigned flags) {
 #ifdef BULKRCU__TSAN
@@ -433,10 +481,14 @@ static inline __attribute__((always_inline)) bool bulkrcu__kv_try(void (*fn)(voi
   (void)fn, (void)ptr, (void)flags;
   return false;
 #endif
-  void* base = __atomic_load_n(&bulkrcu__kv_fast, __ATOMIC_ACQUIRE);
-  if (__builtin_expect(base == NULL, 0)) return false;
-  long r = bulkrcu__kv_store(base, BULKRCU__KRC_FRONT + bulkrcu__kv_channel(fn) * sizeof(void*), fn, ptr);
-  if (__builtin_expect(r <= 0, 0)) return false;
+  long r = bulkrcu__mag_store(fn, ptr);
+  if (__builtin_expect(r < 0, 0)) return false; /* the magazine's slow path: full, sealed, none */
+  if (r == 0) {
+    void* base = __atomic_load_n(&bulkrcu__kv_fast, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(base == NULL, 0)) return false;
+    r = bulkrcu__kv_store(base, BULKRCU__KRC_FRONT + bulkrcu__kv_channel(fn) * sizeof(void*), fn, ptr);
+    if (__builtin_expect(r <= 0, 0)) return false;
+  }
   if ((flags & BULKRCU__KV_HELP) && __builtin_expect(r % BULKRCU__KV_HELP_EVERY == 0, 0))
     bulkrcu__kv_help(flags);
   return true;

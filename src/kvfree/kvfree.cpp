@@ -44,6 +44,7 @@
 #include "cache/cache.h"
 #include "callback/callback.h"
 #include "gp/gp.h"
+#include "kvfree/magazine.h"
 #include "pool/pool.h"
 
 namespace bulkrcu::detail::kvfree {
@@ -124,6 +125,7 @@ std::atomic<std::uint64_t> g_barrier_done{0};  // completed through this request
 std::atomic<std::uint32_t> g_progress{0};      // futex: bumped after every monitor pass
 std::atomic<std::uint32_t> g_progress_waiters{0};
 std::atomic<std::uint64_t> g_refill_backoff_until{0};
+std::atomic<bool> g_mag_pressure{false};  // bulkrcu_memory_pressure: the next pass takes magazines
 
 __thread bool t_in_help __attribute__((tls_model("initial-exec"))) = false;
 
@@ -585,6 +587,11 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
     // the runtime thread makes (a deleter runs inside a reader anyway).
     if (!in_reader && (flags & kMayBlock) && !on_bulkrcu_thread() && !in_user_code()) throttle();
   }
+  // This thread's magazine (magazine.h): a new block when the old one is full, once per block.
+  if (const long r = mag::retire_slow(fn, ptr, flags, size); r > 0) {
+    if ((flags & kHelp) && r % kHelpEvery == 0) help(flags);
+    return true;
+  }
   for (int attempt = 0;; ++attempt) {
     Step step;
 #if BULKRCU_HAVE_RSEQ_ASM
@@ -842,6 +849,7 @@ struct Monitor {
   BarrierStage bar_stage = BarrierStage::kIdle;
   std::uint64_t bar_target = 0;  // the barrier request number in progress (or last completed)
   unsigned long bar_cookie = 0;  // the grace period the current stage waits for
+  bool bar_mag_left = false;     // a barrier's take of the magazines missed one (owner storing)
 };
 constinit Monitor g_monitor;  // static storage: set up before any code runs, never allocated
 // Guards the Monitor (and the monitor's right to change a front's link): held by the runtime
@@ -961,6 +969,9 @@ void tend_cache(Krc& k, Block** spare, bool refill) noexcept {
     __tsan_release(reinterpret_cast<char*>(link) - offsetof(Block, next));
 #endif
   while (extra) {
+#if BULKRCU_TSAN
+    __tsan_acquire(extra);  // pushed by an owner's rseq_push (released there), as above
+#endif
     Block* next = extra->next;
     push(spare, extra);
     extra = next;
@@ -1004,7 +1015,7 @@ bool cursors_pending() noexcept {
 bool cpu_state_pending() noexcept {
   Krc* base = g_krcs.load(std::memory_order_acquire);
   if (!base) return false;
-  if (cursors_pending()) return true;
+  if (cursors_pending() || mag::pending()) return true;
   for (int i = 0; i < nr_slots(); ++i) {
     Krc& k = base[i];
     if (__atomic_load_n(&k.ready, __ATOMIC_RELAXED) || k.incoming.load(std::memory_order_relaxed))
@@ -1127,13 +1138,15 @@ PassResult monitor_pass_locked(bool lite) noexcept {
   PassResult out;
   const std::uint64_t barrier_req = g_barrier_req.load(std::memory_order_acquire);
   const bool bar_start = !lite && m.bar_stage == BarrierStage::kIdle && barrier_req > m.bar_target;
-  const bool bar_steal = !lite && m.bar_stage == BarrierStage::kCollected && gp::poll_state(m.bar_cookie);
+  bool bar_steal = !lite && m.bar_stage == BarrierStage::kCollected && gp::poll_state(m.bar_cookie);
   // Checked before step 1: every batch collected before the cursors were taken has elapsed,
   // so step 1 below reclaims them all.
   const bool bar_finish = !lite && m.bar_stage == BarrierStage::kStolen && gp::poll_state(m.bar_cookie);
   const bool bar_active = m.bar_stage != BarrierStage::kIdle || bar_start;
   const bool timer = !lite && now >= m.next_timer_ns;
-  const bool pressure = !lite && over_budget();
+  const bool pressure =
+      !lite && (over_budget() || (g_mag_pressure.load(std::memory_order_relaxed) &&
+                                  g_mag_pressure.exchange(false, std::memory_order_relaxed)));
   const bool refill = !lite && now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure &&
                       !pool::refill_backed_off();
   // A barrier (until it completes) and the budget reclaim elapsed blocks in the pass instead of
@@ -1256,6 +1269,23 @@ PassResult monitor_pass_locked(bool lite) noexcept {
       for (int i = group; i < end; ++i) base[i].lock.unlock();  // R3
     }
   }
+  // Magazines (magazine.h): timer passes take those of threads idle since the previous timer
+  // pass; a barrier and memory pressure take them all. A barrier does not leave its first
+  // stage until a take found no owner in the middle of a store. Then the blocks owners closed.
+  if (!lite && (timer || pressure || bar_start || (bar_steal && m.bar_mag_left))) {
+    const bool all = bar_start || pressure || (bar_steal && m.bar_mag_left);
+    const bool taken_all = mag::take(all ? mag::Take::kAll : mag::Take::kIdle, &collected, &collected_objs);
+    if (bar_start) m.bar_mag_left = !taken_all;
+    if (bar_steal && m.bar_mag_left) {
+      m.bar_mag_left = !taken_all;
+      if (m.bar_mag_left) {  // retry after another grace period; the cursors wait for it
+        bar_steal = false;
+        m.bar_cookie = gp::get_state();
+        gp::request(m.bar_cookie);
+      }
+    }
+  }
+  mag::take_closed(&collected, &collected_objs);
   c.collected.fetch_add(collected_objs, std::memory_order_relaxed);
 
   // Reclaim cursors of threads (help_step): taken on timer and pressure passes, so that a
@@ -1581,6 +1611,7 @@ __attribute__((constructor(103))) void register_release_hook() { pool::set_relea
 }  // namespace
 
 void memory_pressure() noexcept {
+  g_mag_pressure.store(true, std::memory_order_relaxed);  // the next pass takes every magazine
   g_refill_backoff_until.store(now_ns() + 1000000000ull, std::memory_order_relaxed);
   pool::on_memory_pressure();  // drains the pool's lists, runs release_pages, shrinks the zone
   kick_monitor();
@@ -1611,6 +1642,7 @@ void after_fork_child() noexcept {
     for (int i = 0; i < nr_slots(); ++i) base[i].lock.unlock();
   g_progress_waiters.store(0, std::memory_order_relaxed);
   g_deleter_runners.store(0, std::memory_order_relaxed);
+  mag::after_fork_child();
 }
 
 void fill_stats(bulkrcu_stats* s) noexcept {
@@ -1648,6 +1680,35 @@ int reserve_pages() noexcept {
   for (auto& r : g_reserve) n += r.load(std::memory_order_relaxed) != nullptr;
   return n;
 }
+
+// ---- block operations for the magazines (magazine.cpp) ----------------------------------------
+namespace support {
+Block* new_block(Deleter fn, void* first, unsigned flags, std::size_t size) noexcept {
+  if (BULKRCU_UNLIKELY(g_page == 0)) init_sizes();
+  // Never the blocking sources: without a page the per-CPU path runs its fallbacks.
+  void* page = get_page(flags | kNoWait, gp::reader_nesting() != 0);
+  if (!page) return nullptr;
+  Block* b = init_block(page, fn, static_cast<std::uint64_t>(current_cpu()), size);
+  b->ptrs[0] = first;
+  b->nr = 1;
+  charge_page(b);
+  return b;
+}
+void close_full(Block* b, unsigned flags) noexcept {
+  b->home = static_cast<std::uint32_t>(current_cpu());
+  b->cookie = kCookieUnset;
+  charge_objects(b, (flags & kNoSyscall) == 0);
+}
+void charge_taken(Block* b) noexcept { charge_objects(b, true); }
+void recycle_empty(Block* b, unsigned flags) noexcept {
+  if (flags & kMayBlock)
+    recycle_page(b);
+  else
+    recycle_page_nowait(b);
+}
+void installed(unsigned flags) noexcept { arm_timer(flags); }
+void kick(unsigned flags) noexcept { kick_monitor(flags); }
+}  // namespace support
 
 }  // namespace bulkrcu::detail::kvfree
 

@@ -121,11 +121,15 @@ void enable_fast_path(bool on) noexcept;
 // The retire fast path (the same code the public header inlines). False: nothing was stored,
 // the caller runs retire_slow.
 BULKRCU_ALWAYS_INLINE bool retire_fast(Deleter fn, void* ptr, unsigned flags) noexcept {
-#if BULKRCU_HAVE_RSEQ_ASM
-  return bulkrcu__kv_try(fn, ptr, flags);  // declines under TSan: retire_slow annotates
+#if BULKRCU_HAVE_RSEQ_ASM && !BULKRCU_TSAN
+  return bulkrcu__kv_try(fn, ptr, flags);  // the magazine, then this CPU's block
 #else
-  (void)fn, (void)ptr, (void)flags;
-  return false;
+  // Under TSan: the magazine only (its protocol is atomics TSan follows, magazine.h); the
+  // per-CPU store runs in retire_slow, which annotates it.
+  (void)flags;
+  const long r = bulkrcu__mag_store(fn, ptr);
+  if (r > 0 && (flags & kHelp) && r % kHelpEvery == 0) help(flags);
+  return r > 0;
 #endif
 }
 
