@@ -162,8 +162,8 @@ __attribute__((constructor(105))) void magazine_init() {
 bool enabled() noexcept {
   int e = __atomic_load_n(&g_enabled, __ATOMIC_RELAXED);
   if (BULKRCU_LIKELY(e >= 0)) return e != 0;
-  const char* env = getenv("BULKRCU_NO_MAGAZINE");
-  e = membarrier_ready() && !(env && *env && *env != '0') ? 1 : 0;
+  // The strict boolean parser (base.h), as every variable in README's table.
+  e = membarrier_ready() && !env_bool("BULKRCU_NO_MAGAZINE", false) ? 1 : 0;
   __atomic_store_n(&g_enabled, e, __ATOMIC_RELAXED);
   return e != 0;
 }
