@@ -859,19 +859,19 @@ TEST(PoolRelease, TheReserveIsRefilledAfterEveryUse) {
     deleted.store(0);
     pool::set_fail_injection(2);
     bulkrcu_memory_pressure();
-    // One block's worth (a test block holds 4): one reserve page. Six objects needed both of the
-    // test build's 2 pages, and in the no-membarrier mode the first retire sometimes took both
-    // (reserve 2 -> 0 at the first defer, then an abort at the fifth). Most likely its install
-    // lost to the pressure pass that bulkrcu_memory_pressure() kicks (the locked round detaches
-    // fronts): the lost page goes to the page cache, not back to the reserve.
+    // More than a block (a test block holds 4): both of the test build's reserve pages. The
+    // round's bulkrcu_memory_pressure() kicks a pressure pass whose locked round may detach
+    // the front while the first retire installs: that retire then retries, and its reserve
+    // page must go back to the reserve (the pass empties the page cache), or the fifth retire
+    // finds none and aborts (seen in the no-membarrier mode, 4 runs in 6, before the fix).
     bulkrcu_read_lock();
-    for (int i = 0; i < 3; ++i) bulkrcu_defer(del, new Obj{i});  // no page but the reserve's
+    for (int i = 0; i < 6; ++i) bulkrcu_defer(del, new Obj{i});  // no page but the reserve's
     bulkrcu_read_unlock();
     pool::set_fail_injection(0);
     bulkrcu_kvfree_barrier();
     const bulkrcu_stats after = stats();
     EXPECT_GT(after.kv_fallback_reserve, before.kv_fallback_reserve) << "round " << round;
-    EXPECT_EQ(deleted.load(), 3) << "round " << round;
+    EXPECT_EQ(deleted.load(), 6) << "round " << round;
   }
 }
 

@@ -315,10 +315,22 @@ Block* take_reserve() noexcept {
   return nullptr;
 }
 
+// A reserve page whose block was never installed (its closer lost the race) goes back to the
+// reserve, not to the page cache: a pressure pass may empty the cache before the retry, which
+// would then take a second reserve page for one retire. False when the reserve is full again.
+bool return_reserve(Block* b) noexcept {
+  for (auto& r : g_reserve) {
+    Block* expected = nullptr;
+    if (r.compare_exchange_strong(expected, b, std::memory_order_release, std::memory_order_relaxed))
+      return true;
+  }
+  return false;
+}
+
 // A page for a new block, cheapest source first. Never blocks with kNoWait; otherwise the
 // in-place bulkrcu_alloc_page may take the zone lock and map memory (not a grace-period wait,
 // so it is allowed inside a reader); inside a reader the emergency reserve is the last source.
-void* get_page(unsigned flags, bool in_reader) noexcept {
+void* get_page(unsigned flags, bool in_reader, bool* from_reserve = nullptr) noexcept {
   if (Block* b = pop_cache()) {
     c.cache_hits.fetch_add(1, std::memory_order_relaxed);
     return b;
@@ -338,6 +350,7 @@ void* get_page(unsigned flags, bool in_reader) noexcept {
   }
   if (in_reader) {
     if (void* p = take_reserve()) {
+      if (from_reserve) *from_reserve = true;
       c.fb_reserve.fetch_add(1, std::memory_order_relaxed);
       BULKRCU_TRACE(fallback_reserve, p);
       return p;
@@ -454,7 +467,8 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
   const int cpu = current_cpu();
   // Only the pointer value is used: it is never dereferenced outside a sequence.
   Block* old = __atomic_load_n(&base[cpu].front[ch], __ATOMIC_RELAXED);
-  void* page = get_page(flags, in_reader);
+  bool reserve_page = false;
+  void* page = get_page(flags, in_reader, &reserve_page);
   if (!page) return Step::kNoPage;
   Block* nb = init_block(page, fn, static_cast<std::uint64_t>(cpu), size);
   nb->ptrs[0] = ptr;
@@ -467,6 +481,10 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
 #endif
   auto undo = [&] {
     nb->nr = 0;
+    if (reserve_page) {
+      if (nb->est_bytes) credit(nb);
+      if (return_reserve(nb)) return Step::kRetry;
+    }
     if (flags & kNoWait)
       recycle_page_nowait(nb);  // never the pool's zone lock on a non-blocking path
     else
