@@ -18,6 +18,7 @@
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
 #include "kvfree/magazine.h"
+#include "test_support.h"
 
 namespace mag = bulkrcu::detail::kvfree::mag;
 
@@ -217,24 +218,8 @@ TEST_F(Magazine, SignalsInterruptingMagazineStoresLoseNothing) {
     g_sig_objs[i] = new Obj;
     g_sig_refused[i] = false;
   }
-  std::atomic<bool> stop{false}, started{false};
-  pthread_t target_thread;
-  long retired = 0;
-  std::thread target([&] {
-    target_thread = pthread_self();
-    started = true;
-    while (!stop.load(std::memory_order_relaxed)) {
-      bulkrcu_defer(obj_delete, new Obj);
-      ++retired;
-    }
-  });
-  while (!started) sched_yield();
-  for (int i = 0; i < kSigObjs - 96; ++i) {
-    pthread_kill(target_thread, SIGUSR2);
-    if (i % 64 == 0) usleep(100);
-  }
-  stop = true;
-  target.join();
+  const long retired = bulkrcu_test::retire_while_signalled(SIGUSR2, kSigObjs - 96,
+                                                            [] { bulkrcu_defer(obj_delete, new Obj); });
   bulkrcu_kvfree_barrier();
   signal(SIGUSR2, SIG_DFL);
   long queued = 0;

@@ -18,6 +18,7 @@
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
 #include "pool/pool.h"
+#include "test_support.h"
 
 namespace {
 
@@ -364,25 +365,8 @@ TEST_F(Kvfree, SignalHandlersRetireWhileInterruptingRetires) {
     o = static_cast<Obj*>(malloc(sizeof(Obj)));
     new (o) Obj;
   }
-  std::atomic<bool> stop{false};
-  pthread_t target_thread;
-  std::atomic<bool> started{false};
-  long retired = 0;
-  std::thread target([&] {
-    target_thread = pthread_self();
-    started = true;
-    while (!stop.load(std::memory_order_relaxed)) {
-      bulkrcu_defer(obj_delete, new Obj);
-      ++retired;
-    }
-  });
-  while (!started) sched_yield();
-  for (int i = 0; i < kSigObjs - 96; ++i) {
-    pthread_kill(target_thread, SIGUSR1);
-    if (i % 64 == 0) usleep(100);
-  }
-  stop = true;
-  target.join();
+  const long retired = bulkrcu_test::retire_while_signalled(SIGUSR1, kSigObjs - 96,
+                                                            [] { bulkrcu_defer(obj_delete, new Obj); });
   bulkrcu_kvfree_barrier();
   signal(SIGUSR1, SIG_DFL);
   EXPECT_EQ(g_deleted.load(), retired);  // the handler's objects are freed with free()

@@ -116,6 +116,32 @@ inline void install_handler(int sig, void (*handler)(int)) {
   sigaction(sig, &sa, nullptr);
 }
 
+// Runs retire_one() in a loop on a new thread while this one sends it `signals` signals `sig`
+// (a 100 us pause every 64), then stops it and returns how many times retire_one() ran. The
+// handler under test is the caller's; the kvfree tests use it to interrupt retire stores.
+template <class F>
+long retire_while_signalled(int sig, int signals, F retire_one) {
+  std::atomic<bool> stop{false}, started{false};
+  pthread_t target_thread;
+  long retired = 0;
+  std::thread target([&] {
+    target_thread = pthread_self();
+    started = true;
+    while (!stop.load(std::memory_order_relaxed)) {
+      retire_one();
+      ++retired;
+    }
+  });
+  while (!started) sched_yield();
+  for (int i = 0; i < signals; ++i) {
+    pthread_kill(target_thread, sig);
+    if (i % 64 == 0) nap_us(100);
+  }
+  stop = true;
+  target.join();
+  return retired;
+}
+
 // Sends `sig` to `t` until pred() holds. One pthread_kill would do, but ThreadSanitizer defers
 // and occasionally drops a signal aimed at a thread that is sleeping in an intercepted call.
 template <class Pred>
