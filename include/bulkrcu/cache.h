@@ -123,6 +123,192 @@ BULKRCU_API struct bulkrcu_cache* bulkrcu_cache_of(const void* p);
 /* The object size the cache was created with. Blocks: no. Allocates: no. Async-signal-safe: yes. */
 BULKRCU_API size_t bulkrcu_cache_object_size(const struct bulkrcu_cache* c);
 
+/* ---- private: the inline fast paths (x86-64). Layout and names may change. ----------------
+ * bulkrcu_cache_alloc, bulkrcu_cache_free and bulkrcu_cache_free_rcu are function-like macros
+ * for these inline paths (one restartable sequence each, no call); every case they do not
+ * handle (debug mode, the rseq-less mode, an empty or full array, a locked slot, a pointer the
+ * address map does not place in this cache) calls the exported function, which does the full
+ * job. Under ThreadSanitizer, with BULKRCU_NO_INLINE and inside the library the exported
+ * functions are called always; `(bulkrcu_cache_free)(c, p)` and the functions' addresses
+ * always reach them.
+ *
+ * A cache begins with struct bulkrcu__cache_fast (src/cache/cache.cpp asserts it). `slots` is
+ * set once, when the cache is created, and only when the inline paths are exact: rseq mode,
+ * no debug mode (BULKRCU_POOL_DEBUG), 4 KiB pages. Slots are 64 bytes per possible CPU, the
+ * lock word at 0, the allocation array's word at 8 and the retired array's at 16; a word is
+ * (array address | nr), 0 for none, with the objects from byte 64 of the page-aligned array.
+ * The address map: bulkrcu__cache_map[a >> 34] is NULL or a table of one 32-bit entry per
+ * 4 KiB page of those 16 GiB, entry ((a >> 12) & (2^22 - 1)), equal to the cache's `tag` for
+ * the pages of its slabs; tables are never unmapped. */
+#define BULKRCU__CACHE_MAIN_OFF 8
+#define BULKRCU__CACHE_RCU_OFF 16
+#define BULKRCU__CACHE_MAP_CELLS 8192 /* 2^(47 - 34) */
+struct bulkrcu__cache_fast {
+  void* slots;       /* the per-CPU slots while the inline paths may run, else NULL */
+  unsigned long cap; /* objects per array */
+  unsigned int tag;  /* the address-map entry of this cache's slab pages */
+  unsigned int pad_;
+};
+extern BULKRCU_API unsigned int* bulkrcu__cache_map[BULKRCU__CACHE_MAP_CELLS];
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BULKRCU__HAVE_CACHE_FAST 1
+extern BULKRCU_API long bulkrcu__rseq_offset; /* glibc's __rseq_offset (also in rcu.h) */
+
+/* The restartable sequence's descriptor and start (percpu.h's protocol): the slot of this CPU
+ * is base + (cpu << 6). */
+#define BULKRCU__CACHE_RSEQ_BEGIN      \
+  ".pushsection __rseq_cs, \"aw\"\n\t" \
+  ".balign 32\n\t"                     \
+  "333:\n\t"                           \
+  ".long 0x0, 0x0\n\t"                 \
+  ".quad 1f, (2f - 1f), 4f\n\t"        \
+  ".popsection\n\t"                    \
+  "0:\n\t"                             \
+  "leaq 333b(%%rip), %%rax\n\t"        \
+  "movq %%rax, %%fs:8(%[off])\n\t"     \
+  "1:\n\t"                             \
+  "movl %%fs:4(%[off]), %%eax\n\t"     \
+  "shlq $6, %%rax\n\t"                 \
+  "addq %[base], %%rax\n\t"
+/* The commit is the store just before label 2; the abort handler (glibc's signature before it)
+ * restarts the sequence from the top. */
+#define BULKRCU__CACHE_RSEQ_END             \
+  "2:\n\t"                                  \
+  ".pushsection __rseq_failure, \"ax\"\n\t" \
+  ".byte 0x0f, 0xb9, 0x3d\n\t"              \
+  ".long 0x53053053\n\t"                    \
+  "4:\n\t"                                  \
+  "jmp 0b\n\t"                              \
+  ".popsection\n\t"
+/* How many pops ahead the object is prefetched (objects come back a grace period after their
+ * retire, cold). */
+#define BULKRCU__CACHE_PREFETCH 4
+
+/* Pops objs[nr - 1] of the array whose word is at byte `soff` of this CPU's slot and commits
+ * word - 1. Returns 1 with the object in *out; 0 when there is no array, it is empty or the
+ * slot's lock is held. Reading objs[nr - 1] before the commit is safe: only this CPU's
+ * sequences (which restart this one) or a locked-and-fenced remote (which excludes it) change
+ * an installed array. */
+#define BULKRCU__CACHE_DEFINE_POP(name, soff)                                                 \
+  static inline __attribute__((always_inline)) int name(long off, void* base, void** out) {   \
+    void* obj;                                                                                \
+    unsigned long tmp;                                                                        \
+    __asm__ goto(BULKRCU__CACHE_RSEQ_BEGIN                                                    \
+                 "cmpl $0, (%%rax)\n\t"                                                       \
+                 "jnz %l[none]\n\t"                                                           \
+                 "movq " #soff                                                                \
+                 "(%%rax), %%rcx\n\t"                                                         \
+                 "movl %%ecx, %%edx\n\t"                                                      \
+                 "andl $0xfff, %%edx\n\t"                                                     \
+                 "jz %l[none]\n\t"                                                            \
+                 "subq %%rdx, %%rcx\n\t"                                                      \
+                 "movq 56(%%rcx,%%rdx,8), %[obj]\n\t"                                         \
+                 "cmpq $%c[pfd1], %%rdx\n\t"                                                  \
+                 "jb 3f\n\t"                                                                  \
+                 "movq %c[pfoff](%%rcx,%%rdx,8), %[tmp]\n\t"                                  \
+                 "prefetcht0 (%[tmp])\n\t"                                                    \
+                 "3:\n\t"                                                                     \
+                 "leaq -1(%%rcx,%%rdx), %%rcx\n\t"                                            \
+                 "movq %%rcx, " #soff "(%%rax)\n\t" BULKRCU__CACHE_RSEQ_END                   \
+                 : [obj] "=&r"(obj), [tmp] "=&r"(tmp)                                         \
+                 : [off] "r"(off), [base] "r"(base), [pfd1] "i"(BULKRCU__CACHE_PREFETCH + 1), \
+                   [pfoff] "i"(56 - 8 * BULKRCU__CACHE_PREFETCH)                              \
+                 : "rax", "rcx", "rdx", "memory", "cc"                                        \
+                 : none);                                                                     \
+    *out = obj;                                                                               \
+    return 1;                                                                                 \
+  none:                                                                                       \
+    return 0;                                                                                 \
+  }
+/* Stores p at objs[nr] of the array whose word is at byte `soff` of this CPU's slot and commits
+ * word + 1. Returns 1 when stored, 0 when there is no array or it holds `cap`, -1 when the
+ * slot's lock is held. The store into objs[nr] before the commit is harmless if the sequence
+ * restarts: nr does not cover it. */
+#define BULKRCU__CACHE_DEFINE_PUSH(name, soff)                                                               \
+  static inline __attribute__((always_inline)) long name(long off, void* base, unsigned long cap, void* p) { \
+    __asm__ goto(BULKRCU__CACHE_RSEQ_BEGIN                                                                   \
+                 "cmpl $0, (%%rax)\n\t"                                                                      \
+                 "jnz %l[locked]\n\t"                                                                        \
+                 "movq " #soff                                                                               \
+                 "(%%rax), %%rcx\n\t"                                                                        \
+                 "testq %%rcx, %%rcx\n\t"                                                                    \
+                 "jz %l[full]\n\t"                                                                           \
+                 "movl %%ecx, %%edx\n\t"                                                                     \
+                 "andl $0xfff, %%edx\n\t"                                                                    \
+                 "cmpq %[cap], %%rdx\n\t"                                                                    \
+                 "jae %l[full]\n\t"                                                                          \
+                 "subq %%rdx, %%rcx\n\t"                                                                     \
+                 "movq %[p], 64(%%rcx,%%rdx,8)\n\t"                                                          \
+                 "leaq 1(%%rcx,%%rdx), %%rcx\n\t"                                                            \
+                 "movq %%rcx, " #soff "(%%rax)\n\t" BULKRCU__CACHE_RSEQ_END                                  \
+                 :                                                                                           \
+                 : [off] "r"(off), [base] "r"(base), [p] "r"(p), [cap] "r"(cap)                              \
+                 : "rax", "rcx", "rdx", "memory", "cc"                                                       \
+                 : locked, full);                                                                            \
+    return 1;                                                                                                \
+  locked:                                                                                                    \
+    return -1;                                                                                               \
+  full:                                                                                                      \
+    return 0;                                                                                                \
+  }
+BULKRCU__CACHE_DEFINE_POP(bulkrcu__cache_pop_main, 8)
+BULKRCU__CACHE_DEFINE_PUSH(bulkrcu__cache_push_main, 8)
+BULKRCU__CACHE_DEFINE_PUSH(bulkrcu__cache_push_rcu, 16)
+
+/* 1 when the address map places p in a slab of the cache whose tag is `tag`. */
+static inline __attribute__((always_inline)) int bulkrcu__cache_map_is(const void* p, unsigned int tag) {
+  __UINTPTR_TYPE__ a = (__UINTPTR_TYPE__)p;
+  unsigned int* l2;
+  if (__builtin_expect(a >> 34 >= BULKRCU__CACHE_MAP_CELLS, 0)) return 0;
+  l2 = __atomic_load_n(&bulkrcu__cache_map[a >> 34], __ATOMIC_ACQUIRE);
+  return l2 != 0 && __atomic_load_n(&l2[(a >> 12) & ((1ul << 22) - 1)], __ATOMIC_RELAXED) == tag;
+}
+#endif /* x86-64 */
+
+#if defined(__SANITIZE_THREAD__)
+#define BULKRCU__CACHE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BULKRCU__CACHE_TSAN 1
+#endif
+#endif
+
+#if defined(BULKRCU__HAVE_CACHE_FAST) && !defined(BULKRCU__CACHE_TSAN) && !defined(BULKRCU__BUILDING_LIBRARY)
+#define BULKRCU__INLINE_CACHE 1
+#define BULKRCU__CACHE_FAST(c) ((const struct bulkrcu__cache_fast*)(const void*)(c))
+static inline __attribute__((always_inline)) void* bulkrcu__cache_alloc_inline(struct bulkrcu_cache* c) {
+  void* base = BULKRCU__CACHE_FAST(c)->slots;
+  void* o;
+  if (__builtin_expect(base != 0, 1) &&
+      __builtin_expect(bulkrcu__cache_pop_main(bulkrcu__rseq_offset, base, &o), 1))
+    return o;
+  return (bulkrcu_cache_alloc)(c); /* an empty array, a locked slot, debug or rseq-less mode */
+}
+static inline __attribute__((always_inline)) void bulkrcu__cache_free_inline(struct bulkrcu_cache* c,
+                                                                             void* p) {
+  const struct bulkrcu__cache_fast* f = BULKRCU__CACHE_FAST(c);
+  void* base = f->slots;
+  if (__builtin_expect(base != 0 && bulkrcu__cache_map_is(p, f->tag), 1) &&
+      __builtin_expect(bulkrcu__cache_push_main(bulkrcu__rseq_offset, base, f->cap, p) > 0, 1))
+    return;
+  (bulkrcu_cache_free)(c, p); /* NULL, a foreign pointer (aborts), a full array, a locked slot */
+}
+static inline __attribute__((always_inline)) void bulkrcu__cache_free_rcu_inline(struct bulkrcu_cache* c,
+                                                                                 void* p) {
+  const struct bulkrcu__cache_fast* f = BULKRCU__CACHE_FAST(c);
+  void* base = f->slots;
+  if (__builtin_expect(base != 0 && bulkrcu__cache_map_is(p, f->tag), 1) &&
+      __builtin_expect(bulkrcu__cache_push_rcu(bulkrcu__rseq_offset, base, f->cap, p) > 0, 1))
+    return;
+  (bulkrcu_cache_free_rcu)(c, p); /* NULL, a foreign pointer (aborts), a full array (seal) */
+}
+#ifndef BULKRCU_NO_INLINE
+#define bulkrcu_cache_alloc(c) bulkrcu__cache_alloc_inline(c)
+#define bulkrcu_cache_free(c, p) bulkrcu__cache_free_inline((c), (p))
+#define bulkrcu_cache_free_rcu(c, p) bulkrcu__cache_free_rcu_inline((c), (p))
+#endif
+#endif
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

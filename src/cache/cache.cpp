@@ -28,6 +28,9 @@
 
 struct bulkrcu_cache;
 
+// The address map's first level (declared in the public header, which reads it inline).
+alignas(bulkrcu::detail::kCacheLine) unsigned int* bulkrcu__cache_map[BULKRCU__CACHE_MAP_CELLS];
+
 namespace bulkrcu::detail::cache {
 namespace {
 
@@ -86,7 +89,8 @@ struct alignas(kCacheLine) CpuSlot {
 };
 constexpr std::size_t kMainOff = offsetof(CpuSlot, main);
 constexpr std::size_t kRcuOff = offsetof(CpuSlot, rcu);
-static_assert(kMainOff == 8 && kRcuOff == 16 && sizeof(CpuSlot) == kCacheLine);
+static_assert(kMainOff == BULKRCU__CACHE_MAIN_OFF && kRcuOff == BULKRCU__CACHE_RCU_OFF &&
+              sizeof(CpuSlot) == kCacheLine);
 #if BULKRCU_HAVE_RSEQ_ASM
 static_assert(sizeof(CpuSlot) == subtle::kCacheSlotBytes);  // cache_rseq.h finds slots by a shift
 #endif
@@ -141,6 +145,10 @@ struct SlabListHead {
 };
 
 struct Cache {
+  // First: the public header's inline fast paths read it through the handle. `slots` there is
+  // set once, last in bulkrcu_cache_create_ctor, and only when those paths are exact (see
+  // set_fast); the library's own fast paths use the fields below.
+  bulkrcu__cache_fast fast{};
   char name[64];
   std::size_t size, stride, align, link_off, objs_off, slab_bytes, sheaf_cap;
   unsigned order, flags;
@@ -176,6 +184,7 @@ struct Cache {
   Cache* reg_next = nullptr;  // registry, under g_reg_mu
   Cache* reg_prev = nullptr;
 };
+static_assert(offsetof(Cache, fast) == 0);  // the handle points at the header's fast line
 
 pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
 Cache* g_caches = nullptr;  // under g_reg_mu
@@ -247,10 +256,14 @@ constexpr std::size_t kPagesPerFrameMax = 512;
 unsigned g_page_shift = 12;
 bool g_debug = false;
 
-std::atomic<std::uint32_t*> g_map[std::size_t{1} << (47 - kFrameShift - 13)];  // kL2Cells
+// The first level is the exported bulkrcu__cache_map (the public header's inline free paths
+// read it); reached here through atomic_ref.
+BULKRCU_ALWAYS_INLINE std::atomic_ref<std::uint32_t*> map_cell(std::size_t i) noexcept {
+  return std::atomic_ref<std::uint32_t*>(bulkrcu__cache_map[i]);
+}
 constexpr std::size_t kL2Bytes = kL2Frames * kPagesPerFrameMax * sizeof(std::uint32_t);
 
-BULKRCU_NOINLINE std::uint32_t* map_create_l2(std::atomic<std::uint32_t*>& cell) noexcept;
+BULKRCU_NOINLINE std::uint32_t* map_create_l2(std::atomic_ref<std::uint32_t*> cell) noexcept;
 
 // The entry of a's page; nullptr when its table does not exist (and `create` is false or the
 // table cannot be mapped). The lookup is inline: free checks run it on every call.
@@ -260,12 +273,13 @@ BULKRCU_NOINLINE std::uint32_t* map_create_l2(std::atomic<std::uint32_t*>& cell)
 constexpr unsigned kL2Shift = kFrameShift + 13;
 static_assert(std::size_t{1} << (kL2Shift - kFrameShift) == kL2Frames);
 constexpr std::size_t kL2Cells = std::size_t{1} << (47 - kL2Shift);
+static_assert(kL2Cells == BULKRCU__CACHE_MAP_CELLS && kL2Shift == 34);  // the header's a >> 34
 std::uintptr_t g_l2_mask = (std::uintptr_t{1} << (kL2Shift - 12)) - 1;  // set with g_page_shift
 
 BULKRCU_ALWAYS_INLINE std::atomic<std::uint32_t>* map_entry(std::uintptr_t a, bool create) noexcept {
   const std::uintptr_t cell_i = a >> kL2Shift;
   if (BULKRCU_UNLIKELY(cell_i >= kL2Cells)) return nullptr;  // beyond 47 bits
-  std::atomic<std::uint32_t*>& cell = g_map[cell_i];
+  std::atomic_ref<std::uint32_t*> cell = map_cell(cell_i);
   std::uint32_t* l2 = cell.load(std::memory_order_acquire);
   if (BULKRCU_UNLIKELY(!l2)) {
     if (!create) return nullptr;
@@ -276,7 +290,7 @@ BULKRCU_ALWAYS_INLINE std::atomic<std::uint32_t>* map_entry(std::uintptr_t a, bo
 }
 
 // Maps a table for `cell` (or takes the one a racing caller installed).
-std::uint32_t* map_create_l2(std::atomic<std::uint32_t*>& cell) noexcept {
+std::uint32_t* map_create_l2(std::atomic_ref<std::uint32_t*> cell) noexcept {
   void* m =
       mmap(nullptr, kL2Bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED) return nullptr;
@@ -1433,6 +1447,11 @@ struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, size_t size, s
     errno = ENOMEM;
     return nullptr;
   }
+  // The public header's inline paths: exact only in rseq mode without debug checks, with the
+  // 4 KiB pages its address-map lookup assumes; otherwise they call the exported functions.
+  c->fast.cap = c->sheaf_cap;
+  c->fast.tag = c->tag;
+  if (BULKRCU_CACHE_RSEQ && c->rseq && !cache::g_debug && cache::g_page_shift == 12) c->fast.slots = c->slots;
   return reinterpret_cast<struct bulkrcu_cache*>(c);
 }
 

@@ -8,19 +8,18 @@
 // the slot and calls fence_remote(cpu) before it touches the slot or the arrays it points to.
 // ---------------------------------------------------------------------------------------------
 //
-// Array ("sheaf") layout both sequences rely on: objs[] from 64, the array page-aligned. The
+// Array ("sheaf") layout the sequences rely on: objs[] from 64, the array page-aligned. The
 // slot holds a word at a fixed offset (kSheafOff): (array address | nr), or 0.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include "bulkrcu/cache.h"
 #include "percpu/percpu.h"
 
 namespace bulkrcu::detail::subtle {
 
-// How far ahead of the pop the object is prefetched.
-inline constexpr std::size_t kSheafPrefetch = 4;
 inline constexpr std::uintptr_t kSheafNrMask = 0xfff;  // nr in a slot word (the asm's $0xfff)
 
 #if BULKRCU_HAVE_RSEQ_ASM
@@ -29,97 +28,36 @@ inline constexpr std::uintptr_t kSheafNrMask = 0xfff;  // nr in a slot word (the
 // slot word and the array's own nr field is stale (cache.cpp's unpack() writes it back when the
 // array leaves the slot). One load of the slot then gives both, and the commit is one store of
 // the word.
+//
+// The sequences themselves are the public header's (include/bulkrcu/cache.h, section
+// "private: the inline fast paths"), so that callers outside the library inline the same code
+// the library runs: bulkrcu__cache_pop_main, bulkrcu__cache_push_main, bulkrcu__cache_push_rcu.
+// They find this CPU's slot by a shift (`cpu << 6`: a CpuSlot is one 64-byte line) rather than
+// a multiply by a stride register, and take the words at the header's fixed offsets.
+inline constexpr std::size_t kCacheSlotBytes = 64;  // the sequences' shift
+inline constexpr std::size_t kSheafPrefetch = BULKRCU__CACHE_PREFETCH;
+static_assert(BULKRCU__CACHE_MAIN_OFF == 8 && BULKRCU__CACHE_RCU_OFF == 16);
 
-// BULKRCU_RSEQ_BEGIN (percpu.h) with the slot found by a shift: a CpuSlot is one 64-byte cache
-// line, so `cpu << 6` replaces the multiply by a stride register (one instruction and one
-// register fewer, and the multiply's latency off the chain every fast path waits on). Same
-// descriptor, labels and protocol otherwise.
-#define BULKRCU_CACHE_RSEQ_BEGIN       \
-  ".pushsection __rseq_cs, \"aw\"\n\t" \
-  ".balign 32\n\t"                     \
-  "333:\n\t"                           \
-  ".long 0x0, 0x0\n\t"                 \
-  ".quad 1f, (2f - 1f), 4f\n\t"        \
-  ".popsection\n\t"                    \
-  "0:\n\t"                             \
-  "leaq 333b(%%rip), %%rax\n\t"        \
-  "movq %%rax, %%fs:8(%[off])\n\t"     \
-  "1:\n\t"                             \
-  "movl %%fs:4(%[off]), %%eax\n\t"     \
-  "shlq $6, %%rax\n\t"                 \
-  "addq %[base], %%rax\n\t"
-inline constexpr std::size_t kCacheSlotBytes = 64;  // the shift above
-
-// Pops objs[nr - 1] of the array in this CPU's slot word at kSheafOff (slots of
-// kCacheSlotBytes); the commit is the store word - 1. Returns true with the object in *out,
-// false when there is no array, it is empty or the slot's lock is held (the caller's slow path
-// tells them apart).
-// It also prefetches the object kSheafPrefetch pops ahead: objects come back a grace period
-// after they were retired, cold. Reading objs[nr - 1] before the commit is safe: only this
-// CPU's sequences (which restart us) or a locked-and-fenced remote (which excludes us) change
-// the array while it is in the slot. An `asm goto`: the failure cases jump straight to the
-// caller's slow path (no result register to set and test).
+// Pops objs[nr - 1] of the array in this CPU's slot word at kSheafOff (the allocation array's
+// word only); true with the object in *out, false when there is no array, it is empty or the
+// slot's lock is held (the caller's slow path tells them apart). Prefetches the object
+// kSheafPrefetch pops ahead.
 template <std::size_t kSheafOff>
 BULKRCU_ALWAYS_INLINE bool rseq_sheaf_pop(void* base, void** out) noexcept {
-  void* obj;
-  std::uintptr_t tmp;
-  asm goto(BULKRCU_CACHE_RSEQ_BEGIN
-           "cmpl $0, (%%rax)\n\t"
-           "jnz %l[none]\n\t"
-           "movq %c[soff](%%rax), %%rcx\n\t"
-           "movl %%ecx, %%edx\n\t"
-           "andl $0xfff, %%edx\n\t"
-           "jz %l[none]\n\t"
-           "subq %%rdx, %%rcx\n\t"
-           "movq 56(%%rcx,%%rdx,8), %[obj]\n\t"
-           "cmpq $%c[pfd1], %%rdx\n\t"
-           "jb 3f\n\t"
-           "movq %c[pfoff](%%rcx,%%rdx,8), %[tmp]\n\t"
-           "prefetcht0 (%[tmp])\n\t"
-           "3:\n\t"
-           "leaq -1(%%rcx,%%rdx), %%rcx\n\t"
-           "movq %%rcx, %c[soff](%%rax)\n\t" BULKRCU_RSEQ_END
-           : [obj] "=&r"(obj), [tmp] "=&r"(tmp)
-           : [off] "r"(g_rseq_offset), [base] "r"(base), [soff] "i"(kSheafOff),
-             [pfd1] "i"(kSheafPrefetch + 1), [pfoff] "i"(56 - 8 * static_cast<long>(kSheafPrefetch))
-           : "rax", "rcx", "rdx", "memory", "cc"
-           : none);
-  *out = obj;
-  return true;
-none:
-  return false;
+  static_assert(kSheafOff == BULKRCU__CACHE_MAIN_OFF);
+  return bulkrcu__cache_pop_main(g_rseq_offset, base, out) != 0;
 }
 
 // Stores p at objs[nr] of the array in this CPU's slot word at kSheafOff and commits word + 1.
 // Returns 1 when stored, 0 when there is no array or it holds `cap`, -1 when the slot's lock
-// is held (an `asm goto`: the compiler folds the constants into the caller's branches). The
-// store into objs[nr] before the commit is harmless if the sequence restarts: nr does not
-// cover it.
+// is held.
 template <std::size_t kSheafOff>
 BULKRCU_ALWAYS_INLINE long rseq_sheaf_push(void* base, std::size_t cap, void* p) noexcept {
-  asm goto(BULKRCU_CACHE_RSEQ_BEGIN
-           "cmpl $0, (%%rax)\n\t"
-           "jnz %l[locked]\n\t"
-           "movq %c[soff](%%rax), %%rcx\n\t"
-           "testq %%rcx, %%rcx\n\t"
-           "jz %l[full]\n\t"
-           "movl %%ecx, %%edx\n\t"
-           "andl $0xfff, %%edx\n\t"
-           "cmpq %[cap], %%rdx\n\t"
-           "jae %l[full]\n\t"
-           "subq %%rdx, %%rcx\n\t"
-           "movq %[p], 64(%%rcx,%%rdx,8)\n\t"
-           "leaq 1(%%rcx,%%rdx), %%rcx\n\t"
-           "movq %%rcx, %c[soff](%%rax)\n\t" BULKRCU_RSEQ_END
-           :
-           : [off] "r"(g_rseq_offset), [base] "r"(base), [soff] "i"(kSheafOff), [p] "r"(p), [cap] "r"(cap)
-           : "rax", "rcx", "rdx", "memory", "cc"
-           : locked, full);
-  return 1;
-locked:
-  return -1;
-full:
-  return 0;
+  static_assert(kSheafOff == BULKRCU__CACHE_MAIN_OFF || kSheafOff == BULKRCU__CACHE_RCU_OFF);
+  if constexpr (kSheafOff == BULKRCU__CACHE_MAIN_OFF)
+    return bulkrcu__cache_push_main(g_rseq_offset, base, cap, p);
+  else
+    return bulkrcu__cache_push_rcu(g_rseq_offset, base, cap, p);
 }
 
 // The CPU number in the rseq area (a hint outside a sequence).
