@@ -1,6 +1,7 @@
 // Tests of the raw per-CPU list sequences the pool is built on: percpu.h's subtle::rseq_push /
-// subtle::rseq_pop and pool_rseq.h's subtle::rseq_push_counted, against the remote side of
-// percpu.h's protocol (lock + fence_remote) and against signal handlers. kRseq mode only.
+// subtle::rseq_pop and the public header's bulkrcu__pool_push / bulkrcu__pool_pop (the pool's
+// counted lists: a head word of first page | count), against the remote side of percpu.h's
+// protocol (lock + fence_remote) and against signal handlers. kRseq mode only.
 #include "pool/pool_rseq.h"
 
 #include <gtest/gtest.h>
@@ -22,20 +23,27 @@ namespace {
 
 using namespace bulkrcu::detail;
 
-struct Node {
-  Node* next;
-  std::uintptr_t depth;
+// Nodes are page-aligned: the counted lists keep the count in the low 12 bits of the words.
+struct alignas(4096) Node {
+  Node* next;              // plain list: the link; counted list: the word of the rest
   std::atomic<int> owner;  // 0 while on a list
 };
 
+// Laid out as the header's slots (64 bytes, lock at 0, head at 8); `ops` takes the statistic.
 struct alignas(kCacheLine) TSlot {
   SlotLock lock;
-  Node* head = nullptr;
+  Node* head = nullptr;  // plain: the first node; counted: the head word
+  std::uint64_t ops = 0;
 };
+static_assert(sizeof(TSlot) == std::size_t{1} << BULKRCU__PCP_SHIFT &&
+              offsetof(TSlot, head) == BULKRCU__PCP_HEAD);
 
 constexpr std::size_t kHead = offsetof(TSlot, head);
 constexpr std::size_t kNext = offsetof(Node, next);
-constexpr std::size_t kDepth = offsetof(Node, depth);
+constexpr std::size_t kOps = offsetof(TSlot, ops);
+constexpr std::uintptr_t kCountMask = 0xfff;
+std::uintptr_t word_of(Node* p, std::uintptr_t count) { return reinterpret_cast<std::uintptr_t>(p) | count; }
+Node* page_of(std::uintptr_t w) { return reinterpret_cast<Node*>(w & ~kCountMask); }
 
 #if BULKRCU_HAVE_RSEQ_ASM
 std::atomic<TSlot*> g_plain{nullptr}, g_counted{nullptr};
@@ -44,7 +52,9 @@ std::atomic<std::uint64_t> g_bad{0}, g_handler_ops{0};
 // Takes a node from `counted` or plain list of this CPU, owns it briefly, gives it back.
 void cycle(bool counted, int me) {
   TSlot* base = counted ? get_slots(g_counted) : get_slots(g_plain);
-  void* n = subtle::rseq_pop<kHead, kNext>(base, sizeof(TSlot));
+  unsigned long left;
+  void* n =
+      counted ? bulkrcu__pool_pop(base, kOps, &left) : subtle::rseq_pop<kHead, kNext>(base, sizeof(TSlot));
   if (n == nullptr || n == subtle::kSlotLocked) return;
   Node* node = static_cast<Node*>(n);
   int expected = 0;
@@ -53,7 +63,7 @@ void cycle(bool counted, int me) {
   expected = me;
   if (!node->owner.compare_exchange_strong(expected, 0)) g_bad.fetch_add(1);
   for (;;) {  // a pushed node must not be lost: retry while a remote holds the slot
-    bool ok = counted ? subtle::rseq_push_counted<kHead, kNext, kDepth>(base, sizeof(TSlot), node) != 0
+    bool ok = counted ? bulkrcu__pool_push(base, node, kCountMask, kOps) == 0
                       : subtle::rseq_push<kHead, kNext>(base, sizeof(TSlot), node);
     if (ok) break;
     sched_yield();
@@ -66,34 +76,41 @@ void handler(int) {
   g_handler_ops.fetch_add(1, std::memory_order_relaxed);
 }
 
-// Remote side: lock, fence, walk (checking the depth chain of the counted list), and move the
-// whole list to another slot. Returns the nodes seen.
+// Remote side: lock, fence, walk (checking the counts of the counted list's words: each one
+// counts the nodes from it to the bottom), and move the whole list to another slot. Returns
+// the nodes seen.
 std::size_t remote_move(TSlot* base, bool counted, int from, int to, std::set<Node*>* seen) {
   TSlot& a = base[from];
   a.lock.lock();
   subtle::fence_remote(from);
-  Node* chain = a.head;
+  const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(a.head);
   a.head = nullptr;
   a.lock.unlock();
-  std::size_t n = 0;
   std::vector<Node*> nodes;
-  for (Node* p = chain; p; p = p->next, ++n) {
-    if (counted && p->depth != 1 + (p->next ? p->next->depth : 0)) g_bad.fetch_add(1);
+  std::vector<std::uintptr_t> counts;
+  for (std::uintptr_t w = first; counted ? page_of(w) != nullptr : w != 0;) {
+    Node* p = counted ? page_of(w) : reinterpret_cast<Node*>(w);
+    counts.push_back(w & kCountMask);
     if (p->owner.load() != 0) g_bad.fetch_add(1);
     if (seen && !seen->insert(p).second) g_bad.fetch_add(1);
     nodes.push_back(p);
+    w = reinterpret_cast<std::uintptr_t>(p->next);
   }
+  if (counted)
+    for (std::size_t i = 0; i < nodes.size(); ++i)
+      if (counts[i] != nodes.size() - i) g_bad.fetch_add(1);
   TSlot& b = base[to];
   b.lock.lock();
   subtle::fence_remote(to);
+  std::uintptr_t w = reinterpret_cast<std::uintptr_t>(b.head);
   for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
     Node* p = *it;
-    p->next = b.head;
-    p->depth = b.head ? b.head->depth + 1 : 1;
-    b.head = p;
+    p->next = reinterpret_cast<Node*>(w);
+    w = counted ? word_of(p, (w & kCountMask) + 1) : reinterpret_cast<std::uintptr_t>(p);
   }
+  b.head = reinterpret_cast<Node*>(w);
   b.lock.unlock();
-  return n;
+  return nodes.size();
 }
 #endif
 
@@ -106,7 +123,7 @@ TEST(PercpuRseq, PushPopUnderMigrationRemoteMovesAndSignals) {
   std::vector<Node> plain(kNodes), counted(kNodes);
   TSlot* pb = get_slots(g_plain);
   TSlot* cb = get_slots(g_counted);
-  for (int i = 0; i < kNodes; ++i) {  // seed: all nodes on slot 0, depths right
+  for (int i = 0; i < kNodes; ++i) {  // seed: all nodes on slot 0, counts right
     Node* p = &plain[i];
     p->owner = 0;
     p->next = pb[0].head;
@@ -114,8 +131,7 @@ TEST(PercpuRseq, PushPopUnderMigrationRemoteMovesAndSignals) {
     Node* c = &counted[i];
     c->owner = 0;
     c->next = cb[0].head;
-    c->depth = cb[0].head ? cb[0].head->depth + 1 : 1;
-    cb[0].head = c;
+    cb[0].head = reinterpret_cast<Node*>(word_of(c, static_cast<std::uintptr_t>(i) + 1));
   }
 
   cpu_set_t all;
@@ -166,7 +182,7 @@ TEST(PercpuRseq, PushPopUnderMigrationRemoteMovesAndSignals) {
   for (auto& th : threads) th.join();
   sigaction(SIGUSR2, &old, nullptr);
 
-  // Every node is on exactly one list, free, and the counted lists' depths are consistent.
+  // Every node is on exactly one list, free, and the counted lists' counts are consistent.
   std::set<Node*> seen_plain, seen_counted;
   std::size_t n_plain = 0, n_counted = 0;
   for (int cpu = 0; cpu < nr_slots(); ++cpu) {
@@ -188,10 +204,12 @@ TEST(PercpuRseq, LockedSlotIsLeftAlone) {
   if (mode() != PercpuMode::kRseq) GTEST_SKIP() << "rseq unavailable (fallback mode)";
   TSlot* base = get_slots(g_counted);
   for (int i = 0; i < nr_slots(); ++i) base[i].lock.lock();
-  Node n{};
+  static Node n{};
+  unsigned long left;
   EXPECT_FALSE((subtle::rseq_push<kHead, kNext>(base, sizeof(TSlot), &n)));
-  EXPECT_EQ((subtle::rseq_push_counted<kHead, kNext, kDepth>(base, sizeof(TSlot), &n)), 0u);
+  EXPECT_EQ(bulkrcu__pool_push(base, &n, kCountMask, kOps), 1);
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(base, sizeof(TSlot))), subtle::kSlotLocked);
+  EXPECT_EQ(bulkrcu__pool_pop(base, kOps, &left), subtle::kSlotLocked);
   for (int i = 0; i < nr_slots(); ++i) base[i].lock.unlock();
   // Unlocked and pinned: push returns the count, pop returns the nodes in LIFO order.
   cpu_set_t set, old;
@@ -205,9 +223,9 @@ TEST(PercpuRseq, LockedSlotIsLeftAlone) {
   sched_setaffinity(0, sizeof set, &set);
   static std::atomic<TSlot*> own{nullptr};
   TSlot* ob = get_slots(own);
-  Node a{}, b{};
-  EXPECT_EQ((subtle::rseq_push_counted<kHead, kNext, kDepth>(ob, sizeof(TSlot), &a)), 1u);
-  EXPECT_EQ((subtle::rseq_push_counted<kHead, kNext, kDepth>(ob, sizeof(TSlot), &b)), 2u);
+  static Node a{}, b{};
+  EXPECT_TRUE((subtle::rseq_push<kHead, kNext>(ob, sizeof(TSlot), &a)));
+  EXPECT_TRUE((subtle::rseq_push<kHead, kNext>(ob, sizeof(TSlot), &b)));
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &b);
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &a);
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), nullptr);
@@ -217,16 +235,16 @@ TEST(PercpuRseq, LockedSlotIsLeftAlone) {
 
 // The public header's sequences (bulkrcu__pool_pop, bulkrcu__pool_push: the inline fast paths
 // of page_pool.h) on a private slot array laid out as the header says: the bound, the locked
-// slot, the depth, the count hint and the statistics, exactly, on a pinned thread.
+// slot, the head word's count and the statistics, exactly, on a pinned thread.
 struct alignas(64) HSlot {
   std::uint32_t lock;
-  void* head;
-  std::uint64_t hint;
+  std::uintptr_t head;
+  std::uint64_t trims;
   std::uint64_t pad;
   std::uint64_t allocs, frees, hits, misses;
 };
 static_assert(sizeof(HSlot) == std::size_t{1} << BULKRCU__PCP_SHIFT &&
-              offsetof(HSlot, head) == BULKRCU__PCP_HEAD && offsetof(HSlot, hint) == BULKRCU__PCP_HINT &&
+              offsetof(HSlot, head) == BULKRCU__PCP_HEAD && offsetof(HSlot, trims) == BULKRCU__PCP_TRIMS &&
               offsetof(HSlot, allocs) == BULKRCU__PCP_ALLOCS &&
               offsetof(HSlot, frees) == BULKRCU__PCP_FREES && offsetof(HSlot, hits) == BULKRCU__PCP_HITS);
 
@@ -249,25 +267,27 @@ TEST(PercpuRseq, HeaderSequencesBoundCountAndAccount) {
   constexpr unsigned long kHigh = 5;
   static Node nodes[kHigh + 1];
   for (unsigned long i = 0; i < kHigh; ++i) {
-    ASSERT_EQ(bulkrcu__pool_push(base, &nodes[i], kHigh), 0);
-    EXPECT_EQ(nodes[i].depth, i + 1);
-    EXPECT_EQ(s.hint, i + 1);
+    ASSERT_EQ(bulkrcu__pool_push(base, &nodes[i], kHigh, BULKRCU__PCP_FREES), 0);
+    EXPECT_EQ(s.head, word_of(&nodes[i], i + 1));
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(nodes[i].next), i ? word_of(&nodes[i - 1], i) : 0u);
   }
   EXPECT_EQ(s.frees, kHigh);
-  EXPECT_EQ(bulkrcu__pool_push(base, &nodes[kHigh], kHigh), 2) << "a list of `high` pages takes no more";
-  EXPECT_EQ(s.head, &nodes[kHigh - 1]);
+  EXPECT_EQ(bulkrcu__pool_push(base, &nodes[kHigh], kHigh, BULKRCU__PCP_FREES), 2)
+      << "a list of `high` pages takes no more";
+  EXPECT_EQ(s.head, word_of(&nodes[kHigh - 1], kHigh));
   s.lock = 1;
-  EXPECT_EQ(bulkrcu__pool_push(base, &nodes[kHigh], kHigh), 1);
+  EXPECT_EQ(bulkrcu__pool_push(base, &nodes[kHigh], kHigh, BULKRCU__PCP_FREES), 1);
   unsigned long left = 99;
   EXPECT_EQ(bulkrcu__pool_pop(base, BULKRCU__PCP_HITS, &left), reinterpret_cast<void*>(~std::uintptr_t{0}));
   s.lock = 0;
   EXPECT_EQ(s.frees, kHigh);
-  EXPECT_EQ(s.head, &nodes[kHigh - 1]);
+  EXPECT_EQ(s.head, word_of(&nodes[kHigh - 1], kHigh));
   for (unsigned long i = kHigh; i-- > 0;) {
     EXPECT_EQ(bulkrcu__pool_pop(base, (i & 1) ? BULKRCU__PCP_HITS : BULKRCU__PCP_ALLOCS, &left), &nodes[i]);
     EXPECT_EQ(left, i);
-    EXPECT_EQ(s.hint, i);
+    EXPECT_EQ(s.head, i ? word_of(&nodes[i - 1], i) : 0u);
   }
+  EXPECT_EQ(s.trims, 0u);
   EXPECT_EQ(bulkrcu__pool_pop(base, BULKRCU__PCP_HITS, &left), nullptr);
   EXPECT_EQ(s.hits, kHigh / 2);
   EXPECT_EQ(s.allocs, kHigh - kHigh / 2);

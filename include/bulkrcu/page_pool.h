@@ -85,12 +85,14 @@ BULKRCU_API void bulkrcu_page_pool_shrink(void);
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BULKRCU__HAVE_POOL_FAST 1
 /* Slot layout (src/pool/pool.cpp asserts it): 64 bytes per possible CPU; the lock word at 0
- * (nonzero: a remote side owns the list), the list head at 8, the count hint at 16, and the
- * statistics bumped by bulkrcu_alloc_page at 32, bulkrcu_free_page at 40, the lockless call
- * at 48. A free page starts with its link (0) and its depth (8, pages from it to the bottom). */
+ * (nonzero: a remote side owns the list), the list's head word at 8, a statistic of the
+ * library's trims at 16, and the statistics bumped by bulkrcu_alloc_page at 32,
+ * bulkrcu_free_page at 40, the lockless call at 48. A head word is (first page | count), count
+ * in its low 12 bits (pages are 4 KiB aligned and a list holds fewer than 4096 pages), 0 for an
+ * empty list; a free page on a list starts with the head word of the pages below it. */
 #define BULKRCU__PCP_SHIFT 6
 #define BULKRCU__PCP_HEAD 8
-#define BULKRCU__PCP_HINT 16
+#define BULKRCU__PCP_TRIMS 16
 #define BULKRCU__PCP_ALLOCS 32
 #define BULKRCU__PCP_FREES 40
 #define BULKRCU__PCP_HITS 48
@@ -108,10 +110,12 @@ extern BULKRCU_API long bulkrcu__rseq_offset; /* glibc's __rseq_offset (also in 
  * only, no system call). Blocks: no. Allocates: no. Async-signal-safe: yes. */
 BULKRCU_API void bulkrcu__pool_refill_low(void);
 
-/* Pops this CPU's list head. Returns the page (and *left = the pages still on the list, and
- * bumps the statistic at stat_off in the slot), NULL when the list is empty, or (void*)-1 when
- * the slot's lock is held. The commit is the store of the new head; the count hint and the
- * statistic are written after it, on the slot the commit ran on. */
+/* Pops this CPU's first page. Returns the page (and *left = the pages still on the list, and
+ * the statistic at byte `stat_off` of the slot bumped), NULL when the list is empty, or
+ * (void*)-1 when the slot's lock is held. The commit is the store of the next head word (the
+ * popped page's first word); the count comes with the head word, so nothing else is read.
+ * The statistic is bumped after the commit, on the slot the sequence ran on (a preemption
+ * there may bump a slot another CPU now uses: a statistic, never the list). */
 static inline __attribute__((always_inline)) void* bulkrcu__pool_pop(void* base, unsigned long stat_off,
                                                                      unsigned long* left) {
   void* node;
@@ -133,10 +137,10 @@ static inline __attribute__((always_inline)) void* bulkrcu__pool_pop(void* base,
       "movq $-1, %[node]\n\t"
       "cmpl $0, (%%rax)\n\t"
       "jnz 5f\n\t"
-      "movq %c[head](%%rax), %[node]\n\t"
-      "testq %[node], %[node]\n\t"
+      "movq %c[head](%%rax), %[left]\n\t"
+      "movq %[left], %[node]\n\t"
+      "andq $-4096, %[node]\n\t"
       "jz 5f\n\t"
-      "movq 8(%[node]), %[left]\n\t"
       "movq (%[node]), %%rdx\n\t"
       "movq %%rdx, %c[head](%%rax)\n\t"
       "2:\n\t"
@@ -146,23 +150,26 @@ static inline __attribute__((always_inline)) void* bulkrcu__pool_pop(void* base,
       "4:\n\t"
       "jmp 0b\n\t"
       ".popsection\n\t"
+      "andl $4095, %k[left]\n\t"
       "decq %[left]\n\t"
-      "movq %[left], %c[hint](%%rax)\n\t"
       "incq (%%rax,%[stat])\n\t"
       "5:\n\t"
       : [node] "=&r"(node), [left] "=&r"(l)
       : [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [stat] "r"(stat_off),
-        [shift] "i"(BULKRCU__PCP_SHIFT), [head] "i"(BULKRCU__PCP_HEAD), [hint] "i"(BULKRCU__PCP_HINT)
+        [shift] "i"(BULKRCU__PCP_SHIFT), [head] "i"(BULKRCU__PCP_HEAD)
       : "rax", "rdx", "memory", "cc");
   *left = l;
   return node;
 }
 
-/* Pushes `page` onto this CPU's list unless the list already holds `high` pages or the slot's
- * lock is held. Returns 0 when pushed (the count hint and the free statistic are written after
- * the commit), 1 when locked, 2 when full (both leave the list and the page alone). */
+/* Pushes `page` (4 KiB aligned) onto this CPU's list unless the list already holds `high`
+ * pages (high < 4096) or the slot's lock is held; bumps the statistic at `stat_off` after the
+ * commit. Returns 0 when pushed, 1 when the slot was locked, 2 when the list was full (nothing
+ * done in either case). The page's first word gets the old head word before the commit (the
+ * store of page | (count + 1)); a restart rewrites it. */
 static inline __attribute__((always_inline)) int bulkrcu__pool_push(void* base, void* page,
-                                                                    unsigned long high) {
+                                                                    unsigned long high,
+                                                                    unsigned long stat_off) {
   __asm__ goto(
       ".pushsection __rseq_cs, \"aw\"\n\t"
       ".balign 32\n\t"
@@ -180,17 +187,13 @@ static inline __attribute__((always_inline)) int bulkrcu__pool_push(void* base, 
       "cmpl $0, (%%rax)\n\t"
       "jnz %l[locked]\n\t"
       "movq %c[head](%%rax), %%rcx\n\t"
-      "movl $1, %%edx\n\t"
-      "testq %%rcx, %%rcx\n\t"
-      "jz 3f\n\t"
-      "movq 8(%%rcx), %%rdx\n\t"
+      "movl %%ecx, %%edx\n\t"
+      "andl $4095, %%edx\n\t"
       "cmpq %[high], %%rdx\n\t"
       "jae %l[full]\n\t"
-      "incq %%rdx\n\t"
-      "3:\n\t"
+      "leaq 1(%[page],%%rdx), %%rdx\n\t"
       "movq %%rcx, (%[page])\n\t"
-      "movq %%rdx, 8(%[page])\n\t"
-      "movq %[page], %c[head](%%rax)\n\t"
+      "movq %%rdx, %c[head](%%rax)\n\t"
       "2:\n\t"
       ".pushsection __rseq_failure, \"ax\"\n\t"
       ".byte 0x0f, 0xb9, 0x3d\n\t"
@@ -198,12 +201,10 @@ static inline __attribute__((always_inline)) int bulkrcu__pool_push(void* base, 
       "4:\n\t"
       "jmp 0b\n\t"
       ".popsection\n\t"
-      "movq %%rdx, %c[hint](%%rax)\n\t"
-      "incq %c[frees](%%rax)\n\t"
+      "incq (%%rax,%[stat])\n\t"
       :
       : [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [page] "r"(page), [high] "r"(high),
-        [shift] "i"(BULKRCU__PCP_SHIFT), [head] "i"(BULKRCU__PCP_HEAD), [hint] "i"(BULKRCU__PCP_HINT),
-        [frees] "i"(BULKRCU__PCP_FREES)
+        [stat] "r"(stat_off), [shift] "i"(BULKRCU__PCP_SHIFT), [head] "i"(BULKRCU__PCP_HEAD)
       : "rax", "rcx", "rdx", "memory", "cc"
       : locked, full);
   return 0;
@@ -257,7 +258,8 @@ static inline __attribute__((always_inline)) void bulkrcu__free_page_inline(void
                            !__atomic_load_n(&bulkrcu__pool_fast.refill_pending, __ATOMIC_RELAXED),
                        1) &&
       __builtin_expect(
-          bulkrcu__pool_push(base, page, __atomic_load_n(&bulkrcu__pool_fast.high, __ATOMIC_RELAXED)) == 0,
+          bulkrcu__pool_push(base, page, __atomic_load_n(&bulkrcu__pool_fast.high, __ATOMIC_RELAXED),
+                             BULKRCU__PCP_FREES) == 0,
           1))
     return;
   (bulkrcu_free_page)(page); /* NULL, misaligned, full list (trim), locked slot, doorbell */

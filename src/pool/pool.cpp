@@ -20,10 +20,13 @@ static_assert(kParams.low <= kParams.target && kParams.target <= kParams.high &&
               kParams.batch <= kParams.high);
 
 // One per possible CPU.
+// The list's head word: (first page | count), 0 when empty; a page on the list starts with the
+// head word of the pages below it (pool.h). Owner: rseq / try-lock; remote: under lock +
+// fence_remote; statistics read it racily (a gauge).
 struct alignas(kCacheLine) PcpSlot {
   SlotLock lock;                              // offset 0: percpu.h's protocol
-  FreePage* head = nullptr;                   // owner: rseq / try-lock; remote: under lock + fence_remote
-  std::atomic<std::uint64_t> count_hint{0};   // written after each operation (gauge for stats)
+  std::uintptr_t head = 0;                    // the head word
+  std::atomic<std::uint64_t> slow_ops{0};     // trims' pops and batch pushes (the sequences bump a statistic)
   std::atomic<std::uint32_t> want_refill{0};  // set by the lockless path, cleared by the worker
   // Statistics, bumped with bump() on the slot of the CPU the operation probably ran on.
   std::atomic<std::uint64_t> allocs{0};  // bulkrcu_alloc_page
@@ -35,10 +38,33 @@ static_assert(offsetof(PcpSlot, lock) == 0);
 // The layout the public header's inline fast paths use (include/bulkrcu/page_pool.h).
 static_assert(sizeof(PcpSlot) == std::size_t{1} << BULKRCU__PCP_SHIFT);
 static_assert(offsetof(PcpSlot, head) == BULKRCU__PCP_HEAD &&
-              offsetof(PcpSlot, count_hint) == BULKRCU__PCP_HINT);
+              offsetof(PcpSlot, slow_ops) == BULKRCU__PCP_TRIMS);
 static_assert(offsetof(PcpSlot, allocs) == BULKRCU__PCP_ALLOCS &&
               offsetof(PcpSlot, frees) == BULKRCU__PCP_FREES && offsetof(PcpSlot, hits) == BULKRCU__PCP_HITS);
-static_assert(offsetof(FreePage, next) == 0 && offsetof(FreePage, depth) == 8);
+static_assert(offsetof(FreePage, next) == 0);
+
+// Head words (the header's sequences use the same encoding: `andq $-4096`, `andl $4095`).
+constexpr std::uintptr_t kCountMask = 0xfff;  // pages are at least 4 KiB aligned
+constexpr std::uintptr_t kMaxCount = kCountMask;
+static_assert(kParams.high < kMaxCount && kParams.target < kMaxCount);
+BULKRCU_ALWAYS_INLINE FreePage* word_page(std::uintptr_t w) noexcept {
+  return reinterpret_cast<FreePage*>(w & ~kCountMask);
+}
+BULKRCU_ALWAYS_INLINE std::uintptr_t word_count(std::uintptr_t w) noexcept { return w & kCountMask; }
+BULKRCU_ALWAYS_INLINE std::uintptr_t make_word(FreePage* p, std::uintptr_t count) noexcept {
+  return reinterpret_cast<std::uintptr_t>(p) | count;
+}
+// The first word of a page on a list (FreePage::next, read and written as an integer): the head
+// word of the pages below it.
+BULKRCU_ALWAYS_INLINE std::uintptr_t link_word(const FreePage* p) noexcept {
+  return reinterpret_cast<std::uintptr_t>(p->next);
+}
+BULKRCU_ALWAYS_INLINE void set_link_word(FreePage* p, std::uintptr_t w) noexcept {
+  p->next = reinterpret_cast<FreePage*>(w);
+}
+BULKRCU_ALWAYS_INLINE std::uintptr_t head_word(const PcpSlot& s) noexcept {
+  return __atomic_load_n(&s.head, __ATOMIC_RELAXED);
+}
 
 std::atomic<PcpSlot*> g_slots{nullptr};
 BULKRCU_ALWAYS_INLINE PcpSlot* slots() noexcept { return get_slots(g_slots); }
@@ -213,60 +239,101 @@ BULKRCU_NOINLINE void debug_on_free(void* p, const char* call) noexcept {
 
 // ---- owner-side list operations ------------------------------------------------------------------
 // kLock mode: the slot of sched_getcpu(), try-locked. Return values as in the rseq versions.
-FreePage* pop_trylock(PcpSlot* s, bool* locked) noexcept {
+FreePage* pop_trylock(PcpSlot* s, bool* locked, std::uintptr_t* left) noexcept {
   if (!s->lock.try_lock()) {
     *locked = true;
     return nullptr;
   }
-  FreePage* p = s->head;
-  if (p) s->head = p->next;
+  const std::uintptr_t w = s->head;
+  FreePage* p = word_page(w);
+  if (p) {
+    s->head = link_word(p);
+    *left = word_count(w) - 1;
+  }
   s->lock.unlock();
   return p;
 }
 
-std::uintptr_t push_trylock(PcpSlot* s, FreePage* p) noexcept {
-  if (!s->lock.try_lock()) return 0;
-  FreePage* h = s->head;
-  const std::uintptr_t count = h ? h->depth + 1 : 1;
-  p->next = h;
-  p->depth = count;
-  s->head = p;
+// 0: pushed; 1: the slot was locked; 2: the list held `high` pages (nothing done).
+int push_trylock(PcpSlot* s, FreePage* p, std::uintptr_t high) noexcept {
+  if (!s->lock.try_lock()) return 1;
+  const std::uintptr_t w = s->head;
+  int r = 2;
+  if (word_count(w) < high) {
+    set_link_word(p, w);
+    s->head = make_word(p, word_count(w) + 1);
+    r = 0;
+  }
   s->lock.unlock();
-  return count;  // not p->depth: once unlocked, another thread may pop p and reuse it
+  return r;
 }
 
-// Pops one page from this CPU's list. *slot = the slot to account on; *locked = the slot's
-// lock was held (nothing popped). About 20 instructions in kRseq mode.
-BULKRCU_ALWAYS_INLINE FreePage* pop_local(PcpSlot* base, PcpSlot** slot, bool* locked) noexcept {
+// This CPU's slot (a hint in rseq mode: the thread may migrate right after).
+BULKRCU_ALWAYS_INLINE PcpSlot* local_slot(PcpSlot* base) noexcept {
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (mode() == PercpuMode::kRseq) return &base[subtle::rseq_cpu_hint()];
+#endif
+  return &base[current_cpu()];
+}
+
+// The statistic at byte `off` of a slot (the offsets the sequences take).
+BULKRCU_ALWAYS_INLINE std::atomic<std::uint64_t>& stat_at(PcpSlot* s, std::size_t off) noexcept {
+  switch (off) {
+    case offsetof(PcpSlot, allocs):
+      return s->allocs;
+    case offsetof(PcpSlot, frees):
+      return s->frees;
+    case offsetof(PcpSlot, hits):
+      return s->hits;
+    default:
+      return s->slow_ops;
+  }
+}
+
+// Pops one page from this CPU's list and bumps the statistic at byte `stat_off` of the slot
+// it ran on (in kLock mode: of *slot). *slot = the slot to account on (a hint); *locked = the
+// slot's lock was held (nothing popped); *left = the pages left on the list after a pop.
+BULKRCU_ALWAYS_INLINE FreePage* pop_local(PcpSlot* base, std::size_t stat_off, PcpSlot** slot, bool* locked,
+                                          std::uintptr_t* left) noexcept {
 #if BULKRCU_HAVE_RSEQ_ASM
   if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq)) {
-    void* n = subtle::rseq_pop<offsetof(PcpSlot, head), offsetof(FreePage, next)>(base, sizeof(PcpSlot));
+    unsigned long l = 0;
+    void* n = bulkrcu__pool_pop(base, stat_off, &l);
+    *left = l;
     *slot = &base[subtle::rseq_cpu_hint()];
     if (BULKRCU_UNLIKELY(n == subtle::kSlotLocked)) {
       *locked = true;
       return nullptr;
     }
+#if BULKRCU_TSAN
+    if (n) __tsan_acquire(n);  // the pusher released it
+#endif
     return static_cast<FreePage*>(n);
   }
 #endif
   PcpSlot* s = &base[current_cpu()];
   *slot = s;
-  return pop_trylock(s, locked);
+  FreePage* p = pop_trylock(s, locked, left);
+  if (p) bump(stat_at(s, stat_off));
+  return p;
 }
 
-// Pushes one page onto this CPU's list; returns the list's new count, 0 when the slot is locked.
-BULKRCU_ALWAYS_INLINE std::uintptr_t push_local(PcpSlot* base, FreePage* p, PcpSlot** slot) noexcept {
+// Pushes one page onto this CPU's list unless it holds `high` pages; bumps the statistic at
+// `stat_off` when pushed. 0: pushed; 1: the slot was locked; 2: the list was full.
+BULKRCU_ALWAYS_INLINE int push_local(PcpSlot* base, FreePage* p, std::uintptr_t high,
+                                     std::size_t stat_off) noexcept {
 #if BULKRCU_HAVE_RSEQ_ASM
   if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq)) {
-    std::uintptr_t d = subtle::rseq_push_counted<offsetof(PcpSlot, head), offsetof(FreePage, next),
-                                                 offsetof(FreePage, depth)>(base, sizeof(PcpSlot), p);
-    *slot = &base[subtle::rseq_cpu_hint()];
-    return d;
+#if BULKRCU_TSAN
+    __tsan_release(p);  // the next popper acquires it
+#endif
+    return bulkrcu__pool_push(base, p, high, stat_off);
   }
 #endif
   PcpSlot* s = &base[current_cpu()];
-  *slot = s;
-  return push_trylock(s, p);
+  const int r = push_trylock(s, p, high);
+  if (r == 0) bump(stat_at(s, stat_off));
+  return r;
 }
 
 // ---- refill requests ---------------------------------------------------------------------------
@@ -317,8 +384,12 @@ BULKRCU_NOINLINE void trim(PcpSlot* base) noexcept {
     // One pop sequence per page: the rseq commit is a single store, so a multi-node detach
     // would need a loop inside the sequence. batch pops cost ~batch * 2 ns.
     for (std::size_t i = 0; i < kParams.batch; ++i) {
-      void* n = subtle::rseq_pop<offsetof(PcpSlot, head), offsetof(FreePage, next)>(base, sizeof(PcpSlot));
+      unsigned long left;
+      void* n = bulkrcu__pool_pop(base, offsetof(PcpSlot, slow_ops), &left);
       if (n == nullptr || n == subtle::kSlotLocked) break;
+#if BULKRCU_TSAN
+      __tsan_acquire(n);
+#endif
       FreePage* p = static_cast<FreePage*>(n);
       p->next = chain;
       chain = p;
@@ -328,20 +399,16 @@ BULKRCU_NOINLINE void trim(PcpSlot* base) noexcept {
   {
     PcpSlot* s = &base[current_cpu()];
     if (!s->lock.try_lock()) return;  // a remote is draining or refilling it anyway
-    // depth counts from the bottom, so cutting the top `batch` nodes leaves every depth right.
-    FreePage* h = s->head;
-    FreePage* last = h;
-    std::size_t n = h ? 1 : 0;
-    while (last && n < kParams.batch && last->next) {
-      last = last->next;
-      ++n;
+    // Each link word carries the count below it, so cutting the top `batch` pages leaves every
+    // count right: the new head word is the last cut page's link word.
+    std::uintptr_t w = s->head;
+    for (std::size_t i = 0; i < kParams.batch && word_page(w); ++i) {
+      FreePage* p = word_page(w);
+      w = link_word(p);
+      p->next = chain;
+      chain = p;
     }
-    if (last) {
-      s->head = last->next;
-      last->next = nullptr;
-      chain = h;
-    }
-    s->count_hint.store(s->head ? s->head->depth : 0, std::memory_order_relaxed);
+    s->head = w;
     s->lock.unlock();
   }
   if (chain) {
@@ -374,13 +441,10 @@ BULKRCU_NOINLINE void* alloc_slow(PcpSlot* base, bool locked, unsigned f) noexce
     FreePage* leftover = nullptr;
     while (rest) {
       FreePage* next = rest->next;
-      PcpSlot* s;
-      std::uintptr_t d = push_local(base, rest, &s);
-      if (d == 0) {
+      // Bounded by the encoding only: these pages are the batch, not frees (no statistic).
+      if (push_local(base, rest, kMaxCount, offsetof(PcpSlot, slow_ops)) != 0) {
         rest->next = leftover;
         leftover = rest;
-      } else {
-        s->count_hint.store(d, std::memory_order_relaxed);
       }
       rest = next;
     }
@@ -403,26 +467,19 @@ bool refill_cpu(PcpSlot* base, int cpu) noexcept {
   PcpSlot* s = &base[cpu];
   lock_slot(s);               // R1
   subtle::fence_remote(cpu);  // R2: no owner sequence that saw the lock free can still commit
-  FreePage* h = s->head;
-#if BULKRCU_TSAN
-  if (h) __tsan_acquire(h);  // its depth was written by an rseq push (invisible to TSan)
-#endif
-  std::uintptr_t count = h ? h->depth : 0;
-#if BULKRCU_TSAN
-  if (h) __tsan_release(h);  // our read of its depth happens-before its next owner's writes
-#endif
+  // The count comes with the head word: no page of the list is read.
+  std::uintptr_t w = s->head;
+  std::uintptr_t count = word_count(w);
   while (count < kParams.target && chain) {
     FreePage* p = chain;
     chain = chain->next;
-    p->next = h;
-    p->depth = ++count;
+    set_link_word(p, w);
+    w = make_word(p, ++count);
 #if BULKRCU_TSAN
-    __tsan_release(p);  // the owner's rseq_pop acquires it
+    __tsan_release(p);  // the owner's pop acquires it
 #endif
-    h = p;
   }
-  s->head = h;
-  s->count_hint.store(count, std::memory_order_relaxed);
+  s->head = w;
   s->lock.unlock();  // R3
   if (chain) g_zone.free_chain(chain);
   g_refills.fetch_add(1, std::memory_order_relaxed);
@@ -446,26 +503,24 @@ void drain_all() noexcept {
   constexpr int kGroup = 256;  // slots locked at once, so one broadcast fence covers them
   for (int first = 0; first < n; first += kGroup) {
     const int end = first + kGroup < n ? first + kGroup : n;
-    FreePage* lists[kGroup];
+    std::uintptr_t lists[kGroup];
     for (int i = first; i < end; ++i) lock_slot(&base[i]);  // R1 on every slot of the group
     subtle::fence_remote_all();                             // R2, one broadcast
     for (int i = first; i < end; ++i) {
       lists[i - first] = base[i].head;
-      base[i].head = nullptr;
-      base[i].count_hint.store(0, std::memory_order_relaxed);
+      base[i].head = 0;
       base[i].want_refill.store(0, std::memory_order_relaxed);  // requests from before the drain
     }
     for (int i = first; i < end; ++i) base[i].lock.unlock();  // R3
     for (int i = first; i < end; ++i) {
-      FreePage* p = lists[i - first];
-      while (p) {
+      std::uintptr_t w = lists[i - first];
+      while (FreePage* p = word_page(w)) {
 #if BULKRCU_TSAN
         __tsan_acquire(p);
 #endif
-        FreePage* next = p->next;
+        w = link_word(p);
         p->next = all;
         all = p;
-        p = next;
       }
     }
   }
@@ -626,14 +681,7 @@ std::size_t cpu_pages(int cpu) noexcept {
   PcpSlot* s = &slots()[cpu];
   lock_slot(s);
   subtle::fence_remote(cpu);
-  FreePage* h = s->head;
-#if BULKRCU_TSAN
-  if (h) __tsan_acquire(h);
-#endif
-  std::size_t n = h ? h->depth : 0;
-#if BULKRCU_TSAN
-  if (h) __tsan_release(h);  // our read happens-before the page's next owner's writes
-#endif
+  const std::size_t n = word_count(s->head);
   s->lock.unlock();
   return n;
 }
@@ -649,7 +697,7 @@ Stats stats() noexcept {
     st.frees += s.frees.load(std::memory_order_relaxed);
     st.lockless_hits += s.hits.load(std::memory_order_relaxed);
     st.lockless_misses += s.misses.load(std::memory_order_relaxed);
-    std::uint64_t c = s.count_hint.load(std::memory_order_relaxed);
+    std::uint64_t c = word_count(head_word(s));
     st.pages_percpu += c;
     if (c > st.pages_percpu_max) st.pages_percpu_max = c;
   }
@@ -676,14 +724,12 @@ BULKRCU_NOINLINE void* alloc_lockless_checked() noexcept {
   PcpSlot* base = slots();
   PcpSlot* s;
   bool locked = false;
-  FreePage* p = pop_local(base, &s, &locked);
+  std::uintptr_t left = 0;
+  FreePage* p = pop_local(base, offsetof(PcpSlot, hits), &s, &locked, &left);
   if (BULKRCU_UNLIKELY(!p)) {
     lockless_miss(s, !locked);
     return nullptr;
   }
-  bump(s->hits);
-  const std::uintptr_t left = p->depth - 1;
-  s->count_hint.store(left, std::memory_order_relaxed);
   if (BULKRCU_UNLIKELY(left < kParams.low)) request_refill(s);
   if (BULKRCU_UNLIKELY(f & kDebug)) debug_handout(p, "bulkrcu_alloc_page_lockless");
   return p;
@@ -698,11 +744,10 @@ BULKRCU_NOINLINE void* alloc_page_checked() noexcept {
   PcpSlot* base = slots();
   PcpSlot* s;
   bool locked = false;
-  FreePage* p = pop_local(base, &s, &locked);
+  std::uintptr_t left = 0;
+  FreePage* p = pop_local(base, offsetof(PcpSlot, allocs), &s, &locked, &left);
   if (BULKRCU_UNLIKELY(refill_pending().load(std::memory_order_relaxed) != 0)) doorbell_ring_if_idle();
   if (BULKRCU_UNLIKELY(!p)) return alloc_slow(base, locked, f);
-  bump(s->allocs);
-  s->count_hint.store(p->depth - 1, std::memory_order_relaxed);
   if (BULKRCU_UNLIKELY(f & kDebug)) debug_handout(p, "bulkrcu_alloc_page");
   return p;
 }
@@ -713,16 +758,19 @@ BULKRCU_NOINLINE void free_page_checked(void* page) noexcept {
   const unsigned f = flags();
   if (BULKRCU_UNLIKELY(f & kDebug)) debug_on_free(page, "bulkrcu_free_page");
   PcpSlot* base = slots();
-  PcpSlot* s;
   FreePage* p = static_cast<FreePage*>(page);
-  const std::uintptr_t count = push_local(base, p, &s);
-  bump(s->frees);
+  int r = push_local(base, p, kParams.high, offsetof(PcpSlot, frees));
   // A lockless miss only nudged the refill worker (no system call there); this call may make
   // one, so it wakes the worker now if it sleeps: producer/consumer users get prompt refills.
   if (BULKRCU_UNLIKELY(refill_pending().load(std::memory_order_relaxed) != 0)) doorbell_ring_if_idle();
-  if (BULKRCU_UNLIKELY(count == 0)) return free_to_zone(p);
-  s->count_hint.store(count, std::memory_order_relaxed);
-  if (BULKRCU_UNLIKELY(count > kParams.high)) trim(base);
+  if (BULKRCU_LIKELY(r == 0)) return;
+  if (r == 2) {  // `high` pages on the list: `batch` of them go to the zone, then this one on top
+    trim(base);
+    r = push_local(base, p, kParams.high, offsetof(PcpSlot, frees));
+    if (r == 0) return;
+  }
+  bump(local_slot(base)->frees);
+  free_to_zone(p);  // the slot was locked by a remote (or refilled full meanwhile)
 }
 
 // ---- the release fast path -----------------------------------------------------------------------
@@ -768,7 +816,7 @@ BULKRCU_ALWAYS_INLINE int fast_push(PcpSlot* base, void* page) noexcept {
 #if BULKRCU_TSAN
   __tsan_release(page);  // the next popper acquires it
 #endif
-  return bulkrcu__pool_push(base, page, kParams.high);
+  return bulkrcu__pool_push(base, page, kParams.high, offsetof(PcpSlot, frees));
 }
 #endif
 

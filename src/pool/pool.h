@@ -12,13 +12,15 @@
 //     |  (alloc_page on empty,  |
 //     |   refill worker)        |
 //   per-CPU lists            one singly linked LIFO of free order-0 pages per possible CPU,
-//                            owner side in rseq sequences (or the slot's try-lock); each node
-//                            stores its depth, so count == head ? head->depth : 0
+//                            owner side in rseq sequences (or the slot's try-lock); the slot
+//                            holds a head word, (first page | count), so the count needs no
+//                            read of a page
 //
 // Per-CPU list invariants (whenever no owner sequence is in flight and the slot is unlocked):
-//   node->depth == 1 + (node->next ? node->next->depth : 0);   count == head ? head->depth : 0
-//   0 <= count <= high + 1 after an owner push (the pusher then trims `batch` pages);
-//   a remote refill fills up to `target` (<= high); every node is a page with state kOnList.
+//   head word == 0 (empty) or (first page | count), count in the low 12 bits (kCountMask);
+//   a page's first word (link word) == the head word of the pages below it;
+//   0 <= count <= high after an owner push (a free that finds `high` pages trims `batch`
+//   first); a remote refill fills up to `target` (<= high); every page has state kOnList.
 // Ownership: a page on a list belongs to the list; owner: any thread running on that CPU
 // (rseq) or holding the slot's lock (kLock mode); remote (refill worker, drain, cpu_pages):
 // only under the slot's lock followed by fence_remote(cpu) (percpu.h's protocol).

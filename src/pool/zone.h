@@ -34,8 +34,8 @@ inline constexpr unsigned kMaxPagesPerChunk = 512;  // 2 MiB / 4 KiB, the smalle
 
 // Header of a free page: written only while the pool owns the page.
 struct FreePage {
-  FreePage* next;         // per-CPU list link, or zone free-list link
-  std::uintptr_t depth;   // per-CPU list: pages from this one to the bottom, this one included
+  FreePage* next;  // zone free-list or chain link; on a per-CPU list: the link word (pool.cpp)
+  std::uintptr_t unused0;
   FreePage* prev;         // zone free list (doubly linked)
   std::uintptr_t unused;  // keeps the header 32 bytes
 };
