@@ -25,7 +25,7 @@ static_assert(kParams.low <= kParams.target && kParams.target <= kParams.high &&
 // fence_remote; statistics read it racily (a gauge).
 struct alignas(kCacheLine) PcpSlot {
   SlotLock lock;                              // offset 0: percpu.h's protocol
-  std::uintptr_t head = 0;                    // the head word
+  std::atomic<std::uintptr_t> head{0};        // the head word (atomic for the statistics' racy read)
   std::atomic<std::uint64_t> slow_ops{0};     // trims' pops and batch pushes (the sequences bump a statistic)
   std::atomic<std::uint32_t> want_refill{0};  // set by the lockless path, cleared by the worker
   // Statistics, bumped with bump() on the slot of the CPU the operation probably ran on.
@@ -63,7 +63,7 @@ BULKRCU_ALWAYS_INLINE void set_link_word(FreePage* p, std::uintptr_t w) noexcept
   p->next = reinterpret_cast<FreePage*>(w);
 }
 BULKRCU_ALWAYS_INLINE std::uintptr_t head_word(const PcpSlot& s) noexcept {
-  return __atomic_load_n(&s.head, __ATOMIC_RELAXED);
+  return s.head.load(std::memory_order_relaxed);
 }
 
 std::atomic<PcpSlot*> g_slots{nullptr};
@@ -244,10 +244,10 @@ FreePage* pop_trylock(PcpSlot* s, bool* locked, std::uintptr_t* left) noexcept {
     *locked = true;
     return nullptr;
   }
-  const std::uintptr_t w = s->head;
+  const std::uintptr_t w = s->head.load(std::memory_order_relaxed);
   FreePage* p = word_page(w);
   if (p) {
-    s->head = link_word(p);
+    s->head.store(link_word(p), std::memory_order_relaxed);
     *left = word_count(w) - 1;
   }
   s->lock.unlock();
@@ -257,11 +257,11 @@ FreePage* pop_trylock(PcpSlot* s, bool* locked, std::uintptr_t* left) noexcept {
 // 0: pushed; 1: the slot was locked; 2: the list held `high` pages (nothing done).
 int push_trylock(PcpSlot* s, FreePage* p, std::uintptr_t high) noexcept {
   if (!s->lock.try_lock()) return 1;
-  const std::uintptr_t w = s->head;
+  const std::uintptr_t w = s->head.load(std::memory_order_relaxed);
   int r = 2;
   if (word_count(w) < high) {
     set_link_word(p, w);
-    s->head = make_word(p, word_count(w) + 1);
+    s->head.store(make_word(p, word_count(w) + 1), std::memory_order_relaxed);
     r = 0;
   }
   s->lock.unlock();
@@ -401,14 +401,14 @@ BULKRCU_NOINLINE void trim(PcpSlot* base) noexcept {
     if (!s->lock.try_lock()) return;  // a remote is draining or refilling it anyway
     // Each link word carries the count below it, so cutting the top `batch` pages leaves every
     // count right: the new head word is the last cut page's link word.
-    std::uintptr_t w = s->head;
+    std::uintptr_t w = s->head.load(std::memory_order_relaxed);
     for (std::size_t i = 0; i < kParams.batch && word_page(w); ++i) {
       FreePage* p = word_page(w);
       w = link_word(p);
       p->next = chain;
       chain = p;
     }
-    s->head = w;
+    s->head.store(w, std::memory_order_relaxed);
     s->lock.unlock();
   }
   if (chain) {
@@ -468,7 +468,7 @@ bool refill_cpu(PcpSlot* base, int cpu) noexcept {
   lock_slot(s);               // R1
   subtle::fence_remote(cpu);  // R2: no owner sequence that saw the lock free can still commit
   // The count comes with the head word: no page of the list is read.
-  std::uintptr_t w = s->head;
+  std::uintptr_t w = s->head.load(std::memory_order_relaxed);
   std::uintptr_t count = word_count(w);
   while (count < kParams.target && chain) {
     FreePage* p = chain;
@@ -479,7 +479,7 @@ bool refill_cpu(PcpSlot* base, int cpu) noexcept {
     __tsan_release(p);  // the owner's pop acquires it
 #endif
   }
-  s->head = w;
+  s->head.store(w, std::memory_order_relaxed);
   s->lock.unlock();  // R3
   if (chain) g_zone.free_chain(chain);
   g_refills.fetch_add(1, std::memory_order_relaxed);
@@ -507,8 +507,8 @@ void drain_all() noexcept {
     for (int i = first; i < end; ++i) lock_slot(&base[i]);  // R1 on every slot of the group
     subtle::fence_remote_all();                             // R2, one broadcast
     for (int i = first; i < end; ++i) {
-      lists[i - first] = base[i].head;
-      base[i].head = 0;
+      lists[i - first] = base[i].head.load(std::memory_order_relaxed);
+      base[i].head.store(0, std::memory_order_relaxed);
       base[i].want_refill.store(0, std::memory_order_relaxed);  // requests from before the drain
     }
     for (int i = first; i < end; ++i) base[i].lock.unlock();  // R3
@@ -681,7 +681,7 @@ std::size_t cpu_pages(int cpu) noexcept {
   PcpSlot* s = &slots()[cpu];
   lock_slot(s);
   subtle::fence_remote(cpu);
-  const std::size_t n = word_count(s->head);
+  const std::size_t n = word_count(s->head.load(std::memory_order_relaxed));
   s->lock.unlock();
   return n;
 }
