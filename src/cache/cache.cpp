@@ -48,7 +48,13 @@ constexpr std::size_t kKeepEmptySlabs = 0;
 constexpr std::size_t kMinObjsPerSlab = 32;  // "a few dozen objects" per slab
 constexpr std::size_t kSheafCapMax = 504;    // (4096 - 64) / 8: a sheaf is one page
 constexpr std::size_t kSheafBytes = 32768;   // cap = clamp(32 KiB / stride, 8, kSheafCapMax)
-constexpr std::size_t kMaxReady = 32;        // 32 x 504 objects: bounded, about a grace period of one CPU
+// Ready arrays kept in the depot: as many as hold 2 MiB of objects, at least 32 (128 arrays of
+// 504 24-byte objects). Beyond it ready arrays go back to the slabs, which touches every
+// object, and the next allocations refill from the slabs, touching them again: with 32 for
+// every size, 8-16% of the arrays took that trip in cache_bench (a grace period of a loaded
+// machine holds more than 32 arrays of small objects); with 128, under 0.1%.
+constexpr std::size_t kMaxReadyBytes = std::size_t{2} << 20;
+constexpr std::size_t kMaxReady = 32;
 // The depot asks for a grace period at most this often (one covers every array sealed before
 // it: at 25M retires a second, 250 us is about 12 arrays).
 constexpr std::uint64_t kGpPaceNs = 250000;
@@ -152,6 +158,7 @@ struct Cache {
   char name[64];
   std::size_t size, stride, align, link_off, objs_off, slab_bytes, sheaf_cap;
   unsigned order, flags;
+  std::size_t max_ready;  // ready arrays the depot keeps (kMaxReady, kMaxReadyBytes)
   std::uint32_t nobj;
   std::uint32_t tag;  // address-map entry of its slabs' pages: (id << 8) | (order + 1)
   bool poison;        // debug mode, neither typesafe nor constructed
@@ -162,7 +169,8 @@ struct Cache {
   pthread_mutex_t mu;
   // Written under mu:
   SlabListHead lists[5];                // indexed by SlabList (kNone unused)
-  Sheaf* waiting = nullptr;             // cookies not yet elapsed
+  Sheaf* waiting = nullptr;             // cookies not yet elapsed, oldest first
+  Sheaf* waiting_tail = nullptr;        // its newest (the append point)
   Sheaf* ready = nullptr;               // allocate as they are
   PendingChain chains[kPendingChains];  // overflow chains waiting for their cookie
   std::size_t nr_ready = 0, nr_waiting = 0;
@@ -693,15 +701,38 @@ void detach_cpu(Cache* c, int cpu, Sheaf** main, Sheaf** rcu) noexcept {
 }
 
 // ---- depot (under c->mu) ----------------------------------------------------------------------
+// The waiting list is kept in cookie order, oldest first, so that a drain stops at the first
+// array whose grace period has not elapsed (cookies elapse in order: poll_state(c) is seq >= c)
+// instead of reading every waiting array's header. Arrays arrive almost always in order (each
+// seal takes the newest cookie); one that does not is placed by a walk from the head.
+BULKRCU_ALWAYS_INLINE bool cookie_before(unsigned long a, unsigned long b) noexcept {
+  return static_cast<long>(a - b) < 0;  // wrap-safe, as poll_state
+}
+void add_waiting_locked(Cache* c, Sheaf* s) noexcept {
+  ++c->nr_waiting;
+  Sheaf* t = c->waiting_tail;
+  if (!t || !cookie_before(s->cookie, t->cookie)) {
+    s->next = nullptr;
+    if (t)
+      t->next = s;
+    else
+      c->waiting = s;
+    c->waiting_tail = s;
+    return;
+  }
+  Sheaf** pp = &c->waiting;  // s is older than the newest: before the first newer array
+  while (!cookie_before(s->cookie, (*pp)->cookie)) pp = &(*pp)->next;
+  s->next = *pp;
+  *pp = s;
+}
+
 void add_to_depot_locked(Cache* c, Sheaf* s) noexcept {
   if (s->nr == 0) {
     unpend(s);
     c->nr_empty.fetch_add(1, std::memory_order_relaxed);
     stack_push(c->inbox_empty, s);
   } else if (s->pending && !elapsed(s->cookie)) {
-    s->next = c->waiting;
-    c->waiting = s;
-    ++c->nr_waiting;
+    add_waiting_locked(c, s);
   } else {
     if (s->pending) ++c->reused;
     make_ready(c, s);
@@ -757,15 +788,12 @@ void drain_inbox_locked(Cache* c) noexcept {
     add_to_depot_locked(c, s);
     s = n;
   }
-  Sheaf** pp = &c->waiting;
-  while (Sheaf* w = *pp) {
-    if (elapsed(w->cookie)) {
-      *pp = w->next;
-      --c->nr_waiting;
-      add_to_depot_locked(c, w);
-    } else {
-      pp = &w->next;
-    }
+  while (Sheaf* w = c->waiting) {  // oldest first: the first one not elapsed ends the walk
+    if (!elapsed(w->cookie)) break;
+    c->waiting = w->next;
+    if (!c->waiting) c->waiting_tail = nullptr;
+    --c->nr_waiting;
+    add_to_depot_locked(c, w);
   }
   drain_overflow_locked(c);
 }
@@ -924,7 +952,7 @@ Sheaf* get_full_sheaf(Cache* c) noexcept {
       s->objs()[s->nr++] = slab_take(c, slab);
     }
   }
-  trim_depot_locked(c, kMaxReady, kMaxEmptySheaves, &pages, &slabs, kKeepEmptySlabs);
+  trim_depot_locked(c, c->max_ready, kMaxEmptySheaves, &pages, &slabs, kKeepEmptySlabs);
   collect_dying_locked(c, false, &slabs);
   pthread_mutex_unlock(&c->mu);
   release_outside(c, pages, slabs);
@@ -1003,7 +1031,7 @@ BULKRCU_NOINLINE void free_slow(Cache* c, void* p) noexcept {
     Sheaf* pages = nullptr;
     Slab* slabs = nullptr;
     drain_inbox_locked(c);
-    trim_depot_locked(c, kMaxReady, kMaxEmptySheaves, &pages, &slabs, kKeepEmptySlabs);
+    trim_depot_locked(c, c->max_ready, kMaxEmptySheaves, &pages, &slabs, kKeepEmptySlabs);
     pthread_mutex_unlock(&c->mu);
     release_outside(c, pages, slabs);
   }
@@ -1434,6 +1462,14 @@ struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, size_t size, s
 #endif
   if (c->sheaf_cap > (page - cache::kSheafHeader) / sizeof(void*))
     c->sheaf_cap = (page - cache::kSheafHeader) / sizeof(void*);
+#ifdef BULKRCU_TESTING
+  c->max_ready = cache::kMaxReady;
+#else
+  {
+    const std::size_t by_bytes = cache::kMaxReadyBytes / (c->sheaf_cap * stride);
+    c->max_ready = by_bytes > cache::kMaxReady ? by_bytes : cache::kMaxReady;
+  }
+#endif
   pthread_mutex_init(&c->mu, nullptr);
   cache::g_budget = config().max_pending_bytes;  // before any seal of this cache can run
   c->slots = static_cast<cache::CpuSlot*>(alloc_slots(sizeof(cache::CpuSlot)));
