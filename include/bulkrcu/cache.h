@@ -37,6 +37,7 @@
 #include <stddef.h>
 
 #include "bulkrcu/export.h"
+#include "bulkrcu/rseq_asm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -154,32 +155,11 @@ extern BULKRCU_API unsigned int* bulkrcu__cache_map[BULKRCU__CACHE_MAP_CELLS];
 #define BULKRCU__HAVE_CACHE_FAST 1
 extern BULKRCU_API long bulkrcu__rseq_offset; /* glibc's __rseq_offset (also in rcu.h) */
 
-/* The restartable sequence's descriptor and start (percpu.h's protocol): the slot of this CPU
- * is base + (cpu << 6). */
-#define BULKRCU__CACHE_RSEQ_BEGIN      \
-  ".pushsection __rseq_cs, \"aw\"\n\t" \
-  ".balign 32\n\t"                     \
-  "333:\n\t"                           \
-  ".long 0x0, 0x0\n\t"                 \
-  ".quad 1f, (2f - 1f), 4f\n\t"        \
-  ".popsection\n\t"                    \
-  "0:\n\t"                             \
-  "leaq 333b(%%rip), %%rax\n\t"        \
-  "movq %%rax, %%fs:8(%[off])\n\t"     \
-  "1:\n\t"                             \
-  "movl %%fs:4(%[off]), %%eax\n\t"     \
-  "shlq $6, %%rax\n\t"                 \
+/* A sequence's start (rseq_asm.h) with the slot of this CPU: base + (cpu << 6). */
+#define BULKRCU__CACHE_RSEQ_BEGIN \
+  BULKRCU__RSEQ_START             \
+  "shlq $6, %%rax\n\t"            \
   "addq %[base], %%rax\n\t"
-/* The commit is the store just before label 2; the abort handler (glibc's signature before it)
- * restarts the sequence from the top. */
-#define BULKRCU__CACHE_RSEQ_END             \
-  "2:\n\t"                                  \
-  ".pushsection __rseq_failure, \"ax\"\n\t" \
-  ".byte 0x0f, 0xb9, 0x3d\n\t"              \
-  ".long 0x53053053\n\t"                    \
-  "4:\n\t"                                  \
-  "jmp 0b\n\t"                              \
-  ".popsection\n\t"
 /* How many pops ahead the object is prefetched (objects come back a grace period after their
  * retire, cold). */
 #define BULKRCU__CACHE_PREFETCH 4
@@ -209,7 +189,7 @@ extern BULKRCU_API long bulkrcu__rseq_offset; /* glibc's __rseq_offset (also in 
                  "prefetcht0 (%[tmp])\n\t"                                                    \
                  "3:\n\t"                                                                     \
                  "leaq -1(%%rcx,%%rdx), %%rcx\n\t"                                            \
-                 "movq %%rcx, " #soff "(%%rax)\n\t" BULKRCU__CACHE_RSEQ_END                   \
+                 "movq %%rcx, " #soff "(%%rax)\n\t" BULKRCU__RSEQ_END                         \
                  : [obj] "=&r"(obj), [tmp] "=&r"(tmp)                                         \
                  : [off] "r"(off), [base] "r"(base), [pfd1] "i"(BULKRCU__CACHE_PREFETCH + 1), \
                    [pfoff] "i"(56 - 8 * BULKRCU__CACHE_PREFETCH)                              \
@@ -240,7 +220,7 @@ extern BULKRCU_API long bulkrcu__rseq_offset; /* glibc's __rseq_offset (also in 
                  "subq %%rdx, %%rcx\n\t"                                                                     \
                  "movq %[p], 64(%%rcx,%%rdx,8)\n\t"                                                          \
                  "leaq 1(%%rcx,%%rdx), %%rcx\n\t"                                                            \
-                 "movq %%rcx, " #soff "(%%rax)\n\t" BULKRCU__CACHE_RSEQ_END                                  \
+                 "movq %%rcx, " #soff "(%%rax)\n\t" BULKRCU__RSEQ_END                                        \
                  :                                                                                           \
                  : [off] "r"(off), [base] "r"(base), [p] "r"(p), [cap] "r"(cap)                              \
                  : "rax", "rcx", "rdx", "memory", "cc"                                                       \

@@ -25,6 +25,7 @@
 #include <stddef.h>
 
 #include "bulkrcu/export.h"
+#include "bulkrcu/rseq_asm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -120,44 +121,26 @@ static inline __attribute__((always_inline)) void* bulkrcu__pool_pop(void* base,
                                                                      unsigned long* left) {
   void* node;
   unsigned long l;
-  __asm__ __volatile__(
-      ".pushsection __rseq_cs, \"aw\"\n\t"
-      ".balign 32\n\t"
-      "333:\n\t"
-      ".long 0x0, 0x0\n\t"
-      ".quad 1f, (2f - 1f), 4f\n\t"
-      ".popsection\n\t"
-      "0:\n\t"
-      "leaq 333b(%%rip), %%rax\n\t"
-      "movq %%rax, %%fs:8(%[off])\n\t"
-      "1:\n\t"
-      "movl %%fs:4(%[off]), %%eax\n\t"
-      "shlq %[shift], %%rax\n\t"
-      "addq %[base], %%rax\n\t"
-      "movq $-1, %[node]\n\t"
-      "cmpl $0, (%%rax)\n\t"
-      "jnz 5f\n\t"
-      "movq %c[head](%%rax), %[left]\n\t"
-      "movq %[left], %[node]\n\t"
-      "andq $-4096, %[node]\n\t"
-      "jz 5f\n\t"
-      "movq (%[node]), %%rdx\n\t"
-      "movq %%rdx, %c[head](%%rax)\n\t"
-      "2:\n\t"
-      ".pushsection __rseq_failure, \"ax\"\n\t"
-      ".byte 0x0f, 0xb9, 0x3d\n\t"
-      ".long 0x53053053\n\t"
-      "4:\n\t"
-      "jmp 0b\n\t"
-      ".popsection\n\t"
-      "andl $4095, %k[left]\n\t"
-      "decq %[left]\n\t"
-      "incq (%%rax,%[stat])\n\t"
-      "5:\n\t"
-      : [node] "=&r"(node), [left] "=&r"(l)
-      : [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [stat] "r"(stat_off),
-        [shift] "i"(BULKRCU__PCP_SHIFT), [head] "i"(BULKRCU__PCP_HEAD)
-      : "rax", "rdx", "memory", "cc");
+  __asm__ __volatile__(BULKRCU__RSEQ_START
+                       "shlq %[shift], %%rax\n\t"
+                       "addq %[base], %%rax\n\t"
+                       "movq $-1, %[node]\n\t"
+                       "cmpl $0, (%%rax)\n\t"
+                       "jnz 5f\n\t"
+                       "movq %c[head](%%rax), %[left]\n\t"
+                       "movq %[left], %[node]\n\t"
+                       "andq $-4096, %[node]\n\t"
+                       "jz 5f\n\t"
+                       "movq (%[node]), %%rdx\n\t"
+                       "movq %%rdx, %c[head](%%rax)\n\t" BULKRCU__RSEQ_END
+                       "andl $4095, %k[left]\n\t"
+                       "decq %[left]\n\t"
+                       "incq (%%rax,%[stat])\n\t"
+                       "5:\n\t"
+                       : [node] "=&r"(node), [left] "=&r"(l)
+                       : [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [stat] "r"(stat_off),
+                         [shift] "i"(BULKRCU__PCP_SHIFT), [head] "i"(BULKRCU__PCP_HEAD)
+                       : "rax", "rdx", "memory", "cc");
   *left = l;
   return node;
 }
@@ -170,43 +153,24 @@ static inline __attribute__((always_inline)) void* bulkrcu__pool_pop(void* base,
 static inline __attribute__((always_inline)) int bulkrcu__pool_push(void* base, void* page,
                                                                     unsigned long high,
                                                                     unsigned long stat_off) {
-  __asm__ goto(
-      ".pushsection __rseq_cs, \"aw\"\n\t"
-      ".balign 32\n\t"
-      "333:\n\t"
-      ".long 0x0, 0x0\n\t"
-      ".quad 1f, (2f - 1f), 4f\n\t"
-      ".popsection\n\t"
-      "0:\n\t"
-      "leaq 333b(%%rip), %%rax\n\t"
-      "movq %%rax, %%fs:8(%[off])\n\t"
-      "1:\n\t"
-      "movl %%fs:4(%[off]), %%eax\n\t"
-      "shlq %[shift], %%rax\n\t"
-      "addq %[base], %%rax\n\t"
-      "cmpl $0, (%%rax)\n\t"
-      "jnz %l[locked]\n\t"
-      "movq %c[head](%%rax), %%rcx\n\t"
-      "movl %%ecx, %%edx\n\t"
-      "andl $4095, %%edx\n\t"
-      "cmpq %[high], %%rdx\n\t"
-      "jae %l[full]\n\t"
-      "leaq 1(%[page],%%rdx), %%rdx\n\t"
-      "movq %%rcx, (%[page])\n\t"
-      "movq %%rdx, %c[head](%%rax)\n\t"
-      "2:\n\t"
-      ".pushsection __rseq_failure, \"ax\"\n\t"
-      ".byte 0x0f, 0xb9, 0x3d\n\t"
-      ".long 0x53053053\n\t"
-      "4:\n\t"
-      "jmp 0b\n\t"
-      ".popsection\n\t"
-      "incq (%%rax,%[stat])\n\t"
-      :
-      : [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [page] "r"(page), [high] "r"(high),
-        [stat] "r"(stat_off), [shift] "i"(BULKRCU__PCP_SHIFT), [head] "i"(BULKRCU__PCP_HEAD)
-      : "rax", "rcx", "rdx", "memory", "cc"
-      : locked, full);
+  __asm__ goto(BULKRCU__RSEQ_START
+               "shlq %[shift], %%rax\n\t"
+               "addq %[base], %%rax\n\t"
+               "cmpl $0, (%%rax)\n\t"
+               "jnz %l[locked]\n\t"
+               "movq %c[head](%%rax), %%rcx\n\t"
+               "movl %%ecx, %%edx\n\t"
+               "andl $4095, %%edx\n\t"
+               "cmpq %[high], %%rdx\n\t"
+               "jae %l[full]\n\t"
+               "leaq 1(%[page],%%rdx), %%rdx\n\t"
+               "movq %%rcx, (%[page])\n\t"
+               "movq %%rdx, %c[head](%%rax)\n\t" BULKRCU__RSEQ_END "incq (%%rax,%[stat])\n\t"
+               :
+               : [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [page] "r"(page), [high] "r"(high),
+                 [stat] "r"(stat_off), [shift] "i"(BULKRCU__PCP_SHIFT), [head] "i"(BULKRCU__PCP_HEAD)
+               : "rax", "rcx", "rdx", "memory", "cc"
+               : locked, full);
   return 0;
 locked:
   return 1;

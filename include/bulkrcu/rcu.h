@@ -38,6 +38,7 @@
 #include <stddef.h>
 
 #include "bulkrcu/export.h"
+#include "bulkrcu/rseq_asm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -424,47 +425,28 @@ BULKRCU_API void bulkrcu__kv_help(unsigned flags); /* free()s a few elapsed poin
 static inline __attribute__((always_inline)) long bulkrcu__kv_store(void* base, unsigned long front_off,
                                                                     void (*fn)(void*), void* ptr) {
   long res;
-  __asm__ __volatile__(
-      ".pushsection __rseq_cs, \"aw\"\n\t"
-      ".balign 32\n\t"
-      "333:\n\t"
-      ".long 0x0, 0x0\n\t"
-      ".quad 1f, (2f - 1f), 4f\n\t"
-      ".popsection\n\t"
-      "0:\n\t"
-      "leaq 333b(%%rip), %%rax\n\t"
-      "movq %%rax, %%fs:8(%[off])\n\t"
-      "1:\n\t"
-      "movl %%fs:4(%[off]), %%eax\n\t"
-      "shlq $8, %%rax\n\t"
-      "addq %[base], %%rax\n\t"
-      "movq $-1, %[res]\n\t"
-      "cmpl $0, (%%rax)\n\t"
-      "jnz 5f\n\t"
-      "xorl %k[res], %k[res]\n\t"
-      "movq (%%rax,%[front]), %%rcx\n\t"
-      "testq %%rcx, %%rcx\n\t"
-      "jz 5f\n\t"
-      "cmpq %[fn], 16(%%rcx)\n\t"
-      "jne 5f\n\t"
-      "movq (%%rcx), %%rdx\n\t"
-      "cmpq 8(%%rcx), %%rdx\n\t"
-      "jae 5f\n\t"
-      "movq %[ptr], 64(%%rcx,%%rdx,8)\n\t"
-      "leaq 1(%%rdx), %[res]\n\t"
-      "movq %[res], (%%rcx)\n\t"
-      "2:\n\t"
-      ".pushsection __rseq_failure, \"ax\"\n\t"
-      ".byte 0x0f, 0xb9, 0x3d\n\t"
-      ".long 0x53053053\n\t"
-      "4:\n\t"
-      "jmp 0b\n\t"
-      ".popsection\n\t"
-      "5:\n\t"
-      : [res] "=&r"(res)
-      :
-      [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [front] "r"(front_off), [fn] "r"(fn), [ptr] "r"(ptr)
-      : "rax", "rcx", "rdx", "memory", "cc");
+  __asm__ __volatile__(BULKRCU__RSEQ_START
+                       "shlq $8, %%rax\n\t"
+                       "addq %[base], %%rax\n\t"
+                       "movq $-1, %[res]\n\t"
+                       "cmpl $0, (%%rax)\n\t"
+                       "jnz 5f\n\t"
+                       "xorl %k[res], %k[res]\n\t"
+                       "movq (%%rax,%[front]), %%rcx\n\t"
+                       "testq %%rcx, %%rcx\n\t"
+                       "jz 5f\n\t"
+                       "cmpq %[fn], 16(%%rcx)\n\t"
+                       "jne 5f\n\t"
+                       "movq (%%rcx), %%rdx\n\t"
+                       "cmpq 8(%%rcx), %%rdx\n\t"
+                       "jae 5f\n\t"
+                       "movq %[ptr], 64(%%rcx,%%rdx,8)\n\t"
+                       "leaq 1(%%rdx), %[res]\n\t"
+                       "movq %[res], (%%rcx)\n\t" BULKRCU__RSEQ_END "5:\n\t"
+                       : [res] "=&r"(res)
+                       : [off] "r"(bulkrcu__rseq_offset), [base] "r"(base), [front] "r"(front_off),
+                         [fn] "r"(fn), [ptr] "r"(ptr)
+                       : "rax", "rcx", "rdx", "memory", "cc");
   return res;
 }
 

@@ -43,6 +43,7 @@
 #include <new>
 
 #include "base/base.h"
+#include "bulkrcu/rseq_asm.h"
 
 #if BULKRCU_TSAN
 extern "C" void __tsan_acquire(void* addr);
@@ -134,35 +135,19 @@ void fence_remote_all() noexcept;
 #if defined(__x86_64__)
 #define BULKRCU_HAVE_RSEQ_ASM 1
 
-// What every bulkrcu restartable sequence shares (x86-64). BULKRCU_RSEQ_BEGIN emits the
-// descriptor (start 1, post-commit 2, abort 4) in __rseq_cs, arms rseq_cs (label 0, where the
-// abort handler restarts: the kernel clears rseq_cs on abort) and leaves this CPU's slot in
-// %rax, computed from the operands [off] (__rseq_offset), [stride] and [base]; the CPU number
-// is read inside the sequence. The body follows and ends with its one commit store, then
-// BULKRCU_RSEQ_END: label 2 and the abort handler, preceded by the signature (RSEQ_SIG,
-// encoded as the operand of a ud1 so that a disassembler shows an instruction).
-#define BULKRCU_RSEQ_BEGIN             \
-  ".pushsection __rseq_cs, \"aw\"\n\t" \
-  ".balign 32\n\t"                     \
-  "333:\n\t"                           \
-  ".long 0x0, 0x0\n\t"                 \
-  ".quad 1f, (2f - 1f), 4f\n\t"        \
-  ".popsection\n\t"                    \
-  "0:\n\t"                             \
-  "leaq 333b(%%rip), %%rax\n\t"        \
-  "movq %%rax, %%fs:8(%[off])\n\t"     \
-  "1:\n\t"                             \
-  "movl %%fs:4(%[off]), %%eax\n\t"     \
-  "imulq %[stride], %%rax\n\t"         \
+// What every bulkrcu restartable sequence shares (x86-64) is in the public private header
+// bulkrcu/rseq_asm.h (the inline fast paths of rcu.h, page_pool.h and cache.h use it too):
+// the descriptor (start 1, post-commit 2, abort 4) in __rseq_cs, the arming of rseq_cs (label
+// 0, where the abort handler restarts: the kernel clears rseq_cs on abort), the CPU number read
+// inside the sequence, and BULKRCU__RSEQ_END: label 2 and the abort handler behind the
+// signature. BULKRCU_RSEQ_BEGIN adds the slot of this CPU in %rax, computed from the operands
+// [off] (__rseq_offset), [stride] and [base]; the body follows and ends with its one commit
+// store, then BULKRCU_RSEQ_END.
+#define BULKRCU_RSEQ_BEGIN     \
+  BULKRCU__RSEQ_START          \
+  "imulq %[stride], %%rax\n\t" \
   "addq %[base], %%rax\n\t"
-#define BULKRCU_RSEQ_END                    \
-  "2:\n\t"                                  \
-  ".pushsection __rseq_failure, \"ax\"\n\t" \
-  ".byte 0x0f, 0xb9, 0x3d\n\t"              \
-  ".long 0x53053053\n\t"                    \
-  "4:\n\t"                                  \
-  "jmp 0b\n\t"                              \
-  ".popsection\n\t"
+#define BULKRCU_RSEQ_END BULKRCU__RSEQ_END
 
 // Pushes `node` onto the singly linked list whose head pointer is at `head_off` in this CPU's
 // slot; `next_off` is the offset of the link inside the node. Returns false (nothing done) when
