@@ -45,11 +45,26 @@
 #include "callback/callback.h"
 #include "gp/gp.h"
 #include "kvfree/magazine.h"
+#include "kvfree/stats.h"
 #include "pool/pool.h"
 
 namespace bulkrcu::detail::kvfree {
 
 alignas(kCacheLine) std::atomic<Krc*> g_krcs{nullptr};
+std::size_t g_page = 0;
+std::size_t g_capacity = 0;
+KvfreeCounters g_counters;
+
+void init_sizes() noexcept {
+  if (g_page) return;
+  std::size_t page = bulkrcu_page_size();
+#ifdef BULKRCU_TESTING
+  g_capacity = kTestBlockCapacity;
+#else
+  g_capacity = (page - sizeof(Block)) / sizeof(void*);
+#endif
+  g_page = page;
+}
 
 namespace {
 
@@ -86,34 +101,13 @@ constexpr std::uint64_t kDriveEveryNs = 100000;
 #endif
 constexpr std::uint64_t kBacklogWindowNs = 2 * kGpPaceNs;
 
-std::size_t g_page = 0;
-std::size_t g_capacity = 0;
-
-// Counters (relaxed: statistics and the budget estimate only).
-// Kept off the cache lines the fast path reads (g_krcs, the percpu mode and rseq offset):
-// a counter written by one CPU would otherwise evict them on the other. The per-retire-ish
-// counter (pointers freed by helpers) lives in each CPU's Krc instead.
-struct alignas(kCacheLine) Counters {
-  alignas(kCacheLine) std::atomic<std::uint64_t> pending_bytes{0};
-  std::atomic<std::uint64_t> blocks{0};
-  std::atomic<std::uint64_t> pending_objs{0};  // objects of unknown size in closed blocks
-  std::atomic<std::uint64_t> throttles{0};
-  alignas(kCacheLine) std::atomic<std::uint64_t> collected{0}, gps{0}, monitor_freed{0}, passes{0};
-  alignas(kCacheLine) std::atomic<std::uint64_t> fb_head{0}, fb_inplace{0}, fb_reserve{0}, fb_sync{0};
-  std::atomic<std::uint64_t> nowait_refused{0}, fallback_objects{0}, budget_hits{0};
-  alignas(kCacheLine) std::atomic<std::uint64_t> cache_hits{0}, cache_misses{0}, lockless{0};
-  std::atomic<std::uint64_t> helped{0}, cursors_stolen{0}, drives{0};
-  alignas(kCacheLine) std::atomic<std::uint64_t> helps_dry{0};
-};
-Counters c;
-
 // Pointers freed by retiring threads, counted once per block when it leaves the ready state
 // (not per claim: an atomic add per claim cost about 1 ns per retired object).
 // Also ends the block's share of its home CPU's backlog count.
 void count_helped(Block* b) noexcept {
-  c.helped.fetch_add(b->nr - b->done, std::memory_order_relaxed);
-  if (b->cookie == kCookieReady) {
-    b->cookie = kCookieUnset;
+  g_counters.helped.fetch_add(b->nr - b->done, std::memory_order_relaxed);
+  if (b->state == BlockState::kReady) {
+    b->state = BlockState::kReclaim;
     g_krcs.load(std::memory_order_relaxed)[b->home].ready_objs.fetch_sub(b->nr, std::memory_order_relaxed);
   }
 }
@@ -129,38 +123,12 @@ std::atomic<bool> g_mag_pressure{false};  // bulkrcu_memory_pressure: the next p
 
 __thread bool t_in_help __attribute__((tls_model("initial-exec"))) = false;
 
-Krc* krcs() noexcept { return get_slots(g_krcs); }
 void init_monitor() noexcept;
-
-void init_sizes() noexcept {
-  if (g_page) return;
-  std::size_t page = bulkrcu_page_size();
-#ifdef BULKRCU_TESTING
-  g_capacity = kTestBlockCapacity;
-#else
-  g_capacity = (page - sizeof(Block)) / sizeof(void*);
-#endif
-  g_page = page;
-}
 
 __attribute__((constructor(104))) void kvfree_init() {
   init_sizes();
   (void)krcs();
   init_monitor();
-}
-
-Block* init_block(void* page, Deleter fn, std::uint64_t home, std::size_t size = 0) noexcept {
-  auto* b = static_cast<Block*>(page);
-  b->nr = 0;
-  b->cap = g_capacity;
-  b->fn = fn;
-  b->next = nullptr;
-  b->cookie = kCookieUnset;
-  b->done = 0;
-  b->est_bytes = 0;
-  b->home = static_cast<std::uint32_t>(home);
-  b->obj_size = size < kUnsized ? static_cast<std::uint32_t>(size) : kUnsized - 1;  // never kCharged
-  return b;
 }
 
 // The free() channel's deleter: a pointer in an object cache's slab (kvfree_rcu of a cache
@@ -180,8 +148,8 @@ inline void free_ptr(void* p) noexcept {
 // free() block is sized with malloc_usable_size, so one large object cannot hide.
 void charge_page(Block* b) noexcept {
   b->est_bytes = g_page;
-  c.pending_bytes.fetch_add(g_page, std::memory_order_relaxed);
-  c.blocks.fetch_add(1, std::memory_order_relaxed);
+  g_counters.pending_bytes.fetch_add(g_page, std::memory_order_relaxed);
+  g_counters.blocks.fetch_add(1, std::memory_order_relaxed);
 }
 
 void charge_objects(Block* b, bool may_size) noexcept {
@@ -200,27 +168,28 @@ void charge_objects(Block* b, bool may_size) noexcept {
     bytes = n * size;
   } else {
     __atomic_store_n(&b->obj_size, kCharged | kUnsized, __ATOMIC_RELAXED);
-    c.pending_objs.fetch_add(n, std::memory_order_relaxed);
+    g_counters.pending_objs.fetch_add(n, std::memory_order_relaxed);
     bytes = n * sizeof(void*);  // the object holds at least a pointer
   }
   __atomic_fetch_add(&b->est_bytes, bytes, __ATOMIC_RELAXED);
-  c.pending_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  g_counters.pending_bytes.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 void credit(Block* b) noexcept {
-  c.pending_bytes.fetch_sub(__atomic_load_n(&b->est_bytes, __ATOMIC_RELAXED), std::memory_order_relaxed);
-  c.blocks.fetch_sub(1, std::memory_order_relaxed);
+  g_counters.pending_bytes.fetch_sub(__atomic_load_n(&b->est_bytes, __ATOMIC_RELAXED),
+                                     std::memory_order_relaxed);
+  g_counters.blocks.fetch_sub(1, std::memory_order_relaxed);
   if (__atomic_load_n(&b->obj_size, __ATOMIC_RELAXED) == (kCharged | kUnsized))
-    c.pending_objs.fetch_sub(b->nr, std::memory_order_relaxed);
+    g_counters.pending_objs.fetch_sub(b->nr, std::memory_order_relaxed);
   b->est_bytes = 0;
   b->obj_size = 0;
 }
 
 bool over_budget() noexcept {
   // The object caches' retired arrays waiting for their grace period count too (issue 13).
-  return c.pending_bytes.load(std::memory_order_relaxed) + cache::pending_bytes() >
+  return g_counters.pending_bytes.load(std::memory_order_relaxed) + cache::pending_bytes() >
              config().max_pending_bytes ||
-         c.pending_objs.load(std::memory_order_relaxed) > config().max_pending_objects;
+         g_counters.pending_objs.load(std::memory_order_relaxed) > config().max_pending_objects;
 }
 
 // Runs the deleter over n pointers, prefetching ahead (the objects are cold by now).
@@ -244,24 +213,6 @@ void reclaim_ptrs(Deleter fn, void* const* ptrs, std::size_t n) noexcept {
 constexpr std::size_t kReadyOff = offsetof(Krc, ready);
 constexpr std::size_t kCacheOff = offsetof(Krc, cache);
 constexpr std::size_t kNextOff = offsetof(Block, next);
-
-// Runs f(slot, index) on a locked slot, preferring this CPU's; false when every slot is busy.
-template <class F>
-bool with_locked_slot(F&& f) noexcept {
-  Krc* base = krcs();
-  const int n = nr_slots();
-  const int cpu = current_cpu();
-  for (int i = 0; i < n; ++i) {
-    int idx = (cpu + i) % n;
-    Krc& k = base[idx];
-    if (k.lock.try_lock()) {
-      f(k, idx);
-      k.lock.unlock();
-      return true;
-    }
-  }
-  return false;
-}
 
 // Pushes an empty page onto this CPU's cache; false when the slot is locked.
 bool push_cache(Block* b) noexcept {
@@ -332,26 +283,26 @@ bool return_reserve(Block* b) noexcept {
 // so it is allowed inside a reader); inside a reader the emergency reserve is the last source.
 void* get_page(unsigned flags, bool in_reader, bool* from_reserve = nullptr) noexcept {
   if (Block* b = pop_cache()) {
-    c.cache_hits.fetch_add(1, std::memory_order_relaxed);
+    g_counters.cache_hits.fetch_add(1, std::memory_order_relaxed);
     return b;
   }
-  c.cache_misses.fetch_add(1, std::memory_order_relaxed);
+  g_counters.cache_misses.fetch_add(1, std::memory_order_relaxed);
   if (void* p = bulkrcu_alloc_page_lockless()) {
-    c.lockless.fetch_add(1, std::memory_order_relaxed);
+    g_counters.lockless.fetch_add(1, std::memory_order_relaxed);
     return p;
   }
   // The pool nudged its refill worker; a caller allowed a system call wakes it now.
   if (!(flags & kNoSyscall)) doorbell_ring_if_idle();
   if (flags & kNoWait) return nullptr;
   if (void* p = bulkrcu_alloc_page()) {
-    c.fb_inplace.fetch_add(1, std::memory_order_relaxed);
+    g_counters.fb_inplace.fetch_add(1, std::memory_order_relaxed);
     BULKRCU_TRACE(fallback_inplace, p);
     return p;
   }
   if (in_reader) {
     if (void* p = take_reserve()) {
       if (from_reserve) *from_reserve = true;
-      c.fb_reserve.fetch_add(1, std::memory_order_relaxed);
+      g_counters.fb_reserve.fetch_add(1, std::memory_order_relaxed);
       BULKRCU_TRACE(fallback_reserve, p);
       return p;
     }
@@ -400,7 +351,7 @@ void arm_timer(unsigned flags) noexcept {
 // progress. Never on bulkrcu's threads or inside user code that bulkrcu called (a deleter or
 // callback): the passes it waits for are made by the runtime thread (retire_slow).
 void throttle() noexcept {
-  c.throttles.fetch_add(1, std::memory_order_relaxed);
+  g_counters.throttles.fetch_add(1, std::memory_order_relaxed);
   BULKRCU_TRACE(budget_hit, 1);
   gp::request(gp::get_state());
   for (int round = 0; round < 200 && over_budget(); ++round) {
@@ -430,9 +381,9 @@ std::atomic<bool> g_quiesced{false};  // exit(): no user deleter starts any more
 // The last resort of a headless retire outside any reader: wait, then free inline (free()),
 // or hand the deleter to the runtime thread.
 void synchronize_and_free(Deleter fn, void* ptr) noexcept {
-  c.fb_sync.fetch_add(1, std::memory_order_relaxed);
+  g_counters.fb_sync.fetch_add(1, std::memory_order_relaxed);
   BULKRCU_TRACE(fallback_synchronize, ptr);
-  c.fallback_objects.fetch_add(1, std::memory_order_relaxed);
+  g_counters.fallback_objects.fetch_add(1, std::memory_order_relaxed);
   gp::wait_for_cookie(gp::get_state(), false);
   if (!fn) {
     free_ptr(ptr);
@@ -475,10 +426,8 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
   nb->nr = 1;
   nb->next = old;
   charge_page(nb);
-#if BULKRCU_TSAN
   // The sequences below publish nb with plain stores TSan cannot see; the monitor acquires.
-  __tsan_release(&g_krcs);
-#endif
+  tsan_release(&g_krcs);
   auto undo = [&] {
     nb->nr = 0;
     if (reserve_page) {
@@ -501,11 +450,9 @@ Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reade
       bulkrcu__read_unlock_inline();
       return undo();  // S1
     }
-#if BULKRCU_TSAN
     // `old` was installed (and filled) by rseq sequences of other threads on this CPU, which
     // released before publishing it (above); the seal makes them happen-before the sizing.
-    __tsan_acquire(&g_krcs);
-#endif
+    tsan_acquire(&g_krcs);
     charge_objects(old, (flags & kNoSyscall) == 0);  // we sealed it: nr is final
     bulkrcu__read_unlock_inline();
   }
@@ -540,7 +487,7 @@ Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_read
     void* page = nullptr;
     if (b) {
       k.cache = b->next;
-      c.cache_hits.fetch_add(1, std::memory_order_relaxed);
+      g_counters.cache_hits.fetch_add(1, std::memory_order_relaxed);
       page = b;
     } else {
       page = get_page(flags, in_reader);  // the cache pop inside finds other slots or nothing
@@ -557,6 +504,7 @@ Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_read
       old->cap = 0;
       charge_objects(old, (flags & kNoSyscall) == 0);  // under the lock: we sealed it
       old->cookie = gp::get_state();                   // under the lock: no append can follow it
+      old->state = BlockState::kWaiting;
       closed = true;
       BULKRCU_TRACE(block_close, idx, 1);  // 1: by a retiring thread (try-lock mode)
     }
@@ -593,14 +541,14 @@ void spin_a_little(int attempt) noexcept {
 bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexcept {
   const bool in_reader = gp::reader_nesting() != 0;
   const bool nowait = (flags & kNoWait) != 0;
-  if (BULKRCU_UNLIKELY(g_page == 0)) init_sizes();
+  ensure_sizes();
   if (over_budget()) {
     if (nowait) {
-      c.budget_hits.fetch_add(1, std::memory_order_relaxed);
-      c.nowait_refused.fetch_add(1, std::memory_order_relaxed);
+      g_counters.budget_hits.fetch_add(1, std::memory_order_relaxed);
+      g_counters.nowait_refused.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    c.budget_hits.fetch_add(1, std::memory_order_relaxed);
+    g_counters.budget_hits.fetch_add(1, std::memory_order_relaxed);
     // Never on bulkrcu's threads or in a deleter or callback: they would wait for passes only
     // the runtime thread makes (a deleter runs inside a reader anyway).
     if (!in_reader && (flags & kMayBlock) && !on_bulkrcu_thread() && !in_user_code()) throttle();
@@ -614,11 +562,9 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
     Step step;
 #if BULKRCU_HAVE_RSEQ_ASM
     if (mode() == PercpuMode::kRseq) {
-#if BULKRCU_TSAN
       // The sequence publishes with plain stores TSan cannot see; the monitor acquires g_krcs.
       // (Under TSan every retire comes here: bulkrcu__kv_try declines.)
-      __tsan_release(&g_krcs);
-#endif
+      tsan_release(&g_krcs);
       long r = bulkrcu__kv_store(krcs(), front_off(channel_of(fn)), fn, ptr);
       if (r > 0) {
         if ((flags & kHelp) && r % kHelpEvery == 0) help(flags);
@@ -626,7 +572,7 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
       }
       if (r < 0) {  // the monitor holds this CPU's slot for a few microseconds
         if (nowait) {
-          c.nowait_refused.fetch_add(1, std::memory_order_relaxed);
+          g_counters.nowait_refused.fetch_add(1, std::memory_order_relaxed);
           return false;
         }
         spin_a_little(attempt);
@@ -644,7 +590,7 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
       }
       if (step == Step::kRetry) {
         if (nowait) {
-          c.nowait_refused.fetch_add(1, std::memory_order_relaxed);
+          g_counters.nowait_refused.fetch_add(1, std::memory_order_relaxed);
           return false;
         }
         spin_a_little(attempt);
@@ -655,7 +601,7 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
     if (step == Step::kRetry) continue;
     // kNoPage: every page source failed.
     if (nowait) {
-      c.nowait_refused.fetch_add(1, std::memory_order_relaxed);
+      g_counters.nowait_refused.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
     if (in_reader)
@@ -696,9 +642,7 @@ Block* pop_ready(Krc* base) noexcept {
   if (mode() == PercpuMode::kRseq) {
     void* p = bulkrcu::detail::subtle::rseq_pop<kReadyOff, kNextOff>(base, sizeof(Krc));
     if (p != nullptr && p != bulkrcu::detail::subtle::kSlotLocked) {
-#if BULKRCU_TSAN
-      __tsan_acquire(&g_krcs);  // released by the monitor when it filled the ready list
-#endif
+      tsan_acquire(&g_krcs);  // released by the monitor when it filled the ready list
       b = static_cast<Block*>(p);
     }
   } else
@@ -761,7 +705,7 @@ long help_step(Krc* base, std::atomic<void*>* word, unsigned flags, std::uint64_
   // And the pointer array itself, eight helps ahead (the block was written a grace period ago).
   if (rest > 8 * kHelpBatch) __builtin_prefetch(&b->ptrs[rest - 8 * kHelpBatch]);
   // Cursors hold free() blocks only: a user deleter never runs on a retiring thread.
-  __atomic_store_n(&b->done, rest, __ATOMIC_RELAXED);
+  __atomic_store_n(&b->done, static_cast<std::uint32_t>(rest), __ATOMIC_RELAXED);
   BULKRCU_TRACE(reclaim_help, k, b->home);
   for (std::uint64_t i = 0; i < k; ++i) free_ptr(buf[i]);
   if (rest == 0) finish_cursor(word, b, flags);
@@ -789,7 +733,7 @@ void help(unsigned flags) noexcept {
   // Nothing was ready: if the runtime thread is late, do its hand-over here (outside the
   // section above: the lite pass may run a grace period).
   if (got == 0) {
-    c.helps_dry.fetch_add(1, std::memory_order_relaxed);
+    g_counters.helps_dry.fetch_add(1, std::memory_order_relaxed);
     if (flags & kMayBlock) drive_if_late();
   }
   t_in_help = false;
@@ -808,9 +752,9 @@ void kfree_head(void* ptr, bulkrcu_head* head) noexcept {
         "malloc_usable_size(ptr)), pointer-aligned, within its first 4096 bytes");
   if (BULKRCU_LIKELY(retire(nullptr, ptr, kNoWait | kHelp))) return;
   // No page without waiting: link the object through its own head (never blocks).
-  c.fb_head.fetch_add(1, std::memory_order_relaxed);
+  g_counters.fb_head.fetch_add(1, std::memory_order_relaxed);
   BULKRCU_TRACE(fallback_head, ptr);
-  c.fallback_objects.fetch_add(1, std::memory_order_relaxed);
+  g_counters.fallback_objects.fetch_add(1, std::memory_order_relaxed);
   cb::call_free_head(head, offset);
 }
 
@@ -894,11 +838,6 @@ void pop_oldest(Monitor& m) noexcept {
   --m.count;
 }
 
-void push(Block** list, Block* b) {
-  b->next = *list;
-  *list = b;
-}
-
 void add_batch(Monitor& m, unsigned long cookie, Block* blocks, Block* chains) noexcept {
   Batch* bt;
   if (m.count == kBatches) {
@@ -953,7 +892,7 @@ void reclaim_block(Block* b) noexcept {
     return;
   }
   reclaim_ptrs(nullptr, b->ptrs, b->done);
-  c.monitor_freed.fetch_add(b->done, std::memory_order_relaxed);
+  g_counters.monitor_freed.fetch_add(b->done, std::memory_order_relaxed);
   b->done = 0;
   if (b->est_bytes) credit(b);
   bulkrcu_free_page(b);
@@ -973,23 +912,17 @@ void tend_cache(Krc& k, Block** spare, bool refill) noexcept {
   std::size_t n = 0;
   Block** link = &k.cache;
   while (*link && n < kCacheMax) {
-#if BULKRCU_TSAN
-    __tsan_acquire(*link);  // pushed by an owner's rseq_push (released there)
-    __tsan_release(*link);  // our read of its link happens-before its next owner's writes
-#endif
+    tsan_acquire(*link);  // pushed by an owner's rseq_push (released there)
+    tsan_release(*link);  // our read of its link happens-before its next owner's writes
     link = &(*link)->next;
     ++n;
   }
   Block* extra = *link;
   *link = nullptr;
-#if BULKRCU_TSAN
   if (link != &k.cache)  // we wrote the last kept page's link: its next owner acquires it
-    __tsan_release(reinterpret_cast<char*>(link) - offsetof(Block, next));
-#endif
+    tsan_release(reinterpret_cast<char*>(link) - offsetof(Block, next));
   while (extra) {
-#if BULKRCU_TSAN
-    __tsan_acquire(extra);  // pushed by an owner's rseq_push (released there), as above
-#endif
+    tsan_acquire(extra);  // pushed by an owner's rseq_push (released there), as above
     Block* next = extra->next;
     push(spare, extra);
     extra = next;
@@ -999,9 +932,7 @@ void tend_cache(Krc& k, Block** spare, bool refill) noexcept {
     if (!p) break;
     Block* b = static_cast<Block*>(p);
     b->next = k.cache;
-#if BULKRCU_TSAN
-    __tsan_release(b);  // the owner's rseq_pop of the cache acquires it
-#endif
+    tsan_release(b);  // the owner's rseq_pop of the cache acquires it
     k.cache = b;
     ++n;
   }
@@ -1041,9 +972,7 @@ bool cpu_state_pending() noexcept {
     for (Block* const& f : k.front) {
       // Fronts are detached only by this thread, so the block cannot be recycled under us.
       Block* b = __atomic_load_n(&f, __ATOMIC_ACQUIRE);
-#if BULKRCU_TSAN
-      if (b) __tsan_acquire(&g_krcs);  // the closer released before publishing b
-#endif
+      if (b) tsan_acquire(&g_krcs);  // the closer released before publishing b
       if (b &&
           (__atomic_load_n(&b->nr, __ATOMIC_RELAXED) != 0 || __atomic_load_n(&b->next, __ATOMIC_RELAXED)))
         return true;
@@ -1106,7 +1035,7 @@ void locked_round_slot(Krc& k, CpuMon& cm, int i, const RoundState& r) noexcept 
       __atomic_store_n(&k.front[ch], nullptr, __ATOMIC_RELAXED);  // others peek at it
       if (f->cap != 0) charge_objects(f, true);                   // not sealed by a closer: we close it
       f->cap = 0;
-      f->cookie = kCookieUnset;
+      f->state = BlockState::kOpen;
       f->home = static_cast<std::uint32_t>(i);
       *r.collected_objs += f->nr;
       push(r.collected, f);
@@ -1125,9 +1054,7 @@ void locked_round_slot(Krc& k, CpuMon& cm, int i, const RoundState& r) noexcept 
       push(r.to_reclaim, b);
     } else {
       b->next = k.ready;
-#if BULKRCU_TSAN
-      __tsan_release(&g_krcs);  // pop_ready acquires
-#endif
+      tsan_release(&g_krcs);                            // pop_ready acquires
       __atomic_store_n(&k.ready, b, __ATOMIC_RELAXED);  // others peek at it
     }
   }
@@ -1148,7 +1075,7 @@ void locked_round_slot(Krc& k, CpuMon& cm, int i, const RoundState& r) noexcept 
 // closed chains and asks for their grace period: no locked round, no reclaim, no barrier
 // stage (while a barrier is in progress it leaves elapsed batches to the runtime thread).
 PassResult monitor_pass_locked(bool lite) noexcept {
-  if (BULKRCU_UNLIKELY(g_page == 0)) init_sizes();
+  ensure_sizes();
   Monitor& m = mon();
   CpuMon* cms = cpumons();
   Krc* base = krcs();
@@ -1171,7 +1098,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
   // handing them over: nothing new reaches a ready list or a cursor while a barrier runs.
   const bool direct = bar_active || pressure;
   g_kick.store(0, std::memory_order_relaxed);
-  c.passes.fetch_add(1, std::memory_order_relaxed);
+  g_counters.passes.fetch_add(1, std::memory_order_relaxed);
 
   // 1. Batches whose grace period has elapsed: free() blocks to their CPU's hand-over list
   //    (or reclaimed by this pass's caller), user deleters' blocks to run_deleters.
@@ -1182,7 +1109,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
     BULKRCU_TRACE(batch_ready, bt.cookie, direct);
     for (Block* b = bt.blocks; b;) {
       Block* next = b->next;
-      b->done = b->nr;
+      b->done = static_cast<std::uint32_t>(b->nr);
       if (b->fn) {
         queue_deleter_block(b);
       } else if (!direct) {
@@ -1191,14 +1118,14 @@ PassResult monitor_pass_locked(bool lite) noexcept {
         CpuMon& cm = cms[b->home];
         push(&cm.handoff, b);
         cm.handoff_objs += b->nr;
-        b->cookie = kCookieReady;
+        b->state = BlockState::kReady;
         base[b->home].ready_objs.fetch_add(b->nr, std::memory_order_relaxed);
       } else {
         push(&to_reclaim, b);
       }
       b = next;
     }
-    for (Block* h = bt.chains; h;) {  // stolen cursors: `done` kept, already counted
+    for (Block* h = bt.chains; h;) {  // stolen cursors: `done` kept, still kReady and counted
       Block* next_chain = chain_link(h);
       for (Block* b = h; b;) {
         Block* next = b->next;
@@ -1252,9 +1179,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
         // nb->next; x86-TSO orders the two, and the sequence's "memory" clobber the compiler).
         Block* f = __atomic_load_n(&k.front[ch], __ATOMIC_ACQUIRE);
         if (!f) continue;
-#if BULKRCU_TSAN
-        __tsan_acquire(&g_krcs);  // the same edge, for TSan: the closer released before S1
-#endif
+        tsan_acquire(&g_krcs);  // the same edge, for TSan: the closer released before S1
         if (!__atomic_load_n(&f->next, __ATOMIC_RELAXED)) continue;
         for (Block* b = __atomic_exchange_n(&f->next, nullptr, __ATOMIC_ACQ_REL); b;) {
           Block* next = b->next;
@@ -1280,9 +1205,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
       const int end = group + kGroup < n ? group + kGroup : n;
       for (int i = group; i < end; ++i) base[i].lock.lock();  // R1 on every slot of the group
       bulkrcu::detail::subtle::fence_remote_all();            // R2, one broadcast
-#if BULKRCU_TSAN
-      __tsan_acquire(&g_krcs);
-#endif
+      tsan_acquire(&g_krcs);
       for (int i = group; i < end; ++i) locked_round_slot(base[i], cms[i], i, r);
       for (int i = group; i < end; ++i) base[i].lock.unlock();  // R3
     }
@@ -1304,7 +1227,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
     }
   }
   mag::take_closed(&collected, &collected_objs);
-  c.collected.fetch_add(collected_objs, std::memory_order_relaxed);
+  g_counters.collected.fetch_add(collected_objs, std::memory_order_relaxed);
 
   // Reclaim cursors of threads (help_step): taken on timer and pressure passes, so that a
   // thread that stopped retiring (or exited) strands nothing, and by a barrier one grace period
@@ -1322,7 +1245,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
             Block** list = static_cast<Block**>(arg);
             set_chain_link(b, *list);
             *list = b;
-            c.cursors_stolen.fetch_add(1, std::memory_order_relaxed);
+            g_counters.cursors_stolen.fetch_add(1, std::memory_order_relaxed);
           }
         },
         &chains);
@@ -1337,7 +1260,10 @@ PassResult monitor_pass_locked(bool lite) noexcept {
     unsigned long cookie = 0;
     bool first = true;
     for (Block* b = collected; b; b = b->next) {
-      if (b->cookie == kCookieUnset) b->cookie = fresh;
+      if (b->state == BlockState::kOpen) {
+        b->cookie = fresh;
+        b->state = BlockState::kWaiting;
+      }
       if (first || cookie_after(b->cookie, cookie)) cookie = b->cookie;
       first = false;
     }
@@ -1369,7 +1295,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
   if (nb && !gp::poll_state(newest_cookie)) {
     if (bar_active || pressure || now >= m.last_request_ns + kGpPaceNs) {
       if (!m.requested_any || m.last_requested != newest_cookie) {
-        c.gps.fetch_add(1, std::memory_order_relaxed);
+        g_counters.gps.fetch_add(1, std::memory_order_relaxed);
         m.last_requested = newest_cookie;
         m.requested_any = true;
       }
@@ -1457,7 +1383,7 @@ std::size_t run_deleters() noexcept {
           b->fn(b->ptrs[i]);
         }
         ran += i;
-        c.monitor_freed.fetch_add(i, std::memory_order_relaxed);
+        g_counters.monitor_freed.fetch_add(i, std::memory_order_relaxed);
         if (i < b->done) break;  // exit(): the rest is left to the OS
         b->done = 0;
         if (b->est_bytes) credit(b);
@@ -1512,7 +1438,7 @@ bool drive(std::uint64_t now) noexcept {
   publish_progress();
   // User deleters elapsed in this pass run on the runtime thread, never here.
   if (deleters_pending()) doorbell_ring_if_idle();
-  c.drives.fetch_add(1, std::memory_order_relaxed);
+  g_counters.drives.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -1604,9 +1530,7 @@ void release_pages() noexcept {
     for (int i = group; i < end; ++i) {
       Krc& k = base[i];
       while (Block* b = k.cache) {
-#if BULKRCU_TSAN
-        __tsan_acquire(b);  // pushed by an owner's rseq_push
-#endif
+        tsan_acquire(b);  // pushed by an owner's rseq_push
         k.cache = b->next;
         push(&pages, b);
       }
@@ -1664,6 +1588,7 @@ void after_fork_child() noexcept {
 }
 
 void fill_stats(bulkrcu_stats* s) noexcept {
+  const KvfreeCounters& c = g_counters;
   const auto ld = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   s->kv_freed_by_retirers = ld(c.helped);
   s->kv_freed_by_runtime = ld(c.monitor_freed);
@@ -1702,7 +1627,7 @@ int reserve_pages() noexcept {
 // ---- block operations for the magazines (magazine.cpp) ----------------------------------------
 namespace support {
 Block* new_block(Deleter fn, void* first, unsigned flags, std::size_t size) noexcept {
-  if (BULKRCU_UNLIKELY(g_page == 0)) init_sizes();
+  ensure_sizes();
   // Never the blocking sources: without a page the per-CPU path runs its fallbacks.
   void* page = get_page(flags | kNoWait, gp::reader_nesting() != 0);
   if (!page) return nullptr;
@@ -1714,7 +1639,7 @@ Block* new_block(Deleter fn, void* first, unsigned flags, std::size_t size) noex
 }
 void close_full(Block* b, unsigned flags) noexcept {
   b->home = static_cast<std::uint32_t>(current_cpu());
-  b->cookie = kCookieUnset;
+  b->state = BlockState::kOpen;
   charge_objects(b, (flags & kNoSyscall) == 0);
 }
 void charge_taken(Block* b) noexcept { charge_objects(b, true); }

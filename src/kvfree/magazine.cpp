@@ -270,7 +270,7 @@ bool take(Take mode, Block** out, std::uint64_t* objs) noexcept {
     if (!block_of(s).compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel)) return;
     // The owner closed it itself (it is on g_closed) or exited: not ours.
     support::charge_taken(b);
-    b->cookie = kCookieUnset;
+    b->state = BlockState::kOpen;
     *objs += b->nr;
     b->next = *out;
     *out = b;
