@@ -1,4 +1,5 @@
-// bulkrcu/src/kvfree/kvfree.cpp: per-CPU bulk blocks, the monitor, reclaim, the budget.
+// bulkrcu/src/kvfree/kvfree.cpp: per-CPU bulk blocks, the monitor, reclaim (the budget is in
+// budget.{h,cpp}, page sources and sinks in pages.{h,cpp}).
 //
 // Synchronization protocol between a CPU's retiring threads and the runtime thread (monitor):
 // owners only run rseq sequences on their own CPU's Krc (or, in the kLock mode, hold its
@@ -44,7 +45,10 @@
 #include "cache/cache.h"
 #include "callback/callback.h"
 #include "gp/gp.h"
+#include "kvfree/budget.h"
 #include "kvfree/magazine.h"
+#include "kvfree/monitor.h"
+#include "kvfree/pages.h"
 #include "kvfree/stats.h"
 #include "pool/pool.h"
 
@@ -68,13 +72,6 @@ void init_sizes() noexcept {
 
 namespace {
 
-#ifdef BULKRCU_TESTING
-constexpr std::size_t kCacheMax = 1;  // page cache per CPU
-constexpr int kReserve = 2;           // emergency pages for retires inside readers
-#else
-constexpr std::size_t kCacheMax = 5;  // the kernel keeps 5
-constexpr int kReserve = 8;
-#endif
 // Pointers a helping thread frees at a time: glibc's tcache holds 7 chunks per size class, so
 // 7 frees per 7 retires cycle through it without touching the arena (measured: 8 or 14 at a
 // time spill into fastbins, and the arena-locked malloc slow path then dominates).
@@ -112,18 +109,13 @@ void count_helped(Block* b) noexcept {
   }
 }
 
-std::atomic<Block*> g_reserve[kReserve];
 std::atomic<std::uint32_t> g_kick{0};          // a closer filled a block: flood, pass now
 std::atomic<std::uint64_t> g_barrier_req{0};   // kvfree barriers requested
 std::atomic<std::uint64_t> g_barrier_done{0};  // completed through this request number
 std::atomic<std::uint32_t> g_progress{0};      // futex: bumped after every monitor pass
 std::atomic<std::uint32_t> g_progress_waiters{0};
-std::atomic<std::uint64_t> g_refill_backoff_until{0};
-std::atomic<bool> g_mag_pressure{false};  // bulkrcu_memory_pressure: the next pass takes magazines
 
 __thread bool t_in_help __attribute__((tls_model("initial-exec"))) = false;
-
-void init_monitor() noexcept;
 
 __attribute__((constructor(104))) void kvfree_init() {
   init_sizes();
@@ -139,57 +131,6 @@ inline void free_ptr(void* p) noexcept {
     cache::free_retired(p);
   else
     free(p);
-}
-
-// The budget (BULKRCU_MAX_PENDING bytes, BULKRCU_MAX_PENDING_OBJECTS objects of unknown size).
-// A block is charged its page when it is installed, and its objects when it closes: whoever
-// turns its cap from non-zero to 0 (a closer's seal, or the monitor detaching a front) charges
-// them, once. `may_size`: the closer may ask malloc (not a signal handler): every pointer of a
-// free() block is sized with malloc_usable_size, so one large object cannot hide.
-void charge_page(Block* b) noexcept {
-  b->est_bytes = g_page;
-  g_counters.pending_bytes.fetch_add(g_page, std::memory_order_relaxed);
-  g_counters.blocks.fetch_add(1, std::memory_order_relaxed);
-}
-
-void charge_objects(Block* b, bool may_size) noexcept {
-  // Two closers may both seal a block (S1 checks only the front): the first to set kCharged
-  // charges. Every cookie of the block is taken after that (see close_and_install_rseq).
-  const std::uint32_t size = __atomic_fetch_or(&b->obj_size, kCharged, __ATOMIC_ACQ_REL);
-  if (size & kCharged) return;
-  const std::uint64_t n = b->nr;
-  std::uint64_t bytes = 0;
-  if (b->fn == nullptr && may_size) {
-    // An object cache's object is not malloc's: never ask malloc about it (its slab is the
-    // cache's memory; the object holds at least a pointer).
-    for (std::uint64_t i = 0; i < n; ++i)
-      bytes += cache::owns(b->ptrs[i]) ? sizeof(void*) : malloc_usable_size(b->ptrs[i]);
-  } else if (size != 0 && size != kUnsized) {
-    bytes = n * size;
-  } else {
-    __atomic_store_n(&b->obj_size, kCharged | kUnsized, __ATOMIC_RELAXED);
-    g_counters.pending_objs.fetch_add(n, std::memory_order_relaxed);
-    bytes = n * sizeof(void*);  // the object holds at least a pointer
-  }
-  __atomic_fetch_add(&b->est_bytes, bytes, __ATOMIC_RELAXED);
-  g_counters.pending_bytes.fetch_add(bytes, std::memory_order_relaxed);
-}
-
-void credit(Block* b) noexcept {
-  g_counters.pending_bytes.fetch_sub(__atomic_load_n(&b->est_bytes, __ATOMIC_RELAXED),
-                                     std::memory_order_relaxed);
-  g_counters.blocks.fetch_sub(1, std::memory_order_relaxed);
-  if (__atomic_load_n(&b->obj_size, __ATOMIC_RELAXED) == (kCharged | kUnsized))
-    g_counters.pending_objs.fetch_sub(b->nr, std::memory_order_relaxed);
-  b->est_bytes = 0;
-  b->obj_size = 0;
-}
-
-bool over_budget() noexcept {
-  // The object caches' retired arrays waiting for their grace period count too (issue 13).
-  return g_counters.pending_bytes.load(std::memory_order_relaxed) + cache::pending_bytes() >
-             config().max_pending_bytes ||
-         g_counters.pending_objs.load(std::memory_order_relaxed) > config().max_pending_objects;
 }
 
 // Runs the deleter over n pointers, prefetching ahead (the objects are cold by now).
@@ -211,159 +152,11 @@ void reclaim_ptrs(Deleter fn, void* const* ptrs, std::size_t n) noexcept {
 // free slot); `k` is that slot. The rseq versions bind to the CPU inside the sequence.
 
 constexpr std::size_t kReadyOff = offsetof(Krc, ready);
-constexpr std::size_t kCacheOff = offsetof(Krc, cache);
 constexpr std::size_t kNextOff = offsetof(Block, next);
 
-// Pushes an empty page onto this CPU's cache; false when the slot is locked.
-bool push_cache(Block* b) noexcept {
-#if BULKRCU_HAVE_RSEQ_ASM
-  if (mode() == PercpuMode::kRseq)
-    return bulkrcu::detail::subtle::rseq_push<kCacheOff, kNextOff>(krcs(), sizeof(Krc), b);
-#endif
-  return with_locked_slot([&](Krc& k, int) {
-    b->next = k.cache;
-    k.cache = b;
-  });
-}
-
-Block* pop_cache() noexcept {
-  Block* b = nullptr;
-#if BULKRCU_HAVE_RSEQ_ASM
-  if (mode() == PercpuMode::kRseq) {
-    void* p = bulkrcu::detail::subtle::rseq_pop<kCacheOff, kNextOff>(krcs(), sizeof(Krc));
-    return p == bulkrcu::detail::subtle::kSlotLocked ? nullptr : static_cast<Block*>(p);
-  }
-#endif
-  with_locked_slot([&](Krc& k, int) {
-    b = k.cache;
-    if (b) k.cache = b->next;
-  });
-  return b;
-}
-
-// A page that holds no pointers any more: to this CPU's cache (trimmed by the monitor) or
-// back to the pool.
-void recycle_page(Block* b) noexcept {
-  if (b->est_bytes) credit(b);
-  if (!push_cache(b)) bulkrcu_free_page(b);
-}
-
-// Pages a non-blocking caller could not put in a cache: the monitor returns them to the pool.
-std::atomic<Block*> g_spare{nullptr};
-
-void recycle_page_nowait(Block* b) noexcept {
-  if (b->est_bytes) credit(b);
-  if (push_cache(b)) return;
-  Block* head = g_spare.load(std::memory_order_relaxed);
-  do {
-    b->next = head;
-  } while (!g_spare.compare_exchange_weak(head, b, std::memory_order_release, std::memory_order_relaxed));
-}
-
-Block* take_reserve() noexcept {
-  for (auto& r : g_reserve)
-    if (Block* b = r.exchange(nullptr, std::memory_order_acquire)) return b;
-  return nullptr;
-}
-
-// A reserve page whose block was never installed (its closer lost the race) goes back to the
-// reserve, not to the page cache: a pressure pass may empty the cache before the retry, which
-// would then take a second reserve page for one retire. False when the reserve is full again.
-bool return_reserve(Block* b) noexcept {
-  for (auto& r : g_reserve) {
-    Block* expected = nullptr;
-    if (r.compare_exchange_strong(expected, b, std::memory_order_release, std::memory_order_relaxed))
-      return true;
-  }
-  return false;
-}
-
-// A page for a new block, cheapest source first. Never blocks with kNoWait; otherwise the
-// in-place bulkrcu_alloc_page may take the zone lock and map memory (not a grace-period wait,
-// so it is allowed inside a reader); inside a reader the emergency reserve is the last source.
-void* get_page(unsigned flags, bool in_reader, bool* from_reserve = nullptr) noexcept {
-  if (Block* b = pop_cache()) {
-    g_counters.cache_hits.fetch_add(1, std::memory_order_relaxed);
-    return b;
-  }
-  g_counters.cache_misses.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = bulkrcu_alloc_page_lockless()) {
-    g_counters.lockless.fetch_add(1, std::memory_order_relaxed);
-    return p;
-  }
-  // The pool nudged its refill worker; a caller allowed a system call wakes it now.
-  if (!(flags & kNoSyscall)) doorbell_ring_if_idle();
-  if (flags & kNoWait) return nullptr;
-  if (void* p = bulkrcu_alloc_page()) {
-    g_counters.fb_inplace.fetch_add(1, std::memory_order_relaxed);
-    BULKRCU_TRACE(fallback_inplace, p);
-    return p;
-  }
-  if (in_reader) {
-    if (void* p = take_reserve()) {
-      if (from_reserve) *from_reserve = true;
-      g_counters.fb_reserve.fetch_add(1, std::memory_order_relaxed);
-      BULKRCU_TRACE(fallback_reserve, p);
-      return p;
-    }
-  }
-  return nullptr;
-}
-
-// Flood detection. Only the first kick after a monitor pass rings: in a flood a block closes
-// every few microseconds, and the monitor acts at most once per kGpPaceNs anyway.
 bool drive(std::uint64_t now) noexcept;
 bool retirers_driving(std::uint64_t now) noexcept;
 std::atomic<std::uint64_t> g_pace_due_ns{0};  // the monitor's last grace-period request + pace
-
-// A retiring thread closed a block. Blocking forms whose pace is due make the monitor's pass
-// themselves (drive): no wakeup of the runtime thread, no wait for the scheduler.
-void kick_monitor(unsigned flags = 0) noexcept {
-  if (flags & kMayBlock) {
-    const std::uint64_t now = now_ns();
-    if (now >= g_pace_due_ns.load(std::memory_order_relaxed)) {
-      if (drive(now)) return;
-    } else if (retirers_driving(now)) {
-      g_kick.store(1, std::memory_order_relaxed);  // a later close drives; the runtime thread
-      return;                                      // backs it up after twice the pace
-    }
-  }
-  if (g_kick.load(std::memory_order_relaxed)) return;
-  g_kick.store(1, std::memory_order_relaxed);
-  if (flags & kNoSyscall)
-    doorbell_nudge();
-  else
-    doorbell_ring_if_idle();
-}
-
-// A block was installed in an empty channel: a runtime thread sleeping without a timeout must
-// arm its drain timer.
-void arm_timer(unsigned flags) noexcept {
-  if (flags & kNoSyscall)
-    doorbell_nudge();
-  else
-    doorbell_ring_if_idle();
-}
-
-// Back-pressure for blocking retires over the budget: ask for a grace period at once (an
-// over-budget monitor pass requests its grace period without waiting for the pace), help
-// reclaim this CPU's ready free() blocks, and wait (boundedly) for the monitor to make
-// progress. Never on bulkrcu's threads or inside user code that bulkrcu called (a deleter or
-// callback): the passes it waits for are made by the runtime thread (retire_slow).
-void throttle() noexcept {
-  g_counters.throttles.fetch_add(1, std::memory_order_relaxed);
-  BULKRCU_TRACE(budget_hit, 1);
-  gp::request(gp::get_state());
-  for (int round = 0; round < 200 && over_budget(); ++round) {
-    help(kMayBlock | kHelp);
-    if (!over_budget()) break;
-    g_progress_waiters.fetch_add(1, std::memory_order_seq_cst);
-    std::uint32_t seen = g_progress.load(std::memory_order_acquire);
-    kick_monitor();
-    bulkrcu::detail::subtle::futex_wait(&g_progress, seen, 1000000);
-    g_progress_waiters.fetch_sub(1, std::memory_order_relaxed);
-  }
-}
 
 // The last resort of a user deleter that found no page: the deleter must not run on the
 // retiring thread, so a node on this thread's stack carries it to the runtime thread
@@ -906,51 +699,6 @@ void reclaim_list(Block* list) noexcept {
   }
 }
 
-// Keeps the CPU's page cache at kCacheMax pages: trims extras onto *spare, refills from the
-// pool's lockless path (never blocks while holding the slot).
-void tend_cache(Krc& k, Block** spare, bool refill) noexcept {
-  std::size_t n = 0;
-  Block** link = &k.cache;
-  while (*link && n < kCacheMax) {
-    tsan_acquire(*link);  // pushed by an owner's rseq_push (released there)
-    tsan_release(*link);  // our read of its link happens-before its next owner's writes
-    link = &(*link)->next;
-    ++n;
-  }
-  Block* extra = *link;
-  *link = nullptr;
-  if (link != &k.cache)  // we wrote the last kept page's link: its next owner acquires it
-    tsan_release(reinterpret_cast<char*>(link) - offsetof(Block, next));
-  while (extra) {
-    tsan_acquire(extra);  // pushed by an owner's rseq_push (released there), as above
-    Block* next = extra->next;
-    push(spare, extra);
-    extra = next;
-  }
-  while (refill && n < kCacheMax) {
-    void* p = bulkrcu_alloc_page_lockless();
-    if (!p) break;
-    Block* b = static_cast<Block*>(p);
-    b->next = k.cache;
-    tsan_release(b);  // the owner's rseq_pop of the cache acquires it
-    k.cache = b;
-    ++n;
-  }
-}
-
-void refill_reserve() noexcept {
-  for (auto& r : g_reserve) {
-    if (r.load(std::memory_order_relaxed)) continue;
-    void* p = bulkrcu_alloc_page();
-    if (!p) return;
-    Block* expected = nullptr;
-    if (!r.compare_exchange_strong(expected, static_cast<Block*>(p), std::memory_order_release))
-      bulkrcu_free_page(p);
-  }
-}
-
-void init_monitor() noexcept { (void)cpumons(); }
-
 bool cursors_pending() noexcept {
   bool any = false;
   gp::for_each_thread_word(
@@ -981,13 +729,54 @@ bool cpu_state_pending() noexcept {
   return false;
 }
 
+}  // namespace
+
+// A retiring thread closed a block. Blocking forms whose pace is due make the monitor's pass
+// themselves (drive): no wakeup of the runtime thread, no wait for the scheduler.
+void kick_monitor(unsigned flags) noexcept {
+  if (flags & kMayBlock) {
+    const std::uint64_t now = now_ns();
+    if (now >= g_pace_due_ns.load(std::memory_order_relaxed)) {
+      if (drive(now)) return;
+    } else if (retirers_driving(now)) {
+      g_kick.store(1, std::memory_order_relaxed);  // a later close drives; the runtime thread
+      return;                                      // backs it up after twice the pace
+    }
+  }
+  // Only the first kick after a monitor pass rings: in a flood a block closes every few
+  // microseconds, and the monitor acts at most once per kGpPaceNs anyway.
+  if (g_kick.load(std::memory_order_relaxed)) return;
+  g_kick.store(1, std::memory_order_relaxed);
+  if (flags & kNoSyscall)
+    doorbell_nudge();
+  else
+    doorbell_ring_if_idle();
+}
+
+// A block was installed in an empty channel: a runtime thread sleeping without a timeout must
+// arm its drain timer.
+void arm_timer(unsigned flags) noexcept {
+  if (flags & kNoSyscall)
+    doorbell_nudge();
+  else
+    doorbell_ring_if_idle();
+}
+
+void init_monitor() noexcept { (void)cpumons(); }
+
 void publish_progress() noexcept {
   g_progress.fetch_add(1, std::memory_order_release);
   if (g_progress_waiters.load(std::memory_order_seq_cst))
     bulkrcu::detail::subtle::futex_wake(&g_progress, INT32_MAX);
 }
 
-}  // namespace
+void kick_and_wait_for_pass(std::uint64_t timeout_ns) noexcept {
+  g_progress_waiters.fetch_add(1, std::memory_order_seq_cst);
+  std::uint32_t seen = g_progress.load(std::memory_order_acquire);
+  kick_monitor();
+  bulkrcu::detail::subtle::futex_wait(&g_progress, seen, timeout_ns);
+  g_progress_waiters.fetch_sub(1, std::memory_order_relaxed);
+}
 
 namespace {
 // What a pass leaves for its caller to do once g_mon_mutex is released.
@@ -1089,11 +878,8 @@ PassResult monitor_pass_locked(bool lite) noexcept {
   const bool bar_finish = !lite && m.bar_stage == BarrierStage::kStolen && gp::poll_state(m.bar_cookie);
   const bool bar_active = m.bar_stage != BarrierStage::kIdle || bar_start;
   const bool timer = !lite && now >= m.next_timer_ns;
-  const bool pressure =
-      !lite && (over_budget() || (g_mag_pressure.load(std::memory_order_relaxed) &&
-                                  g_mag_pressure.exchange(false, std::memory_order_relaxed)));
-  const bool refill = !lite && now >= g_refill_backoff_until.load(std::memory_order_relaxed) && !pressure &&
-                      !pool::refill_backed_off();
+  const bool pressure = !lite && (over_budget() || take_magazine_pressure());
+  const bool refill = !lite && !pressure && refill_allowed(now);
   // A barrier (until it completes) and the budget reclaim elapsed blocks in the pass instead of
   // handing them over: nothing new reaches a ready list or a cursor while a barrier runs.
   const bool direct = bar_active || pressure;
@@ -1313,15 +1099,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
   }
 
   // 4. Return spare pages (free() blocks are reclaimed by the caller, after the unlock).
-  for (Block* b = lite ? nullptr : g_spare.exchange(nullptr, std::memory_order_acquire); b;) {
-    Block* next = b->next;
-    push(&spare_pages, b);
-    b = next;
-  }
-  while (Block* b = spare_pages) {
-    spare_pages = b->next;
-    bulkrcu_free_page(b);
-  }
+  free_spare_pages(spare_pages, !lite);
   if (timer) m.next_timer_ns = now + config().drain_ns;
   if (!lite) refill_reserve();  // independent of the cache back-off and of the budget
   g_last_pass_ns.store(now_ns(), std::memory_order_relaxed);
@@ -1512,53 +1290,6 @@ void barrier() noexcept {
   gp::wait_for_cookie(gp::get_state(), false);
 }
 
-namespace {
-// The pool's release hook (bulkrcu_page_pool_shrink, memory pressure): every CPU's cached pages
-// and the spare list straight back to the zone, and each emergency-reserve page moved to the
-// zone's fullest chunk (a new page first, swapped in, then the old one freed: the reserve
-// never looks empty to a retire inside a reader; when no page comes, the old one stays), so
-// that neither pins an otherwise free chunk.
-void release_pages() noexcept {
-  Krc* base = g_krcs.load(std::memory_order_acquire);
-  Block* pages = g_spare.exchange(nullptr, std::memory_order_acquire);
-  const int n = base ? nr_slots() : 0;
-  constexpr int kGroup = 256;  // slots locked at once, so one broadcast fence covers them
-  for (int group = 0; group < n; group += kGroup) {
-    const int end = group + kGroup < n ? group + kGroup : n;
-    for (int i = group; i < end; ++i) base[i].lock.lock();
-    bulkrcu::detail::subtle::fence_remote_all();
-    for (int i = group; i < end; ++i) {
-      Krc& k = base[i];
-      while (Block* b = k.cache) {
-        tsan_acquire(b);  // pushed by an owner's rseq_push
-        k.cache = b->next;
-        push(&pages, b);
-      }
-      k.lock.unlock();
-    }
-  }
-  while (Block* b = pages) {
-    pages = b->next;
-    pool::free_pages(b, 0);
-  }
-  for (auto& r : g_reserve) {
-    if (!r.load(std::memory_order_relaxed)) continue;
-    void* fresh = pool::alloc_pages(0, /*may_grow=*/false);
-    if (!fresh) break;
-    if (Block* old = r.exchange(static_cast<Block*>(fresh), std::memory_order_acq_rel))
-      pool::free_pages(old, 0);
-  }
-}
-__attribute__((constructor(103))) void register_release_hook() { pool::set_release_hook(release_pages); }
-}  // namespace
-
-void memory_pressure() noexcept {
-  g_mag_pressure.store(true, std::memory_order_relaxed);  // the next pass takes every magazine
-  g_refill_backoff_until.store(now_ns() + 1000000000ull, std::memory_order_relaxed);
-  pool::on_memory_pressure();  // drains the pool's lists, runs release_pages, shrinks the zone
-  kick_monitor();
-}
-
 bool thread_has_cursor() noexcept {
   bulkrcu__reader* r = bulkrcu__tls_reader;
   return r != nullptr && gp::thread_word(r)->load(std::memory_order_relaxed) != nullptr;
@@ -1616,12 +1347,6 @@ void fill_stats(bulkrcu_stats* s) noexcept {
   s->kv_throttles = ld(c.throttles);
   s->kv_pending_unsized = ld(c.pending_objs);
   s->kv_budget_objects = config().max_pending_objects;
-}
-
-int reserve_pages() noexcept {
-  int n = 0;
-  for (auto& r : g_reserve) n += r.load(std::memory_order_relaxed) != nullptr;
-  return n;
 }
 
 // ---- block operations for the magazines (magazine.cpp) ----------------------------------------
