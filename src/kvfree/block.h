@@ -8,7 +8,7 @@
 //   closed  [nobody appends: cap was set to 0 (sealed) or nr == cap (full)] (kOpen)
 //       chained behind front[ch] through `next`, or on the magazines' closed list. A try-lock
 //       mode closer records `cookie` under the slot's lock and sets kWaiting; an rseq closer
-//       records nothing (kvfree.cpp says why)
+//       records nothing (retire.cpp says why)
 //   waiting [whoever holds the monitor's mutex] (kWaiting) in a batch of the monitor until
 //       poll_state(cookie); `cookie` covers every pointer of the block
 //   ready   [a Krc's `incoming` list (lock-free; any thread takes the whole list) or `ready`
@@ -19,7 +19,7 @@
 //       ptrs[0, done) are still to be freed, from the top; the runtime thread may steal it
 //       (exchange the word, then wait a grace period) and hand it back to its CPU
 //   reclaim [whoever took it off the last list] (kReclaim: out of ready_objs) its deleter
-//       runs over ptrs[0, done) (kvfree.cpp), then the page is recycled (pages.cpp)
+//       runs over ptrs[0, done) (reclaim.cpp), then the page is recycled (pages.cpp)
 //
 // Invariants: 0 <= done <= nr <= capacity; while active nr only grows; cap == 0 means sealed
 // (and, for a block in a monitor's batch of stolen cursors, cap is that list's link:

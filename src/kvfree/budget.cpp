@@ -27,7 +27,7 @@ void charge_page(Block* b) noexcept {
 
 void charge_objects(Block* b, bool may_size) noexcept {
   // Two closers may both seal a block (S1 checks only the front): the first to set kCharged
-  // charges. Every cookie of the block is taken after that (kvfree.cpp).
+  // charges. Every cookie of the block is taken after that (retire.cpp).
   const std::uint32_t size = __atomic_fetch_or(&b->obj_size, kCharged, __ATOMIC_ACQ_REL);
   if (size & kCharged) return;
   const std::uint64_t n = b->nr;

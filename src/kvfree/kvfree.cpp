@@ -1,36 +1,7 @@
-// bulkrcu/src/kvfree/kvfree.cpp: per-CPU bulk blocks, the monitor, reclaim (the budget is in
-// budget.{h,cpp}, page sources and sinks in pages.{h,cpp}).
-//
-// Synchronization protocol between a CPU's retiring threads and the runtime thread (monitor):
-// owners only run rseq sequences on their own CPU's Krc (or, in the kLock mode, hold its
-// try-lock); the monitor changes a Krc only under its lock after fence_remote (percpu.h).
-//
-// Closing a block (the slow path, rseq mode):
-//   S1 seal:    if front[ch] == old: old->cap = 0        (no append can commit after this)
-//   S3 install: nb->next = old;   if front[ch] == old: front[ch] = nb
-// Each step is one rseq sequence whose check binds it to the CPU that owns `old`; if the front
-// changed (another closer won, or the monitor detached `old`), the step does nothing and the
-// closer starts over. The slow path never dereferences a block it does not own outside a
-// sequence (S1's charge aside, see below).
-//
-// The block's cookie is taken by the monitor when it detaches the block from the chain behind
-// the front (after S3, so after every append), never by an rseq closer. A closer's cookie
-// (the S2 step this protocol used to have: c = get_state(); if front[ch] == old:
-// old->cookie = c) is not safe: the steps compare addresses, and a closer preempted between
-// S1 and S2 may find `old` closed by another thread, reclaimed and reused as the new front of
-// the same channel; its S2 then gave that block a cookie older than its later appends (an
-// early free by one grace period). Installing on top of such a block (a late S3) is harmless:
-// it is closed by that install, and charged by the monitor if nobody sealed it. In the
-// try-lock mode the closer holds the slot's lock from seal to install, and takes the cookie.
-//
-// Reclaim. When a block's cookie has elapsed, the monitor sets done = nr and pushes the block
-// onto its CPU's ready list if that CPU retired recently (its threads' allocator caches are
-// warm); otherwise, under memory pressure and for barriers, it frees the block itself. A
-// retiring thread pops a whole ready block as its reclaim cursor (kept in its reader-slot
-// word) and every kHelpEvery-th retire frees the next kHelpBatch pointers of it with plain
-// loads and stores, inside a read-side critical section. The monitor takes cursors back on
-// timer, barrier and pressure passes by exchanging the word with nullptr; it touches such a
-// block only after a grace period, when a help in flight on it has ended.
+// bulkrcu/src/kvfree/kvfree.cpp: the monitor (passes, batches, pacing, the barrier's stages),
+// the layer's set-up, fork child and statistics. The other protocols live in their own files
+// (docs/KVFREE.md, "Where each protocol lives"): block.h, retire.{h,cpp}, reclaim.{h,cpp},
+// budget.{h,cpp}, pages.{h,cpp}, magazine.{h,cpp}; the monitor's protocol is in monitor.h.
 #include "kvfree/kvfree.h"
 
 #include <errno.h>
@@ -49,6 +20,8 @@
 #include "kvfree/magazine.h"
 #include "kvfree/monitor.h"
 #include "kvfree/pages.h"
+#include "kvfree/reclaim.h"
+#include "kvfree/retire.h"
 #include "kvfree/stats.h"
 #include "pool/pool.h"
 
@@ -72,14 +45,6 @@ void init_sizes() noexcept {
 
 namespace {
 
-// Pointers a helping thread frees at a time: glibc's tcache holds 7 chunks per size class, so
-// 7 frees per 7 retires cycle through it without touching the arena (measured: 8 or 14 at a
-// time spill into fastbins, and the arena-locked malloc slow path then dominates).
-#ifdef BULKRCU_TESTING
-constexpr long kHelpBatch = 3;  // less than a test block (4): cursors are left partly freed
-#else
-constexpr long kHelpBatch = 7;
-#endif
 // Grace periods for kvfree are at least this far apart (unless a barrier, the budget or
 // memory pressure asks): one grace period then covers every block closed meanwhile.
 // DESIGN.md 5a measured 0.25-1 ms as the range where one covers 100-280 blocks.
@@ -98,24 +63,10 @@ constexpr std::uint64_t kDriveEveryNs = 100000;
 #endif
 constexpr std::uint64_t kBacklogWindowNs = 2 * kGpPaceNs;
 
-// Pointers freed by retiring threads, counted once per block when it leaves the ready state
-// (not per claim: an atomic add per claim cost about 1 ns per retired object).
-// Also ends the block's share of its home CPU's backlog count.
-void count_helped(Block* b) noexcept {
-  g_counters.helped.fetch_add(b->nr - b->done, std::memory_order_relaxed);
-  if (b->state == BlockState::kReady) {
-    b->state = BlockState::kReclaim;
-    g_krcs.load(std::memory_order_relaxed)[b->home].ready_objs.fetch_sub(b->nr, std::memory_order_relaxed);
-  }
-}
-
-std::atomic<std::uint32_t> g_kick{0};          // a closer filled a block: flood, pass now
-std::atomic<std::uint64_t> g_barrier_req{0};   // kvfree barriers requested
-std::atomic<std::uint64_t> g_barrier_done{0};  // completed through this request number
-std::atomic<std::uint32_t> g_progress{0};      // futex: bumped after every monitor pass
+std::atomic<std::uint32_t> g_kick{0};         // a closer filled a block: flood, pass now
+std::atomic<std::uint64_t> g_barrier_req{0};  // kvfree barriers requested
+std::atomic<std::uint32_t> g_progress{0};     // futex: bumped after every monitor pass
 std::atomic<std::uint32_t> g_progress_waiters{0};
-
-__thread bool t_in_help __attribute__((tls_model("initial-exec"))) = false;
 
 __attribute__((constructor(104))) void kvfree_init() {
   init_sizes();
@@ -123,196 +74,9 @@ __attribute__((constructor(104))) void kvfree_init() {
   init_monitor();
 }
 
-// The free() channel's deleter: a pointer in an object cache's slab (kvfree_rcu of a cache
-// object, as kfree_rcu in the kernel) goes back to its cache, anything else to free().
-// cache::owns is two table loads (docs/CACHE.md measures it).
-inline void free_ptr(void* p) noexcept {
-  if (BULKRCU_UNLIKELY(cache::owns(p)))
-    cache::free_retired(p);
-  else
-    free(p);
-}
-
-// Runs the deleter over n pointers, prefetching ahead (the objects are cold by now).
-void reclaim_ptrs(Deleter fn, void* const* ptrs, std::size_t n) noexcept {
-  BULKRCU_TRACE(reclaim, n, fn);
-  constexpr std::size_t kAhead = 16;
-  for (std::size_t i = 0; i < n && i < kAhead; ++i) __builtin_prefetch(ptrs[i]);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (i + kAhead < n) __builtin_prefetch(ptrs[i + kAhead]);
-    if (fn)
-      fn(ptrs[i]);
-    else
-      free_ptr(ptrs[i]);
-  }
-}
-
-// ---- per-CPU operations, one function per protocol step, in both modes --------------------
-// In kLock mode every step runs under the try-lock of sched_getcpu()'s slot (or of the next
-// free slot); `k` is that slot. The rseq versions bind to the CPU inside the sequence.
-
-constexpr std::size_t kReadyOff = offsetof(Krc, ready);
-constexpr std::size_t kNextOff = offsetof(Block, next);
-
 bool drive(std::uint64_t now) noexcept;
 bool retirers_driving(std::uint64_t now) noexcept;
 std::atomic<std::uint64_t> g_pace_due_ns{0};  // the monitor's last grace-period request + pace
-
-// The last resort of a user deleter that found no page: the deleter must not run on the
-// retiring thread, so a node on this thread's stack carries it to the runtime thread
-// (run_deleters), which runs it after the grace period this thread waited for; this thread
-// waits until it has run (its stack frame holds the node). No memory needed.
-struct SyncNode {
-  Deleter fn;
-  void* ptr;
-  SyncNode* next;
-  std::atomic<std::uint32_t> done;
-};
-std::atomic<SyncNode*> g_sync_nodes{nullptr};
-std::atomic<bool> g_quiesced{false};  // exit(): no user deleter starts any more
-
-// The last resort of a headless retire outside any reader: wait, then free inline (free()),
-// or hand the deleter to the runtime thread.
-void synchronize_and_free(Deleter fn, void* ptr) noexcept {
-  g_counters.fb_sync.fetch_add(1, std::memory_order_relaxed);
-  BULKRCU_TRACE(fallback_synchronize, ptr);
-  g_counters.fallback_objects.fetch_add(1, std::memory_order_relaxed);
-  gp::wait_for_cookie(gp::get_state(), false);
-  if (!fn) {
-    free_ptr(ptr);
-    return;
-  }
-  if (on_bulkrcu_thread()) {  // bulkrcu's own thread: it may run user deleters itself
-    UserCode user(Section::kReader);
-    fn(ptr);
-    return;
-  }
-  if (g_quiesced.load(std::memory_order_acquire)) return;  // exit(): left to the OS
-  SyncNode node{fn, ptr, nullptr, {0}};
-  SyncNode* head = g_sync_nodes.load(std::memory_order_relaxed);
-  do {
-    node.next = head;
-  } while (
-      !g_sync_nodes.compare_exchange_weak(head, &node, std::memory_order_release, std::memory_order_relaxed));
-  doorbell_ring();
-  while (node.done.load(std::memory_order_acquire) == 0)
-    bulkrcu::detail::subtle::futex_wait(&node.done, 0, 10000000);
-}
-
-enum class Step { kDone, kRetry, kNoPage };
-
-#if BULKRCU_HAVE_RSEQ_ASM
-// One attempt of the rseq slow path: S1..S3 of the protocol at the top of this file.
-Step close_and_install_rseq(Deleter fn, void* ptr, unsigned flags, bool in_reader,
-                            std::size_t size) noexcept {
-  Krc* base = krcs();
-  const std::size_t ch = channel_of(fn);
-  const std::size_t off = front_off(ch);
-  const int cpu = current_cpu();
-  // Only the pointer value is used: it is never dereferenced outside a sequence.
-  Block* old = __atomic_load_n(&base[cpu].front[ch], __ATOMIC_RELAXED);
-  bool reserve_page = false;
-  void* page = get_page(flags, in_reader, &reserve_page);
-  if (!page) return Step::kNoPage;
-  Block* nb = init_block(page, fn, static_cast<std::uint64_t>(cpu), size);
-  nb->ptrs[0] = ptr;
-  nb->nr = 1;
-  nb->next = old;
-  charge_page(nb);
-  // The sequences below publish nb with plain stores TSan cannot see; the monitor acquires.
-  tsan_release(&g_krcs);
-  auto undo = [&] {
-    nb->nr = 0;
-    if (reserve_page) {
-      if (nb->est_bytes) credit(nb);
-      if (return_reserve(nb)) return Step::kRetry;
-    }
-    if (flags & kNoWait)
-      recycle_page_nowait(nb);  // never the pool's zone lock on a non-blocking path
-    else
-      recycle_page(nb);
-    return Step::kRetry;
-  };
-  const auto u = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p); };
-  if (old) {
-    // Inside a read-side critical section from before the seal: whoever detaches `old` takes
-    // its cookie after the seal, so it is not reclaimed while its objects are sized below.
-    bulkrcu__read_lock_inline();
-    if (bulkrcu::detail::subtle::rseq_if_eq_store(base, sizeof(Krc), off, u(old),
-                                                  reinterpret_cast<std::uintptr_t*>(&old->cap), 0) != 1) {
-      bulkrcu__read_unlock_inline();
-      return undo();  // S1
-    }
-    // `old` was installed (and filled) by rseq sequences of other threads on this CPU, which
-    // released before publishing it (above); the seal makes them happen-before the sizing.
-    tsan_acquire(&g_krcs);
-    charge_objects(old, (flags & kNoSyscall) == 0);  // we sealed it: nr is final
-    bulkrcu__read_unlock_inline();
-  }
-  if (bulkrcu::detail::subtle::rseq_cmpxchg_slot(base, sizeof(Krc), off, u(old), u(nb)) != 1)
-    return undo();  // S3
-  // 0: closed by a retiring thread (rseq). Not old->nr: old is the monitor's after S3.
-  if (old) BULKRCU_TRACE(block_close, cpu, 0);
-  if (old)
-    kick_monitor(flags);  // this CPU now holds a closed block: flood detection
-  else
-    arm_timer(flags);
-  return Step::kDone;
-}
-#endif
-
-// One attempt in kLock mode: everything under the slot's try-lock.
-Step store_or_install_locked(Deleter fn, void* ptr, unsigned flags, bool in_reader, std::size_t size,
-                             long* nr_out) noexcept {
-  const std::size_t ch = channel_of(fn);
-  Step step = Step::kRetry;
-  bool closed = false;
-  bool locked = with_locked_slot([&](Krc& k, int idx) {
-    Block* old = k.front[ch];
-    if (old && old->fn == fn && old->nr < old->cap) {
-      old->ptrs[old->nr] = ptr;
-      __atomic_store_n(&old->nr, old->nr + 1, __ATOMIC_RELAXED);  // the monitor peeks at it
-      *nr_out = static_cast<long>(old->nr);
-      step = Step::kDone;
-      return;
-    }
-    Block* b = k.cache;
-    void* page = nullptr;
-    if (b) {
-      k.cache = b->next;
-      g_counters.cache_hits.fetch_add(1, std::memory_order_relaxed);
-      page = b;
-    } else {
-      page = get_page(flags, in_reader);  // the cache pop inside finds other slots or nothing
-    }
-    if (!page) {
-      step = Step::kNoPage;
-      return;
-    }
-    Block* nb = init_block(page, fn, static_cast<std::uint64_t>(idx), size);
-    nb->ptrs[0] = ptr;
-    nb->nr = 1;
-    charge_page(nb);
-    if (old) {
-      old->cap = 0;
-      charge_objects(old, (flags & kNoSyscall) == 0);  // under the lock: we sealed it
-      old->cookie = gp::get_state();                   // under the lock: no append can follow it
-      old->state = BlockState::kWaiting;
-      closed = true;
-      BULKRCU_TRACE(block_close, idx, 1);  // 1: by a retiring thread (try-lock mode)
-    }
-    nb->next = old;
-    __atomic_store_n(&k.front[ch], nb, __ATOMIC_RELEASE);  // the monitor reads it without the lock
-    *nr_out = 1;
-    step = Step::kDone;
-  });
-  if (!locked) return Step::kRetry;
-  if (closed)
-    kick_monitor(flags);
-  else if (step == Step::kDone && *nr_out == 1)
-    arm_timer(flags);
-  return step;
-}
 
 void push_incoming(Krc& k, Block* first, Block* last) noexcept {
   Block* head = k.incoming.load(std::memory_order_relaxed);
@@ -322,234 +86,7 @@ void push_incoming(Krc& k, Block* first, Block* last) noexcept {
       !k.incoming.compare_exchange_weak(head, first, std::memory_order_release, std::memory_order_relaxed));
 }
 
-void spin_a_little(int attempt) noexcept {
-  if (attempt < 64)
-    cpu_relax();
-  else
-    sched_yield();
-}
-
 }  // namespace
-
-bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexcept {
-  const bool in_reader = gp::reader_nesting() != 0;
-  const bool nowait = (flags & kNoWait) != 0;
-  ensure_sizes();
-  if (over_budget()) {
-    if (nowait) {
-      g_counters.budget_hits.fetch_add(1, std::memory_order_relaxed);
-      g_counters.nowait_refused.fetch_add(1, std::memory_order_relaxed);
-      return false;
-    }
-    g_counters.budget_hits.fetch_add(1, std::memory_order_relaxed);
-    // Never on bulkrcu's threads or in a deleter or callback: they would wait for passes only
-    // the runtime thread makes (a deleter runs inside a reader anyway).
-    if (!in_reader && (flags & kMayBlock) && !on_bulkrcu_thread() && !in_user_code()) throttle();
-  }
-  // This thread's magazine (magazine.h): a new block when the old one is full, once per block.
-  if (const long r = mag::retire_slow(fn, ptr, flags, size); r > 0) {
-    if ((flags & kHelp) && r % kHelpEvery == 0) help(flags);
-    return true;
-  }
-  for (int attempt = 0;; ++attempt) {
-    Step step;
-#if BULKRCU_HAVE_RSEQ_ASM
-    if (mode() == PercpuMode::kRseq) {
-      // The sequence publishes with plain stores TSan cannot see; the monitor acquires g_krcs.
-      // (Under TSan every retire comes here: bulkrcu__kv_try declines.)
-      tsan_release(&g_krcs);
-      long r = bulkrcu__kv_store(krcs(), front_off(channel_of(fn)), fn, ptr);
-      if (r > 0) {
-        if ((flags & kHelp) && r % kHelpEvery == 0) help(flags);
-        return true;
-      }
-      if (r < 0) {  // the monitor holds this CPU's slot for a few microseconds
-        if (nowait) {
-          g_counters.nowait_refused.fetch_add(1, std::memory_order_relaxed);
-          return false;
-        }
-        spin_a_little(attempt);
-        continue;
-      }
-      step = close_and_install_rseq(fn, ptr, flags, in_reader, size);
-    } else
-#endif
-    {
-      long nr = 0;
-      step = store_or_install_locked(fn, ptr, flags, in_reader, size, &nr);
-      if (step == Step::kDone) {
-        if ((flags & kHelp) && nr % kHelpEvery == 0) help(flags);
-        return true;
-      }
-      if (step == Step::kRetry) {
-        if (nowait) {
-          g_counters.nowait_refused.fetch_add(1, std::memory_order_relaxed);
-          return false;
-        }
-        spin_a_little(attempt);
-        continue;
-      }
-    }
-    if (step == Step::kDone) return true;
-    if (step == Step::kRetry) continue;
-    // kNoPage: every page source failed.
-    if (nowait) {
-      g_counters.nowait_refused.fetch_add(1, std::memory_order_relaxed);
-      return false;
-    }
-    if (in_reader)
-      fatal(
-          "out of memory inside a read-side critical section: no page for a kvfree block and the "
-          "emergency reserve is exhausted (retire outside the reader, or free memory)");
-    synchronize_and_free(fn, ptr);
-    return true;
-  }
-}
-
-namespace {
-// This thread's reclaim cursor: a whole ready block, popped from this CPU's ready list and
-// kept in the thread's reader-slot word (gp::thread_word). Each help frees the next kHelpBatch
-// of its pointers with plain loads and stores, inside a read-side critical section. The
-// monitor may steal the cursor at any time (an exchange of the word with nullptr); it then
-// waits a grace period before it touches the block, so a help in flight on the block has ended
-// and its `done` is final. Whoever exchanges the word from the block to nullptr owns the block:
-// the thread when it empties it, the monitor when it steals it.
-
-// Takes slot k's whole hand-over list (one exchange; lock-free and open to any thread). The
-// blocks stay chained through `next`: the cursor moves along the chain. (Taking one block and
-// pushing the rest back walked up to ~60 cold block headers per cursor: 2% of kfree-scale.)
-Block* take_incoming(Krc& k) noexcept {
-  if (!k.incoming.load(std::memory_order_relaxed)) return nullptr;
-  return k.incoming.exchange(nullptr, std::memory_order_acquire);
-}
-
-// A block for this thread's cursor: this CPU's ready list (the monitor's locked passes fill
-// it), else this CPU's hand-over list, else another CPU's. What keeps glibc's tcache balanced
-// is that a thread frees as many pointers as it retires, whichever CPU filled them: threads
-// migrate, and a CPU whose thread moved away for a while has a backlog while the thread's new
-// CPU has none (measured: one thread ran dry for milliseconds while the other CPU held 10-30k
-// elapsed pointers). Hand-over lists are taken one block at a time so that this stays possible.
-Block* pop_ready(Krc* base) noexcept {
-  Block* b = nullptr;
-#if BULKRCU_HAVE_RSEQ_ASM
-  if (mode() == PercpuMode::kRseq) {
-    void* p = bulkrcu::detail::subtle::rseq_pop<kReadyOff, kNextOff>(base, sizeof(Krc));
-    if (p != nullptr && p != bulkrcu::detail::subtle::kSlotLocked) {
-      tsan_acquire(&g_krcs);  // released by the monitor when it filled the ready list
-      b = static_cast<Block*>(p);
-    }
-  } else
-#endif
-  {
-    with_locked_slot([&](Krc& kr, int) {
-      b = kr.ready;
-      if (b) __atomic_store_n(&kr.ready, b->next, __ATOMIC_RELAXED);  // others peek at it
-    });
-  }
-  if (b) {
-    b->next = nullptr;  // a chain of one
-    return b;
-  }
-  const int n = nr_slots();
-  const int self = current_cpu();
-  for (int d = 0; d < n; ++d)
-    if ((b = take_incoming(base[(self + d) % n]))) return b;
-  return nullptr;
-}
-
-// The thread's cursor block is empty: move the word to the next block of the chain and recycle
-// this one, unless the monitor took the chain meanwhile (it then owns every block of it and
-// relinks them only after a grace period, so reading b->next here races with nothing).
-void finish_cursor(std::atomic<void*>* word, Block* b, unsigned flags) noexcept {
-  void* expected = b;
-  if (!word->compare_exchange_strong(expected, b->next, std::memory_order_acq_rel, std::memory_order_relaxed))
-    return;  // stolen: the monitor recycles it after a grace period
-  count_helped(b);
-  if (flags & kMayBlock)
-    recycle_page(b);
-  else
-    recycle_page_nowait(b);
-}
-
-// Frees up to kHelpBatch pointers of the cursor block (taking a new one when there is none).
-// Returns how many; *home is the cursor's home CPU. Inside a read-side critical section.
-long help_step(Krc* base, std::atomic<void*>* word, unsigned flags, std::uint64_t* home) noexcept {
-  Block* b = static_cast<Block*>(word->load(std::memory_order_acquire));
-  if (!b) {
-    b = pop_ready(base);
-    if (!b) return 0;
-    word->store(b, std::memory_order_release);
-  }
-  *home = b->home;
-  const std::uint64_t d = __atomic_load_n(&b->done, __ATOMIC_RELAXED);
-  if (d == 0) {  // only a block the monitor handed back after stealing it empty
-    finish_cursor(word, b, flags);
-    return 0;
-  }
-  const std::uint64_t k = d < static_cast<std::uint64_t>(kHelpBatch) ? d : kHelpBatch;
-  const std::uint64_t rest = d - k;
-  void* buf[kHelpBatch];
-  for (std::uint64_t i = 0; i < k; ++i) buf[i] = b->ptrs[rest + i];
-  // The objects of the help after next: their chunk headers are cold by now (retired about a
-  // grace period ago), and free() reads them first. (The next help's were prefetched by the
-  // previous one.)
-  for (std::uint64_t i = rest > 2 * kHelpBatch ? rest - 2 * kHelpBatch : 0; i + kHelpBatch < rest; ++i)
-    __builtin_prefetch(b->ptrs[i]);
-  // And the pointer array itself, eight helps ahead (the block was written a grace period ago).
-  if (rest > 8 * kHelpBatch) __builtin_prefetch(&b->ptrs[rest - 8 * kHelpBatch]);
-  // Cursors hold free() blocks only: a user deleter never runs on a retiring thread.
-  __atomic_store_n(&b->done, static_cast<std::uint32_t>(rest), __ATOMIC_RELAXED);
-  BULKRCU_TRACE(reclaim_help, k, b->home);
-  for (std::uint64_t i = 0; i < k; ++i) free_ptr(buf[i]);
-  if (rest == 0) finish_cursor(word, b, flags);
-  return static_cast<long>(k);
-}
-
-}  // namespace
-
-void help(unsigned flags) noexcept {
-  if (t_in_help) return;
-  Krc* base = g_krcs.load(std::memory_order_acquire);
-  if (!base) return;
-  t_in_help = true;
-  bulkrcu__read_lock_inline();  // the monitor steals cursors and waits for these with a grace period
-  std::atomic<void*>* word = gp::thread_word(bulkrcu__tls_reader);
-  std::uint64_t home = 0;
-  // Backlog control (Krc::ready_objs): a second batch while the cursor's CPU is behind.
-  const long got = help_step(base, word, flags, &home);
-  if (got == kHelpBatch) {
-    const Krc& k = base[home];
-    if (k.ready_objs.load(std::memory_order_relaxed) > k.behind_limit.load(std::memory_order_relaxed))
-      help_step(base, word, flags, &home);
-  }
-  bulkrcu__read_unlock_inline();
-  // Nothing was ready: if the runtime thread is late, do its hand-over here (outside the
-  // section above: the lite pass may run a grace period).
-  if (got == 0) {
-    g_counters.helps_dry.fetch_add(1, std::memory_order_relaxed);
-    if (flags & kMayBlock) drive_if_late();
-  }
-  t_in_help = false;
-}
-
-void kfree_head(void* ptr, bulkrcu_head* head) noexcept {
-  if (!ptr) return;
-  const std::uintptr_t offset =
-      reinterpret_cast<std::uintptr_t>(head) - reinterpret_cast<std::uintptr_t>(ptr);
-  // The fallback writes the head: it must lie wholly inside the object, aligned.
-  // (malloc_usable_size only for malloc's objects: an object cache's pointer is not one.)
-  if (BULKRCU_UNLIKELY(offset >= cb::kMaxHeadOffset || offset % alignof(bulkrcu_head) != 0 ||
-                       (!cache::owns(ptr) && offset + sizeof(bulkrcu_head) > malloc_usable_size(ptr))))
-    fatal(
-        "bulkrcu_kfree_head(): the head must lie inside the object (offset + sizeof(head) <= "
-        "malloc_usable_size(ptr)), pointer-aligned, within its first 4096 bytes");
-  if (BULKRCU_LIKELY(retire(nullptr, ptr, kNoWait | kHelp))) return;
-  // No page without waiting: link the object through its own head (never blocks).
-  g_counters.fb_head.fetch_add(1, std::memory_order_relaxed);
-  BULKRCU_TRACE(fallback_head, ptr);
-  g_counters.fallback_objects.fetch_add(1, std::memory_order_relaxed);
-  cb::call_free_head(head, offset);
-}
 
 // ---- the monitor (runtime thread only) ------------------------------------------------------
 namespace {
@@ -580,9 +117,6 @@ struct Batch {
   Block* chains;
 };
 constexpr unsigned kBatches = 64;
-
-Block* chain_link(Block* head) noexcept { return reinterpret_cast<Block*>(head->cap); }
-void set_chain_link(Block* head, Block* next) noexcept { head->cap = reinterpret_cast<std::uintptr_t>(next); }
 
 // A kvfree barrier moves through these stages across passes (the runtime thread's; no pass
 // waits): kCollected: every front, chain, hand-over and ready list was taken (one locked
@@ -652,61 +186,6 @@ void add_batch(Monitor& m, unsigned long cookie, Block* blocks, Block* chains) n
     bt->chains = chains;
     chains = next;
   }
-}
-
-// Elapsed blocks of user deleters, for run_deleters (lock-free push; taken whole).
-std::atomic<Block*> g_deleter_ready{nullptr};
-std::atomic<std::uint32_t> g_deleter_runners{0};  // threads inside run_deleters (quiesce waits)
-// The highest barrier request whose blocks are all freed or queued on g_deleter_ready: the
-// next run_deleters publishes it as done.
-std::atomic<std::uint64_t> g_barrier_pending{0};
-
-void queue_deleter_block(Block* b) noexcept {
-  Block* head = g_deleter_ready.load(std::memory_order_relaxed);
-  do {
-    b->next = head;
-  } while (
-      !g_deleter_ready.compare_exchange_weak(head, b, std::memory_order_release, std::memory_order_relaxed));
-}
-
-void store_max(std::atomic<std::uint64_t>& a, std::uint64_t v) noexcept {
-  std::uint64_t cur = a.load(std::memory_order_relaxed);
-  while (cur < v && !a.compare_exchange_weak(cur, v, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-  }
-}
-
-// Frees every pointer still in a free() block on this thread, then the page; a user deleter's
-// block goes to run_deleters instead (never run here: this may be a retiring thread, or hold
-// g_driver_mutex).
-void reclaim_block(Block* b) noexcept {
-  count_helped(b);  // what retiring threads claimed from it before the monitor took it
-  if (b->fn) {
-    queue_deleter_block(b);
-    return;
-  }
-  reclaim_ptrs(nullptr, b->ptrs, b->done);
-  g_counters.monitor_freed.fetch_add(b->done, std::memory_order_relaxed);
-  b->done = 0;
-  if (b->est_bytes) credit(b);
-  bulkrcu_free_page(b);
-}
-
-void reclaim_list(Block* list) noexcept {
-  while (list) {
-    Block* next = list->next;
-    reclaim_block(list);
-    list = next;
-  }
-}
-
-bool cursors_pending() noexcept {
-  bool any = false;
-  gp::for_each_thread_word(
-      [](std::atomic<void*>& word, void* arg) {
-        if (word.load(std::memory_order_relaxed)) *static_cast<bool*>(arg) = true;
-      },
-      &any);
-  return any;
 }
 
 bool cpu_state_pending() noexcept {
@@ -1022,20 +501,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
   // period (a help in flight ends with its section) and then go back to their home CPU with
   // the pointers the thread had not freed yet.
   if (!lite && (timer || pressure || bar_steal)) {
-    Block* chains = nullptr;
-    gp::for_each_thread_word(
-        [](std::atomic<void*>& word, void* arg) {
-          if (!word.load(std::memory_order_relaxed)) return;
-          if (void* p = word.exchange(nullptr, std::memory_order_acq_rel)) {
-            Block* b = static_cast<Block*>(p);
-            Block** list = static_cast<Block**>(arg);
-            set_chain_link(b, *list);
-            *list = b;
-            g_counters.cursors_stolen.fetch_add(1, std::memory_order_relaxed);
-          }
-        },
-        &chains);
-    if (chains) add_batch(m, gp::get_state(), nullptr, chains);
+    if (Block* chains = steal_cursors()) add_batch(m, gp::get_state(), nullptr, chains);
   }
 
   // 3. Cookies for detached blocks (every block an rseq closer closed: it takes none); the rest
@@ -1111,7 +577,7 @@ PassResult monitor_pass_locked(bool lite) noexcept {
 // to run_deleters (which publishes it once the user deleters queued before it have run).
 void finish_pass(const PassResult& r) noexcept {
   reclaim_list(r.reclaim);
-  if (r.barrier_done) store_max(g_barrier_pending, r.barrier_done);
+  if (r.barrier_done) barrier_reclaimed(r.barrier_done);
   publish_progress();
 }
 }  // namespace
@@ -1123,75 +589,6 @@ void monitor_pass() noexcept {
     r = monitor_pass_locked(false);
   }
   finish_pass(r);
-}
-
-bool deleters_pending() noexcept {
-  return g_deleter_ready.load(std::memory_order_relaxed) != nullptr ||
-         g_sync_nodes.load(std::memory_order_relaxed) != nullptr ||
-         g_barrier_pending.load(std::memory_order_relaxed) > g_barrier_done.load(std::memory_order_relaxed);
-}
-
-std::size_t run_deleters() noexcept {
-  // Loaded first: every block of that barrier was queued before it was stored.
-  const std::uint64_t bar = g_barrier_pending.load(std::memory_order_acquire);
-  std::size_t ran = 0;
-  if (g_deleter_ready.load(std::memory_order_relaxed) || g_sync_nodes.load(std::memory_order_relaxed)) {
-    // exit(): registered before the first user deleter runs, so it runs before the destructors
-    // of every static object constructed before then (atexit runs in reverse order).
-    static std::atomic<bool> s_at_exit{false};
-    if (!s_at_exit.exchange(true, std::memory_order_relaxed)) atexit([] { quiesce(); });
-    g_deleter_runners.fetch_add(1, std::memory_order_seq_cst);  // quiesce's Dekker pair
-    if (!g_quiesced.load(std::memory_order_seq_cst)) {
-      // One section from before the lists are taken until their last deleter has returned: a
-      // kvfree barrier's closing grace period waits for deleters in flight on any thread.
-      UserCode user(Section::kReader);
-      for (SyncNode* node = g_sync_nodes.exchange(nullptr, std::memory_order_acquire); node;) {
-        SyncNode* next = node->next;  // read first: the node lives on its waiting thread's stack
-        node->fn(node->ptr);
-        ++ran;
-        node->done.store(1, std::memory_order_release);
-        bulkrcu::detail::subtle::futex_wake(&node->done, 1);
-        node = next;
-      }
-      for (Block* b = g_deleter_ready.exchange(nullptr, std::memory_order_acquire); b;) {
-        Block* next = b->next;
-        std::uint64_t i = 0;
-        for (; i < b->done && !g_quiesced.load(std::memory_order_relaxed); ++i) {
-          if (i + 16 < b->done) __builtin_prefetch(b->ptrs[i + 16]);
-          b->fn(b->ptrs[i]);
-        }
-        ran += i;
-        g_counters.monitor_freed.fetch_add(i, std::memory_order_relaxed);
-        if (i < b->done) break;  // exit(): the rest is left to the OS
-        b->done = 0;
-        if (b->est_bytes) credit(b);
-        bulkrcu_free_page(b);
-        b = next;
-      }
-    } else {
-      // exit(): no deleter starts any more, but a thread that handed one over before it saw
-      // the flag must not wait for it forever (the object is left to the OS).
-      for (SyncNode* node = g_sync_nodes.exchange(nullptr, std::memory_order_acquire); node;) {
-        SyncNode* next = node->next;
-        node->done.store(1, std::memory_order_release);
-        bulkrcu::detail::subtle::futex_wake(&node->done, 1);
-        node = next;
-      }
-    }
-    g_deleter_runners.fetch_sub(1, std::memory_order_release);
-  }
-  if (bar > g_barrier_done.load(std::memory_order_relaxed)) {
-    store_max(g_barrier_done, bar);
-    publish_progress();
-  }
-  return ran;
-}
-
-void quiesce() noexcept {
-  g_quiesced.store(true, std::memory_order_seq_cst);
-  if (in_user_code()) return;  // exit() from a deleter or callback: do not wait for ourselves
-  // Deleters in flight end on their own; bounded, in case one waits for this thread.
-  for (int i = 0; i < 10000 && g_deleter_runners.load(std::memory_order_seq_cst) != 0; ++i) sleep_ns(100000);
 }
 
 namespace {
@@ -1281,28 +678,13 @@ void barrier() noexcept {
   doorbell_ring();
   for (;;) {
     std::uint32_t seen = g_progress.load(std::memory_order_acquire);
-    if (g_barrier_done.load(std::memory_order_acquire) >= target) break;
+    if (barriers_done() >= target) break;
     bulkrcu::detail::subtle::futex_wait(&g_progress, seen, 0);
   }
   g_progress_waiters.fetch_sub(1, std::memory_order_relaxed);
   // Claims in flight on retiring threads, and deleters in flight on any thread, run inside
   // read-side critical sections.
   gp::wait_for_cookie(gp::get_state(), false);
-}
-
-bool thread_has_cursor() noexcept {
-  bulkrcu__reader* r = bulkrcu__tls_reader;
-  return r != nullptr && gp::thread_word(r)->load(std::memory_order_relaxed) != nullptr;
-}
-
-void enable_fast_path(bool on) noexcept {
-#if BULKRCU_HAVE_RSEQ_ASM
-  void* base = nullptr;
-  if (on && mode() == PercpuMode::kRseq) base = krcs();
-  __atomic_store_n(&bulkrcu__kv_fast, base, __ATOMIC_RELEASE);
-#else
-  (void)on;
-#endif
 }
 
 void before_fork() noexcept { pthread_mutex_lock(&g_mon_mutex); }
@@ -1314,7 +696,7 @@ void after_fork_child() noexcept {
   if (Krc* base = g_krcs.load(std::memory_order_acquire))
     for (int i = 0; i < nr_slots(); ++i) base[i].lock.unlock();
   g_progress_waiters.store(0, std::memory_order_relaxed);
-  g_deleter_runners.store(0, std::memory_order_relaxed);
+  reclaim_after_fork_child();
   mag::after_fork_child();
 }
 
@@ -1349,39 +731,4 @@ void fill_stats(bulkrcu_stats* s) noexcept {
   s->kv_budget_objects = config().max_pending_objects;
 }
 
-// ---- block operations for the magazines (magazine.cpp) ----------------------------------------
-namespace support {
-Block* new_block(Deleter fn, void* first, unsigned flags, std::size_t size) noexcept {
-  ensure_sizes();
-  // Never the blocking sources: without a page the per-CPU path runs its fallbacks.
-  void* page = get_page(flags | kNoWait, gp::reader_nesting() != 0);
-  if (!page) return nullptr;
-  Block* b = init_block(page, fn, static_cast<std::uint64_t>(current_cpu()), size);
-  b->ptrs[0] = first;
-  b->nr = 1;
-  charge_page(b);
-  return b;
-}
-void close_full(Block* b, unsigned flags) noexcept {
-  b->home = static_cast<std::uint32_t>(current_cpu());
-  b->state = BlockState::kOpen;
-  charge_objects(b, (flags & kNoSyscall) == 0);
-}
-void charge_taken(Block* b) noexcept { charge_objects(b, true); }
-void recycle_empty(Block* b, unsigned flags) noexcept {
-  if (flags & kMayBlock)
-    recycle_page(b);
-  else
-    recycle_page_nowait(b);
-}
-void installed(unsigned flags) noexcept { arm_timer(flags); }
-void kick(unsigned flags) noexcept { kick_monitor(flags); }
-}  // namespace support
-
 }  // namespace bulkrcu::detail::kvfree
-
-#if BULKRCU_HAVE_RSEQ_ASM
-// The public header's inline fast path (include/bulkrcu/rcu.h).
-alignas(bulkrcu::detail::kCacheLine) void* bulkrcu__kv_fast = nullptr;
-void bulkrcu__kv_help(unsigned flags) { bulkrcu::detail::kvfree::help(flags); }
-#endif

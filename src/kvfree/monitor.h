@@ -11,7 +11,7 @@
 //   2 collect: the closed chain behind every front (one exchange: only the monitor changes a
 //     front's link once it is front). Timer, barrier and pressure passes lock the slots and
 //     fence every CPU (percpu.h) to also detach idle fronts, take idle ready lists and tend
-//     the page caches; then magazines (magazine.h) and threads' cursors (kvfree.cpp)
+//     the page caches; then magazines (magazine.h) and threads' cursors (reclaim.h)
 //   3 cookies: collected blocks still kOpen get a fresh cookie (kWaiting); the collection
 //     becomes one batch waiting for the newest cookie among them
 //   4 barrier: the stage moves on (collect -> steal -> finish), each asking for the grace

@@ -5,7 +5,7 @@
 // which orders nothing. They are kept off the cache lines the fast path reads (g_krcs, the
 // percpu mode and rseq offset): a counter written by one CPU would otherwise evict them on the
 // other. The per-retire-ish counter (the backlog of pointers handed to a CPU) lives in each
-// CPU's Krc instead, and pointers freed by helpers are counted once per block (kvfree.cpp).
+// CPU's Krc instead, and pointers freed by helpers are counted once per block (reclaim.cpp).
 #pragma once
 
 #include <atomic>
