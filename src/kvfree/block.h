@@ -23,7 +23,7 @@
 //
 // Invariants: 0 <= done <= nr <= capacity; while active nr only grows; cap == 0 means sealed
 // (and, for a block in a monitor's batch of stolen cursors, cap is that list's link:
-// kvfree.cpp). A block is charged to the budget once for its page (installed) and once for
+// monitor.cpp). A block is charged to the budget once for its page (installed) and once for
 // its objects (closed; obj_size's kCharged bit), and credited once when its page is recycled
 // (budget.h). Only kReady blocks are counted in Krc::ready_objs.
 #pragma once

@@ -17,7 +17,7 @@
 // callbacks, the runtime thread).
 //
 // Over the budget: the monitor's pass is not paced and reclaims elapsed free() blocks itself
-// (kvfree.cpp, the pressure mode); blocking retires throttle (below); defer_nowait refuses.
+// (monitor.cpp, PassMode::kPressure); blocking retires throttle (below); defer_nowait refuses.
 // Memory pressure (bulkrcu_memory_pressure) backs off page-cache refills, makes the next pass
 // take every magazine, and runs the pool's response (which calls pages.cpp's release hook).
 #pragma once

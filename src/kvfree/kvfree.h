@@ -7,10 +7,10 @@
 // in small steps on threads that keep retiring (each frees about as many as it retires, so its
 // allocator caches stay warm), and the runtime thread frees only what no retiring thread will
 // (idle CPUs, barriers). Retiring threads also make the monitor's passes when they can
-// (drive_if_late, and kick_monitor in kvfree.cpp).
+// (drive_if_late, and kick_monitor in monitor.cpp).
 //
-// The block layout and its life cycle are in block.h (docs/KVFREE.md, "Where each protocol
-// lives").
+// The block layout and its life cycle are in block.h; each protocol has its own file and a
+// protocol comment at its top (docs/KVFREE.md, "Where each protocol lives").
 #pragma once
 
 #include <cstddef>

@@ -4,7 +4,7 @@
 // Protocol. A pass runs with g_mon_mutex held (the runtime thread's full passes, and the lite
 // passes of retiring threads under a try-lock: drive). Nothing waits for a grace period or runs
 // a user deleter while holding it; what a pass leaves to free is freed after the unlock. Its
-// steps, in order (kvfree.cpp, monitor_pass_locked):
+// steps, in order (monitor.cpp, monitor_pass_locked):
 //   1 hand over: batches whose cookie has elapsed: free() blocks to their home CPU's
 //     `incoming` list (kReady, counted in ready_objs) or, under pressure and during a
 //     barrier, reclaimed by the pass's caller; user deleters' blocks to run_deleters
@@ -40,5 +40,6 @@ void publish_progress() noexcept;
 // The throttle's wait: kicks the monitor and waits until a pass has completed, or timeout_ns.
 void kick_and_wait_for_pass(std::uint64_t timeout_ns) noexcept;
 void init_monitor() noexcept;
+void monitor_after_fork_child() noexcept;
 
 }  // namespace bulkrcu::detail::kvfree
