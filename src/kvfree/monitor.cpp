@@ -19,8 +19,8 @@ namespace bulkrcu::detail::kvfree {
 namespace {
 
 // Grace periods for kvfree are at least this far apart (unless a barrier, the budget or
-// memory pressure asks): one grace period then covers every block closed meanwhile
-// (DESIGN.md 5a: one covers 100-280 blocks at 0.25-1 ms).
+// memory pressure asks): one grace period then covers every block closed meanwhile (the range
+// of DESIGN.md 5a; docs/PERFORMANCE.md, "kvfree: measurements behind the constants").
 constexpr std::uint64_t kGpPaceNs = 500000;
 // A retiring thread that finds nothing to free while the runtime thread has not made a pass
 // for this long makes a lite pass itself (drive_if_late), at most once per kDriveEveryNs:
