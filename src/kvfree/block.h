@@ -86,7 +86,7 @@ struct alignas(1 << BULKRCU__KRC_SHIFT) Krc {
   Block* ready = nullptr;        // owner: rseq claims/pops; remote: runtime pushes/takes
   Block* cache = nullptr;        // empty pages; owner pops/pushes; runtime trims and refills
   // Blocks whose grace period has elapsed, pushed by the runtime thread without the slot's
-  // lock (compare-and-swap); any helper may take one block from it (exchange, push back).
+  // lock (compare-and-swap); any helper takes the whole list (one exchange) as its cursor.
   std::atomic<Block*> incoming{nullptr};
   // Backlog control: pointers handed over to this CPU (incoming, ready or a thread's cursor)
   // and not yet freed, counted per block; above `behind_limit` (set by the monitor: what it
@@ -96,7 +96,14 @@ struct alignas(1 << BULKRCU__KRC_SHIFT) Krc {
 };
 static_assert(sizeof(Krc) == (1u << BULKRCU__KRC_SHIFT) && offsetof(Krc, front) == BULKRCU__KRC_FRONT);
 
-extern std::atomic<Krc*> g_krcs;
+// The slot array, alone on its cache line: every help loads it, and a neighbour that another
+// CPU writes (the monitor's timestamps, say) would make that load miss. alignas pads the type
+// to the whole line, so the linker cannot place anything beside it.
+struct alignas(kCacheLine) KrcArray : std::atomic<Krc*> {
+  using std::atomic<Krc*>::atomic;
+};
+static_assert(sizeof(KrcArray) == kCacheLine);
+extern KrcArray g_krcs;
 inline Krc* krcs() noexcept { return get_slots(g_krcs); }
 
 BULKRCU_ALWAYS_INLINE std::size_t channel_of(Deleter fn) noexcept { return bulkrcu__kv_channel(fn); }

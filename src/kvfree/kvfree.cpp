@@ -13,7 +13,7 @@
 
 namespace bulkrcu::detail::kvfree {
 
-alignas(kCacheLine) std::atomic<Krc*> g_krcs{nullptr};
+constinit KrcArray g_krcs{nullptr};
 std::size_t g_page = 0;
 std::size_t g_capacity = 0;
 KvfreeCounters g_counters;
