@@ -7,24 +7,10 @@
 // in small steps on threads that keep retiring (each frees about as many as it retires, so its
 // allocator caches stay warm), and the runtime thread frees only what no retiring thread will
 // (idle CPUs, barriers). Retiring threads also make the monitor's passes when they can
-// (drive_if_late, and kick_monitor in kvfree.cpp).
+// (drive_if_late, and kick_monitor in monitor.cpp).
 //
-// Block life cycle (owner of each state in brackets):
-//   active  [this CPU: rseq appends; remote: the runtime thread under lock + fence]
-//       front[ch] of a Krc; 0 <= nr <= cap; cookie == kCookieUnset
-//   closed  [nobody appends: cap was set to 0 (sealed) or nr == cap (full)]
-//       chained behind front[ch] through `next`; cookie: the grace period that covers every
-//       pointer in it (set by the runtime thread when it detaches the block, or by a
-//       try-lock mode closer under the slot's lock)
-//   waiting [whoever holds the monitor's mutex] in the monitor's list until poll_state(cookie)
-//   ready   [a Krc's `incoming` list (lock-free; any thread takes the whole list) or `ready`
-//       list (this CPU pops with rseq; the runtime thread pushes and takes idle lists under
-//       lock)] done == nr unless it is a stolen cursor handed back; taken as a cursor
-//   cursor  [the thread whose reader-slot word holds it] 0 <= done <= nr: ptrs[0, done) are
-//       still to be freed, kHelpBatch at a time from the top; the runtime thread may steal it
-//       (exchange the word, then wait a grace period) and hand it back to its CPU. A cursor
-//       is a chain through `next`; the word moves along it as blocks empty
-//   empty   [whoever popped it] back to the CPU's page cache or to the pool
+// The block layout and its life cycle are in block.h; each protocol has its own file and a
+// protocol comment at its top (docs/KVFREE.md, "Where each protocol lives").
 #pragma once
 
 #include <cstddef>
@@ -33,66 +19,10 @@
 #include "base/base.h"
 #include "bulkrcu/rcu.h"
 #include "bulkrcu/stats.h"
+#include "kvfree/block.h"
 #include "percpu/percpu.h"
 
 namespace bulkrcu::detail::kvfree {
-
-using Deleter = void (*)(void*);
-
-inline constexpr int kChannels = 16;              // active channels per CPU (hash of the deleter)
-inline constexpr unsigned long kCookieUnset = 1;  // cookies are even
-inline constexpr unsigned long kCookieReady = 3;  // handed over: counted in Krc::ready_objs
-// Block::obj_size: kCharged is set (atomically) by whoever charges a closed block's objects,
-// once; kUnsized (with kCharged) marks objects counted against the object bound.
-inline constexpr std::uint32_t kCharged = 0x80000000u;
-inline constexpr std::uint32_t kUnsized = 0x7FFFFFFFu;
-#ifdef BULKRCU_TESTING
-inline constexpr std::size_t kTestBlockCapacity = 4;  // reach every block-full path
-#endif
-
-// Invariant: 0 <= nr <= capacity; while active, nr only grows; cap == 0 means sealed.
-struct Block {
-  std::uint64_t nr;         // committed pointers (rseq commit target)
-  std::uint64_t cap;        // room: capacity while active, 0 once sealed
-  Deleter fn;               // channel: nullptr means free()
-  Block* next;              // chain behind front / ready list / cache list
-  unsigned long cookie;     // grace period covering every pointer (kCookieUnset until closed)
-  std::uint64_t done;       // ready blocks: pointers [0, done) not yet claimed
-  std::uint64_t est_bytes;  // bytes charged to the budget: the page, and its objects once closed
-  std::uint32_t home;       // CPU slot the block was filled on
-  std::uint32_t obj_size;   // bytes an object, when the retiring call knew it (0: unknown;
-                            // kUnsized once closed: counted against the object bound instead)
-  void* ptrs[];             // capacity = (page_size - sizeof(Block)) / sizeof(void*)
-};
-// The inline store (bulkrcu__kv_store in include/bulkrcu/rcu.h) relies on this layout.
-static_assert(offsetof(Block, nr) == 0 && offsetof(Block, cap) == 8 && offsetof(Block, fn) == 16 &&
-              sizeof(Block) == 64);
-
-// One per possible CPU (the kernel's kfree_rcu_cpu). 256 bytes: the inline store finds this
-// CPU's slot with a shift (BULKRCU__KRC_SHIFT in include/bulkrcu/rcu.h).
-struct alignas(1 << BULKRCU__KRC_SHIFT) Krc {
-  SlotLock lock;  // offset 0 (percpu.h protocol)
-  std::uint32_t pad_ = 0;
-  Block* front[kChannels] = {};  // owner: rseq appends; remote: runtime thread under lock+fence
-  Block* ready = nullptr;        // owner: rseq claims/pops; remote: runtime pushes/takes
-  Block* cache = nullptr;        // empty pages; owner pops/pushes; runtime trims and refills
-  // Blocks whose grace period has elapsed, pushed by the runtime thread without the slot's
-  // lock (compare-and-swap); any helper may take one block from it (exchange, push back).
-  std::atomic<Block*> incoming{nullptr};
-  // Backlog control: pointers handed over to this CPU (incoming, ready or a thread's cursor)
-  // and not yet freed, counted per block; above `behind_limit` (set by the monitor: what it
-  // handed this CPU in its last window) a helping thread frees a second batch per help.
-  std::atomic<std::uint64_t> ready_objs{0};
-  std::atomic<std::uint64_t> behind_limit{0};
-};
-static_assert(sizeof(Krc) == (1u << BULKRCU__KRC_SHIFT) && offsetof(Krc, front) == BULKRCU__KRC_FRONT);
-
-extern std::atomic<Krc*> g_krcs;
-
-BULKRCU_ALWAYS_INLINE std::size_t channel_of(Deleter fn) noexcept { return bulkrcu__kv_channel(fn); }
-BULKRCU_ALWAYS_INLINE std::size_t front_off(std::size_t ch) noexcept {
-  return offsetof(Krc, front) + ch * sizeof(Block*);
-}
 
 // Slow paths (out of line).
 // kMayBlock: the blocking fallbacks and back-pressure are allowed. kNoWait: never block (no

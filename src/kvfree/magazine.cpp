@@ -8,22 +8,13 @@
 
 #include <new>
 
+#include "kvfree/retire.h"  // support::, the block operations the magazine uses
+
 extern "C" {
 __thread bulkrcu__mag* bulkrcu__tls_mag __attribute__((tls_model("initial-exec"))) = nullptr;
 }
 
 namespace bulkrcu::detail::kvfree {
-// kvfree.cpp's block operations, for the magazine (declared here, not in kvfree.h: nobody
-// else calls them).
-namespace support {
-Block* new_block(Deleter fn, void* first, unsigned flags, std::size_t size) noexcept;
-void close_full(Block* b, unsigned flags) noexcept;  // charges b (sealed, off its slot)
-void charge_taken(Block* b) noexcept;                // the runtime took b: charge it once
-void recycle_empty(Block* b, unsigned flags) noexcept;
-void installed(unsigned flags) noexcept;  // a block was installed: arm the drain timer
-void kick(unsigned flags) noexcept;       // a closed block waits: flood detection
-}  // namespace support
-
 namespace mag {
 namespace {
 
@@ -270,7 +261,7 @@ bool take(Take mode, Block** out, std::uint64_t* objs) noexcept {
     if (!block_of(s).compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel)) return;
     // The owner closed it itself (it is on g_closed) or exited: not ours.
     support::charge_taken(b);
-    b->cookie = kCookieUnset;
+    b->state = BlockState::kOpen;
     *objs += b->nr;
     b->next = *out;
     *out = b;

@@ -66,7 +66,7 @@ long retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
 // ---- the monitor (g_mon_mutex held; non-lite passes only for take) ----
 enum class Take { kIdle, kAll };
 // Seals the candidates' blocks, one heavy fence, takes those whose owner is not storing:
-// each taken block (sealed, charged, cookie unset) is pushed on *out (through `next`) and its
+// each taken block (sealed, charged, kOpen: no cookie yet) is pushed on *out (through `next`) and its
 // pointers added to *objs. kIdle: blocks unchanged since the previous kIdle call. Returns
 // false when a candidate could not be taken (its owner was storing): a barrier retries.
 bool take(Take mode, Block** out, std::uint64_t* objs) noexcept;

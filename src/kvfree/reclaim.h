@@ -1,0 +1,78 @@
+// bulkrcu/src/kvfree/reclaim.h: reclaim cursors, helps, and the one place that runs user
+// deleters (layer kvfree).
+//
+// Protocol (cursors). A retiring thread's reclaim cursor is a chain of elapsed free() blocks
+// kept in its reader-slot word (gp::thread_word). The thread takes it whole: one block popped
+// from this CPU's ready list, else a whole `incoming` hand-over list (one exchange), else
+// another CPU's. Every kHelpEvery-th retire frees the next kHelpBatch pointers from the top of
+// the cursor block (done -> done - k), with plain loads and stores, inside a read-side critical
+// section (help). When the block is empty, the thread moves the word along the chain with a
+// CAS (block -> block->next) and recycles the block.
+//   runtime steal: exchange(word, nullptr) on timer, pressure and barrier passes; the chain
+//                  is then the runtime's, but a help in flight may still read it, so the
+//                  runtime touches it only after a grace period (the chains are linked through
+//                  `cap` meanwhile: chain_link) and hands it back to its home CPUs with `done`
+//                  as the thread left it.
+// Whoever exchanges the word from the block to something else owns the block: the thread when
+// it empties it, the monitor when it steals it. The interleaving this prevents: the thread
+// reads `done`, the runtime takes the block and frees ptrs[0, done) itself, the thread frees
+// the same pointers again. With the grace period between steal and touch, the help has ended
+// (and its store of `done` is visible) before the runtime reads `done`.
+// Invariants: a cursor holds free() blocks only (a user deleter never runs on a retiring
+// thread); 0 <= done <= nr; a cursor block is kReady until count_helped moves it to kReclaim
+// and takes its nr out of Krc::ready_objs, exactly once.
+//
+// Protocol (deleters). Blocks of user deleters whose grace period has elapsed, and the
+// last-resort nodes of retires that found no page, are pushed onto lock-free lists that
+// run_deleters() takes whole and runs, through UserCode (base/user_code.h) inside one read-side
+// critical section, with no lock held. A kvfree barrier's completion (g_barrier_pending, set by
+// the monitor after it queued every block of the barrier) is published by run_deleters once
+// they have run: the barrier request number is loaded before the lists are taken.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "cache/cache.h"
+#include "kvfree/block.h"
+
+namespace bulkrcu::detail::kvfree {
+
+// The free() channel's deleter: a pointer in an object cache's slab (kvfree_rcu of a cache
+// object, as kfree_rcu in the kernel) goes back to its cache, anything else to free().
+// cache::owns is two table loads (docs/CACHE.md measures it).
+inline void free_ptr(void* p) noexcept {
+  if (BULKRCU_UNLIKELY(cache::owns(p)))
+    cache::free_retired(p);
+  else
+    free(p);
+}
+
+// Frees every pointer still in a free() block on this thread, then the page; a user deleter's
+// block goes to run_deleters instead (never run here: this may be a retiring thread, or hold
+// g_driver_mutex).
+void reclaim_list(Block* list) noexcept;
+// An elapsed block of a user deleter, for run_deleters (lock-free push).
+void queue_deleter_block(Block* b) noexcept;
+// The last resort of a user deleter that found no page, after the grace period that covers
+// ptr has elapsed: runs it here on bulkrcu's own threads, else hands it to run_deleters on a
+// node on this thread's stack and waits until it has run (no memory needed).
+void run_deleter_after_grace_period(Deleter fn, void* ptr) noexcept;
+// Every block of barrier request `req` is freed or queued for run_deleters (the monitor's
+// pass): the next run_deleters publishes it.
+void barrier_reclaimed(std::uint64_t req) noexcept;
+std::uint64_t barriers_done() noexcept;
+
+// ---- cursors, for the monitor ----
+bool cursors_pending() noexcept;
+// Takes every thread's cursor (exchange of its word): chains linked through chain_link.
+// Their blocks must not be touched before a grace period has elapsed.
+Block* steal_cursors() noexcept;
+inline Block* chain_link(Block* head) noexcept { return reinterpret_cast<Block*>(head->cap); }
+inline void set_chain_link(Block* head, Block* next) noexcept {
+  head->cap = reinterpret_cast<std::uintptr_t>(next);
+}
+
+void reclaim_after_fork_child() noexcept;
+
+}  // namespace bulkrcu::detail::kvfree
