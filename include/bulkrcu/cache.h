@@ -264,23 +264,25 @@ static inline __attribute__((always_inline)) void* bulkrcu__cache_alloc_inline(s
     return o;
   return (bulkrcu_cache_alloc)(c); /* an empty array, a locked slot, debug or rseq-less mode */
 }
-static inline __attribute__((always_inline)) void bulkrcu__cache_free_inline(struct bulkrcu_cache* c,
-                                                                             void* p) {
+/* The inline part of both frees: 1 when p went into this CPU's allocation array (rcu == 0) or
+ * retired array (rcu != 0, a constant after inlining); 0: the exported function must run. */
+static inline __attribute__((always_inline)) int bulkrcu__cache_free_fast(struct bulkrcu_cache* c, void* p,
+                                                                          int rcu) {
   const struct bulkrcu__cache_fast* f = BULKRCU__CACHE_FAST(c);
   void* base = f->slots;
-  if (__builtin_expect(base != 0 && bulkrcu__cache_map_is(p, f->tag), 1) &&
-      __builtin_expect(bulkrcu__cache_push_main(bulkrcu__rseq_offset, base, f->cap, p) > 0, 1))
-    return;
-  (bulkrcu_cache_free)(c, p); /* NULL, a foreign pointer (aborts), a full array, a locked slot */
+  if (__builtin_expect(base == 0 || !bulkrcu__cache_map_is(p, f->tag), 0)) return 0;
+  return (rcu ? bulkrcu__cache_push_rcu(bulkrcu__rseq_offset, base, f->cap, p)
+              : bulkrcu__cache_push_main(bulkrcu__rseq_offset, base, f->cap, p)) > 0;
+}
+static inline __attribute__((always_inline)) void bulkrcu__cache_free_inline(struct bulkrcu_cache* c,
+                                                                             void* p) {
+  if (__builtin_expect(!bulkrcu__cache_free_fast(c, p, 0), 0))
+    (bulkrcu_cache_free)(c, p); /* NULL, a foreign pointer (aborts), a full array, a locked slot */
 }
 static inline __attribute__((always_inline)) void bulkrcu__cache_free_rcu_inline(struct bulkrcu_cache* c,
                                                                                  void* p) {
-  const struct bulkrcu__cache_fast* f = BULKRCU__CACHE_FAST(c);
-  void* base = f->slots;
-  if (__builtin_expect(base != 0 && bulkrcu__cache_map_is(p, f->tag), 1) &&
-      __builtin_expect(bulkrcu__cache_push_rcu(bulkrcu__rseq_offset, base, f->cap, p) > 0, 1))
-    return;
-  (bulkrcu_cache_free_rcu)(c, p); /* NULL, a foreign pointer (aborts), a full array (seal) */
+  if (__builtin_expect(!bulkrcu__cache_free_fast(c, p, 1), 0))
+    (bulkrcu_cache_free_rcu)(c, p); /* NULL, a foreign pointer (aborts), a full array (seal) */
 }
 #ifndef BULKRCU_NO_INLINE
 #define bulkrcu_cache_alloc(c) bulkrcu__cache_alloc_inline(c)

@@ -459,7 +459,7 @@ static inline __attribute__((always_inline)) bool bulkrcu__kv_try(void (*fn)(voi
                                                                   unsigned flags) {
 #ifdef BULKRCU__TSAN
   /* The store publishes with plain stores ThreadSanitizer cannot see: under it every retire
-   * takes the library's path, which tells it about the order (kvfree.cpp's retire_slow). */
+   * takes the library's path, which tells it about the order (src/kvfree/retire.cpp's retire_slow). */
   (void)fn, (void)ptr, (void)flags;
   return false;
 #endif
