@@ -94,7 +94,9 @@ TEST_F(Magazine, AnIdleThreadsMagazineIsTakenOverWithoutABarrier) {
   });
   wait_for_deleted(3);  // within the drain interval(s): the runtime thread took the block
   // (Unless no retire found a page at once: test builds keep 1 cached page.)
-  if (p.nr_in_magazine.load() > 0) EXPECT_GT(mag::taken_over(), taken0);
+  if (p.nr_in_magazine.load() > 0) {
+    EXPECT_GT(mag::taken_over(), taken0);
+  }
   EXPECT_EQ(g_deleted.load(), 3);
 }
 
@@ -171,7 +173,9 @@ TEST_F(Magazine, ManyThreadsAtOnceThenNone) {
       for (int i = 0; i < kPer; ++i) bulkrcu_defer(obj_delete, new Obj);
     });
   for (auto& th : ts) th.join();
-  if (mag::enabled()) EXPECT_EQ(mag::slots_in_use(), 0u);  // the main thread retired nothing
+  if (mag::enabled()) {
+    EXPECT_EQ(mag::slots_in_use(), 0u);  // the main thread retired nothing
+  }
   wait_for_deleted(static_cast<long>(kThreads) * kPer);
 }
 
