@@ -777,8 +777,8 @@ BULKRCU_NOINLINE void free_page_checked(void* page) noexcept {
 // What it leaves out, and where that went (measured in docs/POOL.md, "The lockless page"): the
 // flags, slot-array and per-CPU-mode loads (one load of bulkrcu__pool_fast.slots instead), the
 // debug checks and fault injection (slots is null then: the checked path), the second read of
-// the CPU number and the separate count output (the statistic and the count hint are written
-// by the same asm after the commit), the page_size() call (page_mask), the trim check (the
+// the CPU number and the separate count output (the statistic is bumped by the same asm after
+// the commit, and the count comes with the head word), the page_size() call (page_mask), the trim check (the
 // push refuses to grow the list past `high`). Every miss, refusal and rare case is a tail
 // call. The sequences are the public header's (bulkrcu__pool_pop, bulkrcu__pool_push), which
 // callers outside the library inline; the exported functions below are what those inline
