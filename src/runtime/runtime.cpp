@@ -172,6 +172,10 @@ void one_pass() {
   publish_progress(cb::invoke_ready());
 }
 
+// 1 once the runtime thread has finished starting (the thread library's and a sanitizer's
+// start-up code, which allocate, are behind it); 0 before and in a fork child. See prepare_fork.
+alignas(kCacheLine) std::atomic<std::uint32_t> g_runtime_up{0};
+
 void* runtime_main(void*) {
   t_is_runtime = true;
   t_bulkrcu_thread = true;  // base/user_code.h: never throttles, may run deleters inline
@@ -179,6 +183,8 @@ void* runtime_main(void*) {
   // Its passes and grace periods must not wait for a busy CPU's slice to end (base.h).
   become_latency_sensitive();
   std::atomic<std::uint32_t>* wake = doorbell_word();
+  g_runtime_up.store(1, std::memory_order_release);
+  subtle::futex_wake(&g_runtime_up, INT32_MAX);
   for (;;) {
     pthread_mutex_lock(&g_driver_mutex);
     one_pass();
@@ -212,7 +218,21 @@ void start_thread() {
 // Fork handlers. gp/ registers its own (it may be linked without this layer) from a
 // constructor of higher priority, so its child handler (which resets the engine) runs before
 // this one: parent and child handlers run in registration order.
+// A fork while the runtime thread is still starting (the library starts it from a constructor,
+// so a program that forks first thing races it) would copy whatever lock that start-up code
+// holds: glibc's malloc is safe (its own fork handler), but an allocator without one (clang
+// 14's AddressSanitizer: a child hung on its allocator's lock in ~1% of such forks under load)
+// deadlocks the child. So the fork first waits for the start to end: it needs no lock the
+// forking thread could hold, and takes microseconds; the wait gives up after 1 s (a thread
+// that cannot start then is not the fork's problem).
+void wait_for_runtime_start() {
+  if (t_is_runtime || g_started.load(std::memory_order_acquire) == 0) return;
+  for (int i = 0; i < 100 && g_runtime_up.load(std::memory_order_acquire) == 0; ++i)
+    subtle::futex_wait(&g_runtime_up, 0, 10 * 1000 * 1000);
+}
+
 void prepare_fork() {
+  wait_for_runtime_start();
   if (!t_is_runtime) pthread_mutex_lock(&g_driver_mutex);
   kvfree::before_fork();  // after the driver mutex: the runtime thread takes them in this order
 }
@@ -225,6 +245,7 @@ void child_fork() {
   doorbell_word()->store(0, std::memory_order_relaxed);
   g_barrier_waiters.store(0, std::memory_order_relaxed);
   g_started.store(0, std::memory_order_relaxed);
+  g_runtime_up.store(0, std::memory_order_relaxed);
   g_nr_workers.store(0, std::memory_order_relaxed);  // the parent's workers do not exist here
   g_workers_running.store(0, std::memory_order_relaxed);
   g_worker_sleepers.store(0, std::memory_order_relaxed);
