@@ -129,6 +129,42 @@ TEST(Cache, FreeRcuWaitsForReaders) {
   bulkrcu_cache_destroy(c);
 }
 
+// The allocator's pacing (kThrottleWaitNs in cache.cpp), with the threshold at 1 byte: a
+// refill that finds no ready array while retired arrays wait first waits briefly for their
+// grace period. With a reader holding it off, the wait gives up and the allocation is served
+// from the slabs (it never depends on a reader); inside a reader it does not wait at all.
+TEST(Cache, RefillWaitsBrieflyForRetiredArraysButNeverForAReader) {
+  const std::size_t old = bulkrcu::detail::cache::set_throttle_bytes(1);
+  bulkrcu_cache* c = bulkrcu_cache_create("pace", sizeof(Obj), 0, 0);
+  std::vector<void*> retired, fresh;
+  for (int i = 0; i < 64; ++i) retired.push_back(bulkrcu_cache_alloc(c));
+  {
+    SectionHolder reader;
+    for (void* p : retired) bulkrcu_cache_free_rcu(c, p);
+    const auto before = info(c);
+    ASSERT_GT(before.waiting, 0u);
+    for (int i = 0; i < 16; ++i) {  // more than one array: at least one refill
+      void* p = bulkrcu_cache_alloc(c);
+      ASSERT_NE(p, nullptr);
+      fresh.push_back(p);
+    }
+    const auto after = info(c);
+    EXPECT_GT(after.throttled, before.throttled) << "no refill waited for the retired arrays";
+    EXPECT_EQ(after.throttle_timeouts - before.throttle_timeouts, after.throttled - before.throttled)
+        << "a wait ended although the reader still holds the grace period";
+    // Inside a reader the refill must not wait (its own section would hold the grace period).
+    bulkrcu_read_lock();
+    const auto in0 = info(c);
+    for (int i = 0; i < 16; ++i) fresh.push_back(bulkrcu_cache_alloc(c));
+    EXPECT_EQ(info(c).throttled, in0.throttled);
+    bulkrcu_read_unlock();
+  }
+  for (void* p : fresh) bulkrcu_cache_free(c, p);
+  bulkrcu_cache_barrier(c);
+  bulkrcu_cache_destroy(c);
+  bulkrcu::detail::cache::set_throttle_bytes(old);
+}
+
 TEST(Cache, BarrierIsPerCache) {
   bulkrcu_cache* a = bulkrcu_cache_create("a", 32, 0, 0);
   bulkrcu_cache* b = bulkrcu_cache_create("b", 32, 0, 0);

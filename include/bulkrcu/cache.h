@@ -68,7 +68,9 @@ BULKRCU_API struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, si
  * instructions, no lock, no atomic read-modify-write).
  * Blocks: may take the cache's lock and the pool's zone lock (and map a chunk) when this CPU's
  * array is empty; outside a reader it may then also try to run the grace period of retired
- * arrays (membarrier system calls; it never waits for a reader). Allocates: slabs from the pool.
+ * arrays (membarrier system calls), and, when no retired array is ready while more than 2 MiB
+ * of retired objects wait, sleep up to 1 ms for their grace period before taking new memory
+ * (it never waits longer for a reader, and never waits inside one). Allocates: slabs from the pool.
  * Async-signal-safe: no (use bulkrcu_cache_alloc_lockless). Inside a reader: yes. */
 BULKRCU_API void* bulkrcu_cache_alloc(struct bulkrcu_cache* c);
 

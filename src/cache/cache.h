@@ -60,25 +60,29 @@ void on_memory_pressure() noexcept;
 
 // ---- introspection (tests) ----------------------------------------------------------------
 struct Info {
-  std::size_t stride;             // bytes per object in a slab
-  std::size_t slab_bytes;         // bytes per slab
-  std::size_t objs_per_slab;      //
-  std::size_t sheaf_cap;          // objects per array
-  std::uint64_t slabs;            // slabs now (all lists, dying included)
-  std::uint64_t objects_out;      // objects not on a slab's free list (arrays + users)
-  std::uint64_t ready;            // arrays in the depot ready for allocation
-  std::uint64_t waiting;          // arrays in the depot waiting for their grace period
-  std::uint64_t empty_sheaves;    // empty arrays kept in the depot
-  std::uint64_t overflowed;       // cumulative: free_rcu objects that found no array (fallback)
-  std::uint64_t overflow_chains;  // overflow chains waiting for their grace period
-  std::uint64_t sealed;           // cumulative: retired arrays that took a cookie
-  std::uint64_t reused;           // cumulative: retired arrays that became ready as they were
-  std::uint64_t slab_allocs;      // cumulative
-  std::uint64_t slab_frees;       // cumulative
-  std::uint64_t trimmed;          // cumulative: ready arrays the depot's bound sent back to the slabs
-  std::uint64_t filled;           // cumulative: allocation arrays filled from the slabs
-  std::uint64_t driven;           // cumulative: grace periods an allocation ran itself
+  std::size_t stride;               // bytes per object in a slab
+  std::size_t slab_bytes;           // bytes per slab
+  std::size_t objs_per_slab;        //
+  std::size_t sheaf_cap;            // objects per array
+  std::uint64_t slabs;              // slabs now (all lists, dying included)
+  std::uint64_t objects_out;        // objects not on a slab's free list (arrays + users)
+  std::uint64_t ready;              // arrays in the depot ready for allocation
+  std::uint64_t waiting;            // arrays in the depot waiting for their grace period
+  std::uint64_t empty_sheaves;      // empty arrays kept in the depot
+  std::uint64_t overflowed;         // cumulative: free_rcu objects that found no array (fallback)
+  std::uint64_t overflow_chains;    // overflow chains waiting for their grace period
+  std::uint64_t sealed;             // cumulative: retired arrays that took a cookie
+  std::uint64_t reused;             // cumulative: retired arrays that became ready as they were
+  std::uint64_t slab_allocs;        // cumulative
+  std::uint64_t slab_frees;         // cumulative
+  std::uint64_t trimmed;            // cumulative: ready arrays the depot's bound sent back to the slabs
+  std::uint64_t filled;             // cumulative: allocation arrays filled from the slabs
+  std::uint64_t driven;             // cumulative: grace periods an allocation ran itself
+  std::uint64_t throttled;          // cumulative: refills that waited for retired arrays' grace period
+  std::uint64_t throttle_timeouts;  // ... and gave up after the bound (1 ms)
 };
+// Tests: the waiting bytes above which a refill waits briefly (default 2 MiB); returns the old.
+std::size_t set_throttle_bytes(std::size_t bytes) noexcept;
 // Drains the inbox into the depot first. Blocks: the cache's mutex.
 Info info(bulkrcu_cache* c) noexcept;
 
