@@ -243,19 +243,31 @@ TEST(Cache, PendingBytesCountRetiredArraysUntilTheirGracePeriod) {
   bulkrcu_cache* c = bulkrcu_cache_create("pending", sizeof(Obj), 0, 0);
   std::vector<void*> v;
   for (int i = 0; i < 64; ++i) v.push_back(bulkrcu_cache_alloc(c));
-  const std::uint64_t sealed0 = info(c).sealed;
-  std::uint64_t during = 0, sealed = 0;
+  const std::uint64_t sealed0 = info(c).sealed, over0 = info(c).overflowed;
+  std::uint64_t during = 0, sealed = 0, over = 0;
+  bulkrcu_stats st{};
   {
     SectionHolder reader;
     for (void* p : v) bulkrcu_cache_free_rcu(c, p);
     during = pending_bytes();
     sealed = info(c).sealed - sealed0;
+    over = info(c).overflowed - over0;  // no empty array at hand (the pool not yet refilled)
+    bulkrcu_get_stats(&st, sizeof st);
   }
-  EXPECT_GT(sealed, 0u);
-  // Each sealed array is charged its page and at least one object.
-  EXPECT_GE(during, sealed * (static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) + info(c).stride));
+  EXPECT_GT(sealed + over, 0u);
+  // Each sealed array is charged its page and at least one object, an overflowed object its stride.
+  const std::uint64_t page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)), stride = info(c).stride;
+  EXPECT_GE(during, sealed * (page + stride) + over * stride);
+  // The statistics show the same backlog: at least one object per sealed array and every
+  // overflowed one, at most the 64 retired (the array each CPU still fills is not counted).
+  EXPECT_GE(st.cache_pending_objects, sealed + over);
+  EXPECT_LE(st.cache_pending_objects, 64u);
+  EXPECT_GE(st.cache_pending_bytes, sealed * page + over * stride);
   bulkrcu_cache_barrier(c);
   EXPECT_EQ(pending_bytes(), 0u);
+  bulkrcu_get_stats(&st, sizeof st);
+  EXPECT_EQ(st.cache_pending_objects, 0u);
+  EXPECT_EQ(st.cache_pending_bytes, 0u);
   bulkrcu_cache_destroy(c);
 }
 

@@ -73,6 +73,12 @@ bool pending(std::uint64_t retired, std::uint64_t* out) {
     *out = kvfree_pending_from_stats();
     return true;
 #endif
+  } else if constexpr (requires { I::kCacheStatsPending; }) {
+    (void)retired;
+    bulkrcu_stats s;
+    bulkrcu_get_stats(&s, sizeof s);
+    *out = s.cache_pending_objects;
+    return true;
   } else {
     return false;
   }

@@ -81,6 +81,13 @@ struct bulkrcu_stats {
   uint64_t kv_throttles;       /* blocking retires that waited for reclaim (over the budget) */
   uint64_t kv_pending_unsized; /* objects of unknown size in closed blocks (gauge) */
   uint64_t kv_budget_objects;  /* BULKRCU_MAX_PENDING_OBJECTS */
+  /* object caches (bulkrcu_cache_free_rcu), over every cache; gauges */
+  uint64_t cache_pending_objects; /* retired objects waiting for their grace period: sealed
+                                     arrays and overflowed objects (each CPU's array still
+                                     filling excluded); 0 once the newest sealed array's grace
+                                     period has elapsed, before any cache promotes them */
+  uint64_t cache_pending_bytes;   /* their share of the budget (BULKRCU_MAX_PENDING): objects'
+                                     bytes plus each sealed array's page */
 };
 
 /* Copies min(size, sizeof(struct bulkrcu_stats)) bytes of a fresh snapshot into *out; pass

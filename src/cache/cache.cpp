@@ -94,8 +94,9 @@ struct Sheaf {
   unsigned long cookie;  // pending: the grace period its objects wait for
   Sheaf* next;           // inbox / depot list link
   std::uintptr_t pending;
-  std::uint64_t charged;  // pending: bytes it holds in the budget (g_pending_bytes)
-  std::uintptr_t pad[2];
+  std::uint64_t charged;       // pending: bytes it holds in the budget (g_pending_bytes)
+  std::uint64_t charged_objs;  // pending: its objects in g_pending_objects
+  std::uintptr_t pad[1];
   void** objs() noexcept { return reinterpret_cast<void**>(reinterpret_cast<char*>(this) + kSheafHeader); }
 };
 static_assert(sizeof(Sheaf) == kSheafHeader);
@@ -374,6 +375,7 @@ BULKRCU_ALWAYS_INLINE bool elapsed(unsigned long cookie) noexcept {
 // every charged array is reusable (promoted or not yet), so pending_bytes() reads 0 even if no
 // slow path of the cache has run since (a cache nobody uses must not hold kvfree's budget).
 std::atomic<std::uint64_t> g_pending_bytes{0};
+std::atomic<std::uint64_t> g_pending_objects{0};  // the objects of those bytes (statistics)
 std::atomic<unsigned long> g_newest_cookie{0};
 std::atomic<std::uint64_t> g_budget_hits{0};
 // BULKRCU_MAX_PENDING, read at the first bulkrcu_cache_create (regular context): free_rcu
@@ -382,7 +384,8 @@ std::uint64_t g_budget = ~std::uint64_t{0};
 
 // Lock-free, async-signal-safe. Over the budget: the grace period is asked for at once (the
 // depot's pacing is skipped too, see get_full_sheaf).
-void charge(std::uint64_t bytes, unsigned long cookie) noexcept {
+void charge(std::uint64_t bytes, std::uint64_t objects, unsigned long cookie) noexcept {
+  g_pending_objects.fetch_add(objects, std::memory_order_relaxed);
   if (cookie) {
     unsigned long cur = g_newest_cookie.load(std::memory_order_relaxed);
     while (static_cast<long>(cookie - cur) > 0 &&
@@ -395,7 +398,10 @@ void charge(std::uint64_t bytes, unsigned long cookie) noexcept {
     gp::request(cookie ? cookie : gp::get_state());
   }
 }
-void credit(std::uint64_t bytes) noexcept { g_pending_bytes.fetch_sub(bytes, std::memory_order_relaxed); }
+void credit(std::uint64_t bytes, std::uint64_t objects) noexcept {
+  g_pending_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+  g_pending_objects.fetch_sub(objects, std::memory_order_relaxed);
+}
 bool over_budget() noexcept { return pending_bytes() > g_budget; }
 
 // ---- slab operations (under c->mu) ------------------------------------------------------------
@@ -551,9 +557,10 @@ BULKRCU_ALWAYS_INLINE void check_free(Cache* c, void* p, const char* call, bool 
 // An array that was retired and whose grace period elapsed becomes ready; debug mode poisons
 // its objects now (a reader that still used one would see 0x6b: "use after a deferred free").
 void unpend(Sheaf* s) noexcept {
-  if (s->pending) credit(s->charged);
+  if (s->pending) credit(s->charged, s->charged_objs);
   s->pending = 0;
   s->charged = 0;
+  s->charged_objs = 0;
 }
 void make_ready(Cache* c, Sheaf* s) noexcept {
   if (s->pending && c->poison) {
@@ -605,6 +612,7 @@ Sheaf* init_sheaf(Cache* c, void* page) noexcept {
   s->next = nullptr;
   s->pending = 0;
   s->charged = 0;
+  s->charged_objs = 0;
   return s;
 }
 
@@ -772,7 +780,7 @@ void drain_overflow_locked(Cache* c) noexcept {
       slab_put(c, o);
       o = n;
     }
-    credit(n_objs * c->stride);
+    credit(n_objs * c->stride, n_objs);
     ch = PendingChain{};
   }
   if (!c->overflow.load(std::memory_order_relaxed)) return;
@@ -1109,7 +1117,7 @@ BULKRCU_NOINLINE void free_debug(Cache* c, void* p) noexcept {
 // through the object's out-of-object word. Lock-free, async-signal-safe, needs no memory.
 BULKRCU_NOINLINE void free_rcu_fallback(Cache* c, void* p) noexcept {
   c->overflowed.fetch_add(1, std::memory_order_relaxed);
-  charge(c->stride, 0);  // its cookie is taken when the overflow stack is drained
+  charge(c->stride, 1, 0);  // its cookie is taken when the overflow stack is drained
   void* h = c->overflow.load(std::memory_order_relaxed);
   do {
     link_of(c, p) = h;
@@ -1121,7 +1129,8 @@ void seal(Cache* c, Sheaf* s) noexcept {
   s->pending = 1;
   s->cookie = gp::get_state();  // no grace period started here: the depot paces them
   s->charged = (std::uint64_t{1} << g_page_shift) + s->nr * c->stride;
-  charge(s->charged, s->cookie);  // over the budget: asks for the grace period now
+  s->charged_objs = s->nr;
+  charge(s->charged, s->charged_objs, s->cookie);  // over the budget: asks for the grace period now
   c->sealed.fetch_add(1, std::memory_order_relaxed);
   stack_push(c->inbox, s);
 }
@@ -1347,6 +1356,11 @@ std::uint64_t pending_bytes() noexcept {
   // Every sealed array's cookie is at most `newest`; the overflow stack's objects are counted
   // until their chain is freed (they take a cookie only then).
   return newest != 0 && elapsed(newest) ? 0 : b;
+}
+
+std::uint64_t pending_objects() noexcept {
+  if (pending_bytes() == 0) return 0;
+  return g_pending_objects.load(std::memory_order_relaxed);
 }
 
 std::uint64_t budget_hits() noexcept { return g_budget_hits.load(std::memory_order_relaxed); }

@@ -47,6 +47,8 @@ void free_retired(void* p) noexcept;
 // even before any cache slow path has promoted them. Lock-free, async-signal-safe; an estimate
 // (relaxed counters, exact once the caches are quiet).
 std::uint64_t pending_bytes() noexcept;
+// The objects of those bytes (statistics: cache_pending_objects); 0 when pending_bytes() is.
+std::uint64_t pending_objects() noexcept;
 // Cumulative: seals and overflows that found the caches over the budget (and asked for a grace
 // period at once).
 std::uint64_t budget_hits() noexcept;

@@ -460,6 +460,8 @@ void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   s.reader_fences = __atomic_load_n(&bulkrcu__reader_fence, __ATOMIC_RELAXED) != 0;
   s.nr_cpu_slots = static_cast<std::uint64_t>(nr_slots());
   kvfree::fill_stats(&s);
+  s.cache_pending_objects = cache::pending_objects();
+  s.cache_pending_bytes = cache::pending_bytes();
   pool::Stats p = pool::stats();
   s.pool_allocs = p.allocs;
   s.pool_frees = p.frees;

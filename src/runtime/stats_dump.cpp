@@ -70,7 +70,9 @@ namespace {
   X(callbacks_invocation_threads) \
   X(kv_throttles)                 \
   X(kv_pending_unsized)           \
-  X(kv_budget_objects)
+  X(kv_budget_objects)            \
+  X(cache_pending_objects)        \
+  X(cache_pending_bytes)
 
 #define BULKRCU_COUNT_FIELD(name) +1
 static_assert(sizeof(bulkrcu_stats) == sizeof(uint64_t) * (0 BULKRCU_STATS_FIELDS(BULKRCU_COUNT_FIELD)),
