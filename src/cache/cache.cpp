@@ -44,6 +44,7 @@ constexpr std::size_t kMaxReady = 2;     // ready arrays kept in the depot
 constexpr std::uint64_t kGpPaceNs = 0;   // grace periods as often as the depot asks
 constexpr std::size_t kDriveWaiting = 2;
 constexpr std::uint64_t kDrivePaceNs = 0;
+constexpr std::uint64_t kDriveSealed = 2;
 constexpr std::size_t kMaxEmptySheaves = 1;
 constexpr std::size_t kKeepEmptySlabs = 0;
 #else
@@ -67,6 +68,10 @@ constexpr std::uint64_t kGpPaceNs = 250000;
 // more memory).
 constexpr std::size_t kDriveWaiting = 4;
 constexpr std::uint64_t kDrivePaceNs = 200000;
+// ... or sooner, once kDriveSealed more arrays have been sealed since the last attempt, so that
+// the pace follows the retire rate: where a thread retires 100-200 M objects a second, 200 us
+// is 40-80 arrays a thread, most of the way to the allocator's pacing bound (g_throttle_bytes).
+constexpr std::uint64_t kDriveSealed = 32;
 constexpr std::size_t kMaxEmptySheaves = 4;
 constexpr std::size_t kKeepEmptySlabs = 8;  // slabs kept empty: fewer trips to the zone
 #endif
@@ -96,7 +101,8 @@ struct Sheaf {
   std::uintptr_t pending;
   std::uint64_t charged;       // pending: bytes it holds in the budget (g_pending_bytes)
   std::uint64_t charged_objs;  // pending: its objects in g_pending_objects
-  std::uintptr_t pad[1];
+  std::uint32_t cpu;           // the CPU that sealed it (its objects were last written there)
+  std::uint32_t pad;
   void** objs() noexcept { return reinterpret_cast<void**>(reinterpret_cast<char*>(this) + kSheafHeader); }
 };
 static_assert(sizeof(Sheaf) == kSheafHeader);
@@ -195,6 +201,7 @@ struct Cache {
   std::uint64_t trimmed = 0, filled = 0;  // ready arrays back to the slabs; arrays filled from them
   std::uint64_t gp_asked_ns = 0;          // when the depot last asked for a grace period
   std::uint64_t gp_driven_ns = 0;         // when an allocation last tried to run one itself
+  std::uint64_t sealed_at_drive = 0;      // `sealed` then
   std::uint64_t driven = 0;               // cumulative: such attempts that succeeded
   std::uint64_t throttled = 0;            // cumulative: refills that waited for a grace period
   std::uint64_t throttle_timeouts = 0;    // ... and gave up at kThrottleWaitNs
@@ -613,6 +620,7 @@ Sheaf* init_sheaf(Cache* c, void* page) noexcept {
   s->pending = 0;
   s->charged = 0;
   s->charged_objs = 0;
+  s->cpu = 0;
   return s;
 }
 
@@ -726,6 +734,18 @@ void detach_cpu(Cache* c, int cpu, Sheaf** main, Sheaf** rcu) noexcept {
   s->lock.unlock();
 }
 
+// The cache mutex spins a little before it sleeps (glibc's adaptive mutex): its holders keep it
+// for microseconds (a refill from the slabs, a trim), usually while running on another CPU.
+// A plain mutex put the waiter to sleep at once: with two threads allocating on two CPUs,
+// 119 of the 178 context switches of a kfree-scale run were a thread blocking on it.
+void init_cache_mutex(pthread_mutex_t* mu) noexcept {
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+  pthread_mutex_init(mu, &a);
+  pthread_mutexattr_destroy(&a);
+}
+
 // ---- depot (under c->mu) ----------------------------------------------------------------------
 // The waiting list is kept in cookie order, oldest first, so that a drain stops at the first
 // array whose grace period has not elapsed (cookies elapse in order: poll_state(c) is seq >= c)
@@ -824,6 +844,23 @@ void drain_inbox_locked(Cache* c) noexcept {
   drain_overflow_locked(c);
 }
 
+// A ready array for this CPU: among the newest kReadyScan, the first one sealed on this CPU
+// (its objects were last written here and may still be in this CPU's caches), else the newest.
+// Why: the depot is shared, so with two threads retiring on two CPUs half the arrays went to
+// the other CPU, and every allocation's first write then took the line from the other core.
+constexpr int kReadyScan = 8;
+Sheaf* take_ready_locked(Cache* c) noexcept {
+  const auto me = static_cast<std::uint32_t>(current_cpu());
+  Sheaf** pp = &c->ready;
+  for (int i = 0; i < kReadyScan && *pp; ++i, pp = &(*pp)->next)
+    if ((*pp)->cpu == me) break;
+  if (!*pp || (*pp)->cpu != me) pp = &c->ready;
+  Sheaf* s = *pp;
+  *pp = s->next;
+  --c->nr_ready;
+  return s;
+}
+
 // Keeps the depot within its bounds: extra ready arrays go back to the slabs (this touches
 // their objects: the imbalance case), extra empty arrays and empty slabs onto the out lists.
 void trim_depot_locked(Cache* c, std::size_t max_ready, std::size_t max_empty, Sheaf** pages, Slab** slabs,
@@ -911,15 +948,18 @@ Slab* new_slab(Cache* c) noexcept {
 }
 
 // Waits (no lock held) until `cookie` has elapsed or kThrottleWaitNs have passed, driving the
-// grace period: asks the runtime thread for it once, tries to run it here between naps.
-// Returns whether it elapsed.
+// grace period: tries to run it here between naps, and asks the runtime thread for it once the
+// first try has failed. Returns whether it elapsed.
 bool wait_briefly_for(unsigned long cookie) noexcept {
   if (gp::poll_state(cookie)) return true;
   gp::NoCancel no_cancel;  // nanosleep is a cancellation point
-  bulkrcu_start_poll();
   const std::uint64_t deadline = now_ns() + kThrottleWaitNs;
-  for (;;) {
+  for (bool asked = false;;) {
     if (gp::try_grace_period_now() && gp::poll_state(cookie)) return true;
+    if (!asked) {
+      asked = true;
+      bulkrcu_start_poll();
+    }
     struct timespec nap = {0, static_cast<long>(kThrottleNapNs)};
     nanosleep(&nap, nullptr);
     if (gp::poll_state(cookie)) return true;
@@ -943,6 +983,37 @@ void throttle_locked(Cache* c) noexcept {
   drain_inbox_locked(c);
 }
 
+// Under c->mu, after a drain, no array ready: runs the waiting arrays' grace period on this
+// thread (outside the mutex: a leaf lock is held across no system call) when it is due, if this
+// thread is not inside a reader (the attempt would see itself). Due: kDrivePaceNs since the last
+// attempt, or kDriveSealed arrays sealed since it. Only if no attempt ran it here is the runtime
+// thread asked, paced (one grace period covers them all): asking first woke the runtime thread
+// for a grace period the allocation then ran itself, two context switches and its fences for
+// nothing. Meanwhile this refill comes from the slabs.
+void drive_locked(Cache* c) noexcept {
+  if (c->ready || c->nr_waiting == 0) return;
+  const std::uint64_t now = now_ns();
+  const std::uint64_t sealed = c->sealed.load(std::memory_order_relaxed);
+  const bool may_drive = c->nr_waiting >= kDriveWaiting && gp::reader_nesting() == 0;
+  bool ask = !may_drive;
+  if (may_drive && (now - c->gp_driven_ns >= kDrivePaceNs || sealed - c->sealed_at_drive >= kDriveSealed)) {
+    c->gp_driven_ns = now;
+    c->sealed_at_drive = sealed;
+    pthread_mutex_unlock(&c->mu);
+    const bool ran = gp::try_grace_period_now();
+    pthread_mutex_lock(&c->mu);
+    if (ran) {
+      ++c->driven;
+      drain_inbox_locked(c);
+    }
+    ask = !ran && !c->ready;
+  }
+  if (ask && (now - c->gp_asked_ns >= kGpPaceNs || over_budget())) {
+    c->gp_asked_ns = now;
+    bulkrcu_start_poll();
+  }
+}
+
 // An array with objects for this CPU: a ready one from the depot, else one filled from the
 // slabs (new slabs mapped outside the mutex). nullptr with errno = ENOMEM.
 Sheaf* get_full_sheaf(Cache* c) noexcept {
@@ -951,33 +1022,10 @@ Sheaf* get_full_sheaf(Cache* c) noexcept {
   Sheaf* s = nullptr;
   pthread_mutex_lock(&c->mu);
   drain_inbox_locked(c);
+  drive_locked(c);
   if (!c->ready) throttle_locked(c);
-  if (!c->ready && c->nr_waiting > 0) {
-    // Retired arrays wait and none is ready: ask for a grace period, paced (one covers them
-    // all). Meanwhile this refill comes from the slabs.
-    const std::uint64_t now = now_ns();
-    if (now - c->gp_asked_ns >= kGpPaceNs || over_budget()) {
-      c->gp_asked_ns = now;
-      bulkrcu_start_poll();
-    }
-    // Or run it here (outside the mutex: a leaf lock is held across no system call), if this
-    // thread is not inside a reader (the attempt would see itself).
-    if (c->nr_waiting >= kDriveWaiting && now - c->gp_driven_ns >= kDrivePaceNs &&
-        gp::reader_nesting() == 0) {
-      c->gp_driven_ns = now;
-      pthread_mutex_unlock(&c->mu);
-      const bool ran = gp::try_grace_period_now();
-      pthread_mutex_lock(&c->mu);
-      if (ran) {
-        ++c->driven;
-        drain_inbox_locked(c);
-      }
-    }
-  }
   if (c->ready) {
-    s = c->ready;
-    c->ready = s->next;
-    --c->nr_ready;
+    s = take_ready_locked(c);
   } else {
     s = stack_take_one(c->inbox_empty, [](Sheaf*) { return true; });
     if (s) {
@@ -1130,6 +1178,7 @@ void seal(Cache* c, Sheaf* s) noexcept {
   s->cookie = gp::get_state();  // no grace period started here: the depot paces them
   s->charged = (std::uint64_t{1} << g_page_shift) + s->nr * c->stride;
   s->charged_objs = s->nr;
+  s->cpu = static_cast<std::uint32_t>(current_cpu());
   charge(s->charged, s->charged_objs, s->cookie);  // over the budget: asks for the grace period now
   c->sealed.fetch_add(1, std::memory_order_relaxed);
   stack_push(c->inbox, s);
@@ -1322,7 +1371,7 @@ void parent_fork() {
 }
 void child_fork() {
   for (Cache* c = g_caches; c; c = c->reg_next) {
-    pthread_mutex_init(&c->mu, nullptr);
+    init_cache_mutex(&c->mu);
     // A fallback-mode owner or a remote may have held a slot lock; its thread is gone.
     for (int i = 0; i < nr_slots(); ++i) c->slots[i].lock.word.store(0, std::memory_order_relaxed);
     // Arrays other threads held between a slot and the inbox are lost (leaked), not waited for.
@@ -1542,7 +1591,7 @@ struct bulkrcu_cache* bulkrcu_cache_create_ctor(const char* name, size_t size, s
     c->max_ready = by_bytes > cache::kMaxReady ? by_bytes : cache::kMaxReady;
   }
 #endif
-  pthread_mutex_init(&c->mu, nullptr);
+  cache::init_cache_mutex(&c->mu);
   cache::g_budget = config().max_pending_bytes;  // before any seal of this cache can run
   c->slots = static_cast<cache::CpuSlot*>(alloc_slots(sizeof(cache::CpuSlot)));
   if (!cache::reg_add(c)) {
