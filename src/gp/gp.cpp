@@ -13,6 +13,7 @@
 //     F1: full fence;  gp_ctr ^= PHASE;  F2: full fence
 //     W2: wait until no reader is active with a phase other than gp_ctr's (the old one)
 //     M2: membarrier(PRIVATE_EXPEDITED)    -- matches B: every section we waited for has ended
+//         (on x86-64 a full fence on this thread only: see "M2 on x86-64" below)
 //     seq++ (even)
 //
 // What M1 prevents: a writer unpublishes P, then a reader whose ctr store still sits in its
@@ -20,6 +21,26 @@
 // P. membarrier runs a full barrier on every CPU running one of our threads: either the
 // reader's ctr store came before that barrier (the scan sees it) or its loads of P came after
 // it (they see the unpublish). A thread that is not running has no store buffer to drain.
+//
+// M2 on x86-64. What M2 must give: every access of a section the grace period waited for (or
+// found ended) is performed before anything that follows the grace period (the frees that
+// poll_state's acquire lets run). The grace period learns that a section ended only by loading
+// the reader's ctr store at its outermost unlock (or its next lock, which follows that unlock
+// in program order); B keeps the compiler from moving the section's accesses after that store.
+// x86-64 is TSO: a store becomes visible only after every earlier load of its thread has been
+// performed (loads are not reordered with later stores) and after every earlier store (stores
+// are not reordered with each other). So once the scan has read the unlock's value, every
+// access of the section before it has been performed; the scan's loads precede seq's release
+// store here (a full fence keeps that order for the compiler too), and seq's release store
+// happens-before every free that poll_state allows. A reader whose section began after M1 is
+// covered by M1 as before (it cannot see the unpublished pointer), M2 plays no part there.
+// So on x86-64 M2 needs no barrier on the readers' CPUs, and is a full fence on this thread:
+// one membarrier system call a grace period instead of two. That halves a grace period's
+// cost where the IPI is expensive: on this project's 2-vCPU virtual machine a membarrier with
+// a thread running on the other CPU takes 9.5 us (139 ns with that CPU idle), and synchronize
+// with one spinning reader went from a 31 us median to 16 us. Elsewhere (weaker ordering: a
+// load of the section may still be pending after its unlock store is visible) M2 stays a
+// membarrier. Without membarrier M1 and M2 are full fences anyway.
 //
 // Why two phases (W1, W2): a reader may load gp_ctr, stall, and store it only after a scan;
 // its store carries a phase from before the flip. W1 waits for such readers left over from the
@@ -234,8 +255,18 @@ __attribute__((constructor(102))) void gp_init() {
   pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-// M1 / M2: a full barrier on every CPU running a thread of this process.
+// M1 (and M2 where the hardware does not order loads before later stores): a full barrier on
+// every CPU running a thread of this process.
 void master_fence() { heavy_fence(); }
+
+// M2: see "M2 on x86-64" at the top of this file.
+void end_fence() {
+#if defined(__x86_64__)
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#else
+  master_fence();
+#endif
+}
 
 bool ulong_ge(unsigned long a, unsigned long b) { return static_cast<long>(a - b) >= 0; }
 
@@ -404,7 +435,7 @@ void run_grace_period(bool expedited) {
     std::atomic_thread_fence(std::memory_order_seq_cst);  // F2
     wait_for_readers(expedited, &start);                  // W2
   }
-  master_fence();                                 // M2
+  end_fence();                                    // M2
   g.seq.store(s + 2, std::memory_order_release);  // pairs with poll_state's acquire
   g.driving.store(0, std::memory_order_relaxed);
   g.nr_gp.fetch_add(1, std::memory_order_relaxed);
@@ -446,7 +477,7 @@ bool try_grace_period_now() noexcept {
   for (int i = 0; i < 16 && !(ok = !any_active()); ++i)
     for (int j = 0; j < 32; ++j) cpu_relax();
   if (ok) {
-    master_fence();                                 // M2
+    end_fence();                                    // M2
     g.seq.store(s + 2, std::memory_order_release);  // pairs with poll_state's acquire
     g.nr_gp.fetch_add(1, std::memory_order_relaxed);
   }  // else abandoned: seq stays odd for the next grace period to take over

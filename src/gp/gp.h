@@ -56,7 +56,7 @@ struct NoCancel {
 // within a few microseconds of spinning after the first fence, no reader is inside a critical
 // section. Otherwise undoes the attempt
 // (the sequence goes back to the even value it had; a cookie taken meanwhile only becomes
-// harder to satisfy) and returns false. Never blocks; one or two membarrier calls. Not inside
+// harder to satisfy) and returns false. Never blocks; one membarrier call (two off x86-64). Not inside
 // a reader (it would see itself and fail).
 bool try_grace_period_now() noexcept;
 
