@@ -114,19 +114,18 @@ void BM_MallocFree(benchmark::State& state) {
 BENCHMARK(BM_MallocFree);
 
 void BM_UrcuDeferMalloc(benchmark::State& state) {
-  // liburcu asserts when a thread registers its defer queue twice: once per thread.
-  static thread_local bool registered = false;
-  if (!registered) {
-    urcu_memb_register_thread();
-    urcu_memb_defer_register_thread();
-    registered = true;
-  }
+  // Registered for this run only: liburcu asserts on a second registration of a thread's defer
+  // queue, and, at exit, when a thread is still registered (the benchmark aborted at exit).
+  urcu_memb_register_thread();
+  urcu_memb_defer_register_thread();
   for (auto _ : state) {
     void* p = malloc(24);
     benchmark::DoNotOptimize(p);
     urcu_memb_defer_rcu(free, p);
   }
   urcu_memb_defer_barrier_thread();
+  urcu_memb_defer_unregister_thread();
+  urcu_memb_unregister_thread();
 }
 BENCHMARK(BM_UrcuDeferMalloc);
 
