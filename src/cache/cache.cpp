@@ -736,8 +736,8 @@ void detach_cpu(Cache* c, int cpu, Sheaf** main, Sheaf** rcu) noexcept {
 
 // The cache mutex spins a little before it sleeps (glibc's adaptive mutex): its holders keep it
 // for microseconds (a refill from the slabs, a trim), usually while running on another CPU.
-// A plain mutex put the waiter to sleep at once: with two threads allocating on two CPUs,
-// 119 of the 178 context switches of a kfree-scale run were a thread blocking on it.
+// A plain mutex put the waiter to sleep at once: with two threads allocating on two CPUs, of
+// the 178 times a kfree-scale run's threads slept on a mutex, 119 were on this one.
 void init_cache_mutex(pthread_mutex_t* mu) noexcept {
   pthread_mutexattr_t a;
   pthread_mutexattr_init(&a);
