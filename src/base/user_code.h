@@ -21,6 +21,10 @@ extern __thread bool t_bulkrcu_thread BULKRCU_INITIAL_EXEC;
 
 BULKRCU_ALWAYS_INLINE bool in_user_code() noexcept { return t_user_code != 0; }
 BULKRCU_ALWAYS_INLINE bool on_bulkrcu_thread() noexcept { return t_bulkrcu_thread; }
+// Whether the calling thread may wait for reclaim to catch up (kvfree's throttle, the caches'
+// pacing): not in user code bulkrcu called and not on bulkrcu's own threads, which would wait
+// for work only they do. Callers also check that the thread is outside a reader.
+BULKRCU_ALWAYS_INLINE bool may_wait_for_reclaim() noexcept { return !in_user_code() && !on_bulkrcu_thread(); }
 
 enum class Section { kNone, kReader };
 

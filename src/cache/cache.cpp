@@ -84,7 +84,8 @@ constexpr std::size_t kKeepEmptySlabs = 8;  // slabs kept empty: fewer trips to 
 // or the runtime thread, which usually ends the stall. The wait is bounded, so an allocation
 // never depends on a reader (a reader inside a section may be waiting for a lock the
 // allocating thread holds); inside a reader it is skipped (the grace period would wait for
-// the caller itself), as it is on bulkrcu's own threads.
+// the caller itself), as it is where kvfree's throttle is (may_wait_for_reclaim: in user code
+// and on bulkrcu's own threads).
 constexpr std::uint64_t kThrottleWaitNs = 1000000;
 constexpr std::uint64_t kThrottleNapNs = 20000;
 std::atomic<std::size_t> g_throttle_bytes{std::size_t{2} << 20};
@@ -973,7 +974,7 @@ bool wait_briefly_for(unsigned long cookie) noexcept {
 void throttle_locked(Cache* c) noexcept {
   const std::size_t waiting_bytes = c->nr_waiting * c->sheaf_cap * c->stride;
   if (!c->waiting || waiting_bytes < g_throttle_bytes.load(std::memory_order_relaxed) ||
-      gp::reader_nesting() != 0 || on_bulkrcu_thread())
+      gp::reader_nesting() != 0 || !may_wait_for_reclaim())
     return;
   const unsigned long cookie = c->waiting->cookie;
   ++c->throttled;

@@ -182,7 +182,7 @@ bool admit(unsigned flags, bool in_reader) noexcept {
   if (flags & kNoWait) return refuse();
   // Never on bulkrcu's threads or in a deleter or callback: they would wait for passes only
   // the runtime thread makes (a deleter runs inside a reader anyway).
-  if (!in_reader && (flags & kMayBlock) && !on_bulkrcu_thread() && !in_user_code()) throttle();
+  if (!in_reader && (flags & kMayBlock) && may_wait_for_reclaim()) throttle();
   return true;
 }
 
