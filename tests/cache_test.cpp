@@ -165,6 +165,34 @@ TEST(Cache, RefillWaitsBrieflyForRetiredArraysButNeverForAReader) {
   bulkrcu::detail::cache::set_throttle_bytes(old);
 }
 
+// The LocalDepot cycle (cache.cpp): one thread that allocates and retires at once reuses its
+// own retired arrays after their grace period, so the slabs stay few however long it runs,
+// and a barrier still finds the arrays a LocalDepot holds.
+TEST(Cache, RetireAndReuseCycleOnOneCpuKeepsTheSlabsFew) {
+  bulkrcu_cache* c = bulkrcu_cache_create("cycle", sizeof(Obj), 0, 0);
+  const auto before = info(c);
+  constexpr int kObjs = 20000;
+  std::set<void*> seen;
+  for (int i = 0; i < kObjs; ++i) {
+    void* p = bulkrcu_cache_alloc(c);
+    ASSERT_NE(p, nullptr);
+    seen.insert(p);
+    bulkrcu_cache_free_rcu(c, p);
+  }
+  const auto after = info(c);
+  const std::uint64_t sealed = after.sealed - before.sealed, reused = after.reused - before.reused;
+  EXPECT_GE(sealed, static_cast<std::uint64_t>(kObjs) / after.sheaf_cap / 2);
+  EXPECT_GE(reused * 10, sealed * 9) << "retired arrays did not come back as allocation arrays";
+  EXPECT_LT(seen.size(), static_cast<std::size_t>(kObjs) / 10) << "objects were not reused";
+  EXPECT_LE(after.slab_allocs - before.slab_allocs, 64u);
+  bulkrcu_cache_barrier(c);
+  EXPECT_EQ(info(c).waiting, 0u);
+  bulkrcu_stats st;
+  bulkrcu_get_stats(&st, sizeof st);
+  EXPECT_EQ(st.cache_pending_objects, 0u);
+  bulkrcu_cache_destroy(c);
+}
+
 TEST(Cache, BarrierIsPerCache) {
   bulkrcu_cache* a = bulkrcu_cache_create("a", 32, 0, 0);
   bulkrcu_cache* b = bulkrcu_cache_create("b", 32, 0, 0);

@@ -536,6 +536,24 @@ TEST(GpNoReader, ShortcutInFreshProcess) {
   EXPECT_TRUE(bulkrcu_poll_state(cookie));
   EXPECT_EQ(stats().expedited_grace_periods, st0.expedited_grace_periods)
       << "synchronize ran the full engine with no reader at all";
+  EXPECT_GE(stats().no_reader_grace_periods - st0.no_reader_grace_periods, 100u);
+  // Every other way to a grace period takes the shortcut too: the caches' attempt, the
+  // non-blocking attempt, and the runtime thread's grace period for a polled cookie.
+  {
+    const bulkrcu_stats a = stats();
+    const unsigned long c1 = bulkrcu_get_state();
+    ASSERT_TRUE(bulkrcu::detail::gp::try_no_reader_grace_period());
+    EXPECT_TRUE(bulkrcu_poll_state(c1));
+    const unsigned long c2 = bulkrcu_get_state();
+    ASSERT_TRUE(bulkrcu::detail::gp::try_grace_period_now());
+    EXPECT_TRUE(bulkrcu_poll_state(c2));
+    const unsigned long c3 = bulkrcu_start_poll();
+    for (int i = 0; i < 20000 && !bulkrcu_poll_state(c3); ++i) usleep(100);
+    EXPECT_TRUE(bulkrcu_poll_state(c3)) << "the runtime thread never ran the polled grace period";
+    const bulkrcu_stats b = stats();
+    EXPECT_EQ(b.no_reader_grace_periods - a.no_reader_grace_periods, b.grace_periods - a.grace_periods);
+    EXPECT_GE(b.no_reader_grace_periods - a.no_reader_grace_periods, 3u);
+  }
   const uint64_t gp0 = stats().grace_periods;
   // A thread that read and exited leaves no owned slot behind.
   std::thread([] {
@@ -549,6 +567,24 @@ TEST(GpNoReader, ShortcutInFreshProcess) {
   // With a reader inside a section, synchronize must wait for it.
   expect_waits_for_reader([] { bulkrcu_synchronize(); });
   EXPECT_GT(stats().grace_periods, gp0);
+  // A live thread that owns a slot (outside any section) turns the shortcut off: the
+  // cache's attempt refuses and changes nothing; the full grace period still completes.
+  std::atomic<bool> owned{false}, done{false};
+  std::thread t([&] {
+    bulkrcu_read_lock();
+    bulkrcu_read_unlock();
+    owned = true;
+    while (!done) usleep(100);
+  });
+  while (!owned) usleep(100);
+  const bulkrcu_stats a = stats();
+  const unsigned long c = bulkrcu_get_state();
+  EXPECT_FALSE(bulkrcu::detail::gp::try_no_reader_grace_period());
+  bulkrcu_synchronize();
+  EXPECT_TRUE(bulkrcu_poll_state(c));
+  EXPECT_EQ(stats().no_reader_grace_periods, a.no_reader_grace_periods);
+  done = true;
+  t.join();
 }
 
 TEST(GpNoReader, Spawn) {

@@ -80,7 +80,7 @@ bench_check(alloc_mismatch 1 ARGS --tiny --workload kfree-scale --impl free ALLO
 # BULKRCU_STATS=1: the library prints every statistic at exit, `bulkrcu.<field> <value>`, in
 # the header's order (first and last field checked; the list's completeness is a static_assert).
 bench_check(stats_at_exit 0 ARGS --list ENV BULKRCU_STATS=1
-  STDERR "^bulkrcu\\.grace_periods [0-9]+\nbulkrcu\\.expedited_grace_periods [0-9]+\n.*bulkrcu\\.cache_pending_bytes [0-9]+\n$")
+  STDERR "^bulkrcu\\.grace_periods [0-9]+\nbulkrcu\\.expedited_grace_periods [0-9]+\n.*bulkrcu\\.cache_pending_bytes [0-9]+\nbulkrcu\\.no_reader_grace_periods [0-9]+\n$")
 # Progress on stderr: one line per run when stderr is not a terminal, then the elapsed time.
 bench_check(progress 0 ARGS --tiny --workload kfree-scale --impl free,call
   STDERR "^\\[1/2\\] kfree-scale free rep 1/1, ETA [0-9]+s\n\\[2/2\\] kfree-scale call rep 1/1, ETA [0-9]+s\n.*done: 2 runs in [0-9]+s")

@@ -137,7 +137,7 @@ BULKRCU_API size_t bulkrcu_cache_object_size(const struct bulkrcu_cache* c);
  *
  * A cache begins with struct bulkrcu__cache_fast (src/cache/cache.cpp asserts it). `slots` is
  * set once, when the cache is created, and only when the inline paths are exact: rseq mode,
- * no debug mode (BULKRCU_POOL_DEBUG), 4 KiB pages. Slots are 64 bytes per possible CPU, the
+ * no debug mode (BULKRCU_POOL_DEBUG), 4 KiB pages. Slots are 128 bytes per possible CPU, the
  * lock word at 0, the allocation array's word at 8 and the retired array's at 16; a word is
  * (array address | nr), 0 for none, with the objects from byte 64 of the page-aligned array.
  * The address map: bulkrcu__cache_map[a >> 34] is NULL or a table of one 32-bit entry per
@@ -157,10 +157,10 @@ extern BULKRCU_API unsigned int* bulkrcu__cache_map[BULKRCU__CACHE_MAP_CELLS];
 #define BULKRCU__HAVE_CACHE_FAST 1
 extern BULKRCU_API long bulkrcu__rseq_offset; /* glibc's __rseq_offset (also in rcu.h) */
 
-/* A sequence's start (rseq_asm.h) with the slot of this CPU: base + (cpu << 6). */
+/* A sequence's start (rseq_asm.h) with the slot of this CPU: base + (cpu << 7). */
 #define BULKRCU__CACHE_RSEQ_BEGIN \
   BULKRCU__RSEQ_START             \
-  "shlq $6, %%rax\n\t"            \
+  "shlq $7, %%rax\n\t"            \
   "addq %[base], %%rax\n\t"
 /* How many pops ahead the object is prefetched (objects come back a grace period after their
  * retire, cold). */

@@ -88,6 +88,10 @@ struct bulkrcu_stats {
                                      period has elapsed, before any cache promotes them */
   uint64_t cache_pending_bytes;   /* their share of the budget (BULKRCU_MAX_PENDING): objects'
                                      bytes plus each sealed array's page */
+  /* grace-period engine, continued */
+  uint64_t no_reader_grace_periods; /* of grace_periods: completed without membarrier because no
+                                       thread owned a reader slot (no thread had ever read, or
+                                       every one that had has exited) */
 };
 
 /* Copies min(size, sizeof(struct bulkrcu_stats)) bytes of a fresh snapshot into *out; pass

@@ -32,9 +32,9 @@ inline constexpr std::uintptr_t kSheafNrMask = 0xfff;  // nr in a slot word (the
 // The sequences themselves are the public header's (include/bulkrcu/cache.h, section
 // "private: the inline fast paths"), so that callers outside the library inline the same code
 // the library runs: bulkrcu__cache_pop_main, bulkrcu__cache_push_main, bulkrcu__cache_push_rcu.
-// They find this CPU's slot by a shift (`cpu << 6`: a CpuSlot is one 64-byte line) rather than
+// They find this CPU's slot by a shift (`cpu << 7`: a CpuSlot is two 64-byte lines) rather than
 // a multiply by a stride register, and take the words at the header's fixed offsets.
-inline constexpr std::size_t kCacheSlotBytes = 64;  // the sequences' shift
+inline constexpr std::size_t kCacheSlotBytes = 128;  // the sequences' shift
 inline constexpr std::size_t kSheafPrefetch = BULKRCU__CACHE_PREFETCH;
 static_assert(BULKRCU__CACHE_MAIN_OFF == 8 && BULKRCU__CACHE_RCU_OFF == 16);
 

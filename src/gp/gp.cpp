@@ -55,7 +55,9 @@
 // Without membarrier (kernel without it, BULKRCU_NO_MEMBARRIER=1) readers run fences A and B
 // as full fences (bulkrcu__reader_fence = 1) and M1/M2 are full fences.
 //
-// Memory ordering of the no-reader shortcut (synchronize with no reader slot owned). A thread
+// Memory ordering of the no-reader shortcut (any grace period while no reader slot is owned:
+// synchronize's, the runtime thread's, try_grace_period_now's, try_no_reader_grace_period's;
+// finish_if_no_reader_locked). A thread
 // can be inside a section only while it owns a slot: it claims one (a seq_cst CAS of owner
 // 0 -> 1, then F3: a full fence) before its first section's loads, and gives it back (a
 // release store of owner 0) only after its last section has ended. synchronize runs F4 (a full
@@ -243,6 +245,7 @@ struct Engine {
   std::atomic<std::uint64_t> nr_wait_sleeps{0}, nr_reader_wakes{0}, nr_wait_timeouts{0};
   pthread_mutex_t gp_mutex = PTHREAD_MUTEX_INITIALIZER;  // serializes grace periods
   std::atomic<std::uint64_t> nr_gp{0}, nr_exp_gp{0}, nr_sync{0}, nr_stall{0};
+  std::atomic<std::uint64_t> nr_gp_no_reader{0};  // of nr_gp: completed by the no-reader shortcut
 };
 Engine g;
 
@@ -421,9 +424,28 @@ unsigned long begin_seq() noexcept {
   return s;
 }
 
+// gp_mutex held, seq odd (begin_seq): the no-reader shortcut (see its memory ordering at the
+// top of this file). A full fence (F4), then every slot's owner: if no slot is owned, no
+// section that began before the fence can still be running, and the grace period s + 1 is
+// complete without membarrier; seq becomes s + 2. Otherwise seq stays odd and the caller runs
+// the full grace period (or abandons it). Cost: one fence and an owner scan that stops at the
+// first owned slot.
+bool finish_if_no_reader_locked(unsigned long s) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // F4 after the odd store
+  if (!no_reader_slot_owned()) return false;
+  g.seq.store(s + 2, std::memory_order_release);  // pairs with poll_state's acquire
+  g.nr_gp.fetch_add(1, std::memory_order_relaxed);
+  g.nr_gp_no_reader.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 void run_grace_period(bool expedited) {
   std::uint64_t start = 0;                  // set by wait_for_readers once it stops spinning
   const unsigned long s = begin_seq() - 1;  // completes at s + 2
+  if (finish_if_no_reader_locked(s)) {      // not counted as expedited: nothing was expedited
+    BULKRCU_TRACE(gp_end, s + 2, expedited);
+    return;
+  }
   g.driving.store(1, std::memory_order_relaxed);
   BULKRCU_TRACE(gp_start, s + 1, expedited);
   master_fence();  // M1
@@ -465,9 +487,20 @@ bool poll_state(unsigned long cookie) noexcept {
 unsigned long current_seq() noexcept { return g.seq.load(std::memory_order_acquire); }
 bool driving() noexcept { return g.driving.load(std::memory_order_acquire) != 0; }
 
+bool try_no_reader_grace_period() noexcept {
+  if (!no_reader_slot_owned() || pthread_mutex_trylock(&g.gp_mutex) != 0) return false;
+  const bool ok = finish_if_no_reader_locked(begin_seq() - 1);  // else abandoned: seq stays odd
+  pthread_mutex_unlock(&g.gp_mutex);
+  return ok;
+}
+
 bool try_grace_period_now() noexcept {
   if (pthread_mutex_trylock(&g.gp_mutex) != 0) return false;
   const unsigned long s = begin_seq() - 1;
+  if (finish_if_no_reader_locked(s)) {
+    pthread_mutex_unlock(&g.gp_mutex);
+    return true;
+  }
   master_fence();  // M1
   // No reader inside a section at some instant after M1 means every section that began before
   // M1 has ended (the same test as run_grace_period's shortcut, taken a little later). Short
@@ -500,13 +533,8 @@ void synchronize(bool expedited) noexcept {
   // The shortcut also completes the sequence (seq odd, F4 again, scan, even), so that cookies
   // taken before it are satisfied as after any synchronize; when gp_mutex is busy, the full path.
   if (no_reader_slot_owned() && pthread_mutex_trylock(&g.gp_mutex) == 0) {
-    const unsigned long s = begin_seq() - 1;
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // F4 after the odd store
-    const bool none = no_reader_slot_owned();
-    if (none) {
-      g.seq.store(s + 2, std::memory_order_release);
-      g.nr_gp.fetch_add(1, std::memory_order_relaxed);
-    }  // else abandoned: seq stays odd (as in try_grace_period_now)
+    const bool none = finish_if_no_reader_locked(begin_seq() - 1);
+    // else abandoned: seq stays odd (as in try_grace_period_now)
     pthread_mutex_unlock(&g.gp_mutex);
     if (none) return;
   }
@@ -569,6 +597,7 @@ Stats stats() noexcept {
   st.expedited_grace_periods = g.nr_exp_gp.load(std::memory_order_relaxed);
   st.synchronize_calls = g.nr_sync.load(std::memory_order_relaxed);
   st.stall_warnings = g.nr_stall.load(std::memory_order_relaxed);
+  st.no_reader_grace_periods = g.nr_gp_no_reader.load(std::memory_order_relaxed);
   st.reader_slots = g_nr_chunks.load(std::memory_order_relaxed) * kSlotsPerChunk;
   for_each_slot([&](const ReaderSlot& s) {
     if (s.owner.load(std::memory_order_relaxed)) ++st.readers_registered;

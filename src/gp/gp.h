@@ -54,11 +54,15 @@ struct NoCancel {
 
 // Runs one grace period on the calling thread if that needs no waiting: gp_mutex is free and,
 // within a few microseconds of spinning after the first fence, no reader is inside a critical
-// section. Otherwise undoes the attempt
-// (the sequence goes back to the even value it had; a cookie taken meanwhile only becomes
-// harder to satisfy) and returns false. Never blocks; one membarrier call (two off x86-64). Not inside
-// a reader (it would see itself and fail).
+// section. Otherwise abandons the attempt (the sequence stays odd and the next grace period
+// takes it over, see "seq never moves backwards" in gp.cpp) and returns false. Never blocks;
+// no system call when no thread owns a reader slot (the no-reader shortcut), else one
+// membarrier call (two off x86-64). Not inside a reader (it would see itself and fail).
 bool try_grace_period_now() noexcept;
+// Only the no-reader shortcut: true when it completed a grace period (no thread owns a reader
+// slot and gp_mutex was free); false at once otherwise, with nothing changed when a slot is
+// owned. Never blocks, no system call: a full fence and a scan of the slots' owners.
+bool try_no_reader_grace_period() noexcept;
 
 // Asks the runtime thread for a grace period that satisfies `cookie` (lock-free; at most one
 // futex wake through the base layer's doorbell). The runtime thread reads requested_cookie().
@@ -109,6 +113,7 @@ struct Stats {
   std::uint64_t readers_registered;  // reader slots in use now
   std::uint64_t reader_slots;        // reader slots mapped
   std::uint64_t stall_warnings;
+  std::uint64_t no_reader_grace_periods;  // of grace_periods: the no-reader shortcut
 };
 Stats stats() noexcept;
 

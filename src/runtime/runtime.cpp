@@ -462,6 +462,7 @@ void bulkrcu_get_stats(struct bulkrcu_stats* out, size_t size) {
   kvfree::fill_stats(&s);
   s.cache_pending_objects = cache::pending_objects();
   s.cache_pending_bytes = cache::pending_bytes();
+  s.no_reader_grace_periods = g.no_reader_grace_periods;
   pool::Stats p = pool::stats();
   s.pool_allocs = p.allocs;
   s.pool_frees = p.frees;

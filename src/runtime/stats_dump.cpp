@@ -72,7 +72,8 @@ namespace {
   X(kv_pending_unsized)           \
   X(kv_budget_objects)            \
   X(cache_pending_objects)        \
-  X(cache_pending_bytes)
+  X(cache_pending_bytes)          \
+  X(no_reader_grace_periods)
 
 #define BULKRCU_COUNT_FIELD(name) +1
 static_assert(sizeof(bulkrcu_stats) == sizeof(uint64_t) * (0 BULKRCU_STATS_FIELDS(BULKRCU_COUNT_FIELD)),
