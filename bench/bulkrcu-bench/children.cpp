@@ -688,7 +688,8 @@ ImplEntry entry() {
                    I::kHasSync ? &sync_latency<I> : nullptr,
                    &scale_retire<I>,
                    I::kHasSync ? &scale_sync<I> : nullptr,
-                   I::kSyncLabel};
+                   I::kSyncLabel,
+                   flood_only<I>()};
 }
 
 // The implementations, in table order. Add one: a struct in impls.h and a line here.
@@ -704,6 +705,7 @@ const std::vector<ImplEntry>& impl_table() {
       entry<CacheImpl>(),
       entry<CacheTypesafeImpl>(),
       entry<BulkrcuCallImpl>(),
+      entry<BulkrcuCallBoundedImpl>(),
       entry<RcuRetireImpl>(),
       entry<ObjRetireImpl>(),
       entry<UrcuCallImpl>(),

@@ -161,6 +161,31 @@ struct BulkrcuCallImpl : EmbeddedHeadObject<bulkrcu_head> {
   static void synchronize() { bulkrcu_synchronize(); }
 };
 
+// bulkrcu_call_bounded: bulkrcu_call with back-pressure, the entry point for a producer that
+// would rather wait than let the backlog grow (flood workload only: elsewhere it is `call`).
+struct BulkrcuCallBoundedImpl : BulkrcuCallImpl {
+  static constexpr const char* kName = "call_bounded";
+  static constexpr const char* kWhat =
+      "bulkrcu_call_bounded(&obj->head, cb, 65536): bulkrcu_call that waits while over 64 Ki callbacks are "
+      "pending";
+  static constexpr bool kFloodOnly = true;
+  static constexpr std::size_t kMaxPending = 65536;
+  template <class P>
+  static void retire(P* p) {
+    bulkrcu_call_bounded(&reinterpret_cast<Box<P>*>(p)->head, &cb<P>, kMaxPending);
+  }
+};
+
+// Rows that only the flood runs (kFloodOnly): the other workloads measure what they would
+// measure for another row already.
+template <class I>
+constexpr bool flood_only() {
+  if constexpr (requires { I::kFloodOnly; })
+    return I::kFloodOnly;
+  else
+    return false;
+}
+
 // A deleter that counts, for the C++ forms (an empty class: it costs no storage).
 template <class T>
 struct CountingDelete {

@@ -48,7 +48,8 @@ std::string color_of(const std::string& impl) {
       {"call", "#006d2c"},           {"rcu_retire", "#31a354"},  {"obj_retire", "#74c476"},
       {"pool_lockless", "#08519c"},  {"pool_locked", "#6baed6"}, {"urcu_call_rcu", "#d94801"},
       {"urcu_defer_rcu", "#fdae6b"}, {"free", "#444444"},        {"malloc", "#444444"},
-      {"mmap", "#984ea3"},           {"cache", "#00441b"},       {"cache_typesafe", "#a1d99b"}};
+      {"mmap", "#984ea3"},           {"cache", "#00441b"},       {"cache_typesafe", "#a1d99b"},
+      {"call_bounded", "#238b45"}};
   auto it = c.find(impl);
   if (it != c.end()) return it->second;
   switch (family_of(impl)) {
@@ -69,8 +70,9 @@ long color_int(const std::string& impl) { return std::strtol(color_of(impl).c_st
 // Dashes tell apart the members of one family in line plots.
 std::string dash_of(const std::string& impl) {
   static const std::map<std::string, int> d = {
-      {"kvfree", 1},     {"kfree_head", 2},    {"defer", 4},          {"call", 1},  {"rcu_retire", 2},
-      {"obj_retire", 4}, {"urcu_call_rcu", 1}, {"urcu_defer_rcu", 2}, {"cache", 3}, {"cache_typesafe", 5}};
+      {"kvfree", 1},     {"kfree_head", 2},     {"defer", 4},         {"call", 1},
+      {"rcu_retire", 2}, {"obj_retire", 4},     {"urcu_call_rcu", 1}, {"urcu_defer_rcu", 2},
+      {"cache", 3},      {"cache_typesafe", 5}, {"call_bounded", 3}};
   auto it = d.find(impl);
   return std::to_string(it == d.end() ? 1 : it->second);
 }

@@ -153,6 +153,7 @@ void add_cases(WorkloadDef& w, const Options& o, const std::string& variant,
                std::map<std::string, std::string> params, int reps, bool sync_only, double budget_s) {
   for (const auto& e : impl_table()) {
     if (!selected(o.impls, e.name)) continue;
+    if (e.flood_only && w.name != "flood" && o.impls.empty()) continue;
     if (sync_only && !e.has_sync) continue;
     Case c{w.name, variant, e.name, params, reps, budget_s, sync_only ? e.sync_label : ""};
     c.params["impl"] = e.name;

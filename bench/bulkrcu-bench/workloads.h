@@ -35,6 +35,7 @@ struct ImplEntry {
   bool has_sync;
   ChildFn kfree_scale, flood, read_mostly, retire_latency, sync_latency, scale_retire, scale_sync;
   const char* sync_label;  // what synchronize calls in this implementation (plots, tables)
+  bool flood_only;         // a row of the flood workload only (unless --impl names it)
 };
 const std::vector<ImplEntry>& impl_table();
 const ImplEntry* find_impl(const std::string& name);

@@ -205,7 +205,7 @@ std::uint64_t doorbell_poll_ns() noexcept {
 }
 
 void doorbell_ring() noexcept {
-  if (g_doorbell.exchange(0, std::memory_order_relaxed) == 1) subtle::futex_wake(&g_doorbell, 1);
+  if (g_doorbell.exchange(0, std::memory_order_relaxed) != 0) subtle::futex_wake(&g_doorbell, 1);
 }
 
 namespace {

@@ -173,16 +173,25 @@ BULKRCU_ALWAYS_INLINE void light_fence() noexcept {
 }
 
 // --- the runtime thread's doorbell ---------------------------------------------------------
-// The runtime thread sets `sleeping` to 1, runs heavy_fence(), rechecks every source of work,
-// then futex-waits on `sleeping`. A producer publishes its work, then ring_if_idle(): a light
-// fence and one load; only when the runtime thread sleeps does it pay a futex wake. The
-// asymmetric Dekker pair (light_fence here, heavy_fence there) guarantees that either the
-// recheck sees the work or the producer sees sleeping == 1.
+// The runtime thread sets `sleeping` to kDoorbellIdle (or kDoorbellPaced), runs heavy_fence(),
+// rechecks every source of work, then futex-waits on `sleeping`. A producer publishes its
+// work, then ring_if_idle(): a light fence and one load; only when the runtime thread sleeps
+// does it pay a futex wake. The asymmetric Dekker pair (light_fence here, heavy_fence there)
+// guarantees that either the recheck sees the work or the producer sees sleeping != 0.
+// kDoorbellPaced: the thread sleeps until its next callback grace period is due (a deadline
+// it set itself); new callbacks need not wake it (doorbell_ring_if_idle_for_callbacks), any
+// other producer does.
+inline constexpr std::uint32_t kDoorbellIdle = 1;
+inline constexpr std::uint32_t kDoorbellPaced = 2;
 std::atomic<std::uint32_t>* doorbell_word() noexcept;
 void doorbell_ring() noexcept;  // async-signal-safe: an exchange and at most one futex wake
 BULKRCU_ALWAYS_INLINE void doorbell_ring_if_idle() noexcept {
   light_fence();
   if (BULKRCU_UNLIKELY(doorbell_word()->load(std::memory_order_relaxed) != 0)) doorbell_ring();
+}
+BULKRCU_ALWAYS_INLINE void doorbell_ring_if_idle_for_callbacks() noexcept {
+  light_fence();
+  if (BULKRCU_UNLIKELY(doorbell_word()->load(std::memory_order_relaxed) == kDoorbellIdle)) doorbell_ring();
 }
 
 // Producers that promise no system call (bulkrcu_alloc_page_lockless, bulkrcu_defer_nowait)

@@ -257,7 +257,7 @@ void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept {
       push_overflow(head, cpu);
     }
   }
-  doorbell_ring_if_idle();
+  doorbell_ring_if_idle_for_callbacks();  // a paced runtime thread sweeps at its deadline
 }
 
 bool has_unswept() noexcept {
