@@ -59,15 +59,19 @@
 // synchronize's, the runtime thread's, try_grace_period_now's, try_no_reader_grace_period's;
 // finish_if_no_reader_locked). A thread
 // can be inside a section only while it owns a slot: it claims one (a seq_cst CAS of owner
-// 0 -> 1, then F3: a full fence) before its first section's loads, and gives it back (a
-// release store of owner 0) only after its last section has ended. synchronize runs F4 (a full
-// fence, get_state's) after the caller's updates and then reads every owner. If it reads 0 for
-// every slot:
+// 0 -> 1, a seq_cst increment of g_owned, then F3: a full fence) before its first section's
+// loads, and gives it back (owner 0, then a release decrement of g_owned) only after its last
+// section has ended. synchronize runs F4 (a full fence, get_state's) after the caller's updates
+// and then loads g_owned (acquire). If it reads 0:
 //   - a thread that claims a slot later: F4 precedes its F3 in the fences' single total order
-//     (otherwise F4 would see its CAS), so every load of its sections sees the caller's
+//     (otherwise the load after F4 would see its increment, or a later value of g_owned in
+//     which that increment is still counted), so every load of its sections sees the caller's
 //     updates; it cannot hold a pre-existing reference.
-//   - a thread that gave its slot back: the acquire load of owner 0 synchronizes with that
-//     release store, so its sections happen-before synchronize returns.
+//   - a thread whose increment the load does see (in the modification order up to the value
+//     read): 0 means its decrement is there too (each decrement follows its thread's
+//     increment), so it gave its slot back; every change of g_owned is a read-modify-write,
+//     so the acquire load synchronizes with that release decrement, and its sections
+//     happen-before synchronize returns.
 // No other thread can be inside a section that began before the call, so returning at once is
 // a full grace period for the caller. To satisfy other threads' cookies too, the shortcut runs
 // under gp_mutex (trylock) as a grace period without membarrier: seq odd, a full fence, the
@@ -140,6 +144,10 @@ struct alignas(kCacheLine) Chunk {
 
 std::atomic<Chunk*> g_chunks{nullptr};  // push-only list (CAS), newest first
 std::atomic<std::uint64_t> g_nr_chunks{0};
+// Slots owned now: +1 after every claim's CAS (before its F3), -1 after every release's owner
+// store (see the no-reader shortcut's memory ordering). One load answers "is any slot owned?"
+// instead of a scan of every slot's line.
+alignas(kCacheLine) std::atomic<std::uint64_t> g_owned{0};
 pthread_key_t g_key;
 std::atomic<int> g_key_state{0};  // 0: none, 1: being created, 2: ready
 
@@ -175,6 +183,7 @@ ReaderSlot* claim_slot() {
       if (s.owner.load(std::memory_order_relaxed) == 0 &&
           s.owner.compare_exchange_strong(expected, 1, std::memory_order_seq_cst,
                                           std::memory_order_relaxed)) {
+        g_owned.fetch_add(1, std::memory_order_seq_cst);
         std::atomic_thread_fence(std::memory_order_seq_cst);  // F3 (the no-reader shortcut)
         return &s;
       }
@@ -185,6 +194,7 @@ ReaderSlot* claim_slot() {
   if (mem == MAP_FAILED) fatal("cannot map a chunk of reader slots (mmap failed)");
   Chunk* c = new (mem) Chunk();
   c->slots[0].owner.store(1, std::memory_order_relaxed);
+  g_owned.fetch_add(1, std::memory_order_seq_cst);
   Chunk* head = g_chunks.load(std::memory_order_relaxed);
   do {
     c->next = head;
@@ -194,7 +204,10 @@ ReaderSlot* claim_slot() {
   return &c->slots[0];
 }
 
-void release_slot(ReaderSlot* s) { s->owner.store(0, std::memory_order_release); }
+void release_slot(ReaderSlot* s) {
+  s->owner.store(0, std::memory_order_release);
+  g_owned.fetch_sub(1, std::memory_order_release);
+}
 
 // pthread key destructor: runs at thread exit, before the thread's TLS is freed.
 void on_thread_exit(void* p) {
@@ -221,12 +234,7 @@ void on_thread_exit(void* p) {
 
 }  // namespace
 
-bool no_reader_slot_owned() noexcept {
-  for (Chunk* c = g_chunks.load(std::memory_order_acquire); c; c = c->next)
-    for (ReaderSlot& s : c->slots)
-      if (s.owner.load(std::memory_order_acquire) != 0) return false;
-  return true;
-}
+bool no_reader_slot_owned() noexcept { return g_owned.load(std::memory_order_acquire) == 0; }
 
 void for_each_thread_word(void (*f)(std::atomic<void*>& word, void* arg), void* arg) noexcept {
   for_each_slot([&](ReaderSlot& s) { f(s.word, arg); });
@@ -588,6 +596,9 @@ void after_fork_child() noexcept {
     __atomic_store_n(&s.pub.wake, 0U, __ATOMIC_RELAXED);
     s.owner.store(0, std::memory_order_relaxed);
   });
+  std::uint64_t owned = 0;
+  for_each_slot([&](ReaderSlot& s) { owned += s.owner.load(std::memory_order_relaxed) != 0; });
+  g_owned.store(owned, std::memory_order_relaxed);
   g.expedite.store(0, std::memory_order_relaxed);
 }
 

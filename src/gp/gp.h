@@ -61,7 +61,7 @@ struct NoCancel {
 bool try_grace_period_now() noexcept;
 // Only the no-reader shortcut: true when it completed a grace period (no thread owns a reader
 // slot and gp_mutex was free); false at once otherwise, with nothing changed when a slot is
-// owned. Never blocks, no system call: a full fence and a scan of the slots' owners.
+// owned. Never blocks, no system call: a full fence and one load of the count of owned slots.
 bool try_no_reader_grace_period() noexcept;
 
 // Asks the runtime thread for a grace period that satisfies `cookie` (lock-free; at most one
