@@ -135,9 +135,23 @@ TEST(Cache, FreeRcuWaitsForReaders) {
 // from the slabs (it never depends on a reader); inside a reader it does not wait at all.
 TEST(Cache, RefillWaitsBrieflyForRetiredArraysButNeverForAReader) {
   const std::size_t old = bulkrcu::detail::cache::set_throttle_bytes(1);
+  // A retire seals its full array only if it finds an empty one without locking (the depot's,
+  // else a lockless page): on a loaded machine the page list may be empty (the runtime
+  // thread's refill is late) and every retire overflows instead, with nothing to wait for.
+  // So this thread stays on one CPU and fills that CPU's page list first.
+  cpu_set_t was, one;
+  ASSERT_EQ(sched_getaffinity(0, sizeof was, &was), 0);
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu(), &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
   bulkrcu_cache* c = bulkrcu_cache_create("pace", sizeof(Obj), 0, 0);
   std::vector<void*> retired, fresh;
   for (int i = 0; i < 64; ++i) retired.push_back(bulkrcu_cache_alloc(c));
+  {
+    std::vector<void*> pages;
+    for (int i = 0; i < 16; ++i) pages.push_back(bulkrcu_alloc_page());
+    for (void* pg : pages) bulkrcu_free_page(pg);
+  }
   {
     SectionHolder reader;
     for (void* p : retired) bulkrcu_cache_free_rcu(c, p);
@@ -163,6 +177,7 @@ TEST(Cache, RefillWaitsBrieflyForRetiredArraysButNeverForAReader) {
   bulkrcu_cache_barrier(c);
   bulkrcu_cache_destroy(c);
   bulkrcu::detail::cache::set_throttle_bytes(old);
+  sched_setaffinity(0, sizeof was, &was);
 }
 
 // The LocalDepot cycle (cache.cpp): one thread that allocates and retires at once reuses its
