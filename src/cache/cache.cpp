@@ -760,14 +760,19 @@ bool exchange_local(Cache* c, Sheaf* fresh, Sheaf** old) noexcept {
 }
 
 // Remote side: detaches cpu's arrays (percpu.h's protocol: lock, fence, touch, unlock).
-void detach_cpu(Cache* c, int cpu, Sheaf** main, Sheaf** rcu) noexcept {
-  CpuSlot* s = &c->slots[cpu];
-  for (unsigned i = 0; !s->lock.try_lock(); ++i) {
+// Remote side: a slot's or a LocalDepot's lock (spins briefly, then yields to its holder).
+void lock_remote(SlotLock& l) noexcept {
+  for (unsigned i = 0; !l.try_lock(); ++i) {
     if (i < 64)
       cpu_relax();
     else
       sched_yield();
   }
+}
+
+void detach_cpu(Cache* c, int cpu, Sheaf** main, Sheaf** rcu) noexcept {
+  CpuSlot* s = &c->slots[cpu];
+  lock_remote(s->lock);
   subtle::fence_remote(cpu);  // R2: no owner sequence that saw the lock free can still commit
   if (main) {
     *main = unpack(s->main);
@@ -1153,6 +1158,21 @@ void stash_empty(Cache* c, Sheaf* s) noexcept {
 void seal(Cache* c, Sheaf* s) noexcept;
 void seal_header(Cache* c, Sheaf* s) noexcept;
 
+// d locked: takes all of d's retired arrays, as a chain (head..tail, tail->next == nullptr).
+struct Chain {
+  Sheaf* head = nullptr;
+  Sheaf* tail = nullptr;
+};
+Chain take_waiting_locked(LocalDepot* d) noexcept {
+  Chain ch{d->wait_head, d->wait_tail};
+  d->wait_head = d->wait_tail = nullptr;
+  d->nwait = 0;
+  return ch;
+}
+void push_chain(Cache* c, Chain ch) noexcept {
+  if (ch.head) stack_push_chain(c->inbox, ch.head, ch.tail);
+}
+
 // d locked: keeps the sealed array s here, or (full) sends it to the depot.
 void seal_local(Cache* c, LocalDepot* d, Sheaf* s) noexcept {
   if (d->nwait >= c->local_max) return seal(c, s);
@@ -1177,7 +1197,7 @@ void seal_local(Cache* c, LocalDepot* d, Sheaf* s) noexcept {
 // thread is asked for it and d's retired arrays are detached into *drive for the caller to
 // send to the depot: a grace period that stalls is the depot's to pace (throttle_locked), and
 // its bound on waiting memory must see them.
-Sheaf* take_local_locked(Cache* c, LocalDepot* d, Sheaf** drive) noexcept {
+Sheaf* take_local_locked(Cache* c, LocalDepot* d, Chain* drive) noexcept {
   Sheaf* h = d->wait_head;
   if (!h) return nullptr;
   if (!elapsed(h->cookie)) {
@@ -1192,9 +1212,7 @@ Sheaf* take_local_locked(Cache* c, LocalDepot* d, Sheaf** drive) noexcept {
       ran = gp::try_grace_period_now();
       if (!ran) {
         bulkrcu_start_poll();
-        *drive = h;  // the chain ends at wait_tail (its next is nullptr)
-        d->wait_head = d->wait_tail = nullptr;
-        d->nwait = 0;
+        *drive = take_waiting_locked(d);
         return nullptr;
       }
     }
@@ -1210,24 +1228,14 @@ Sheaf* take_local_locked(Cache* c, LocalDepot* d, Sheaf** drive) noexcept {
 }
 
 // Remote side: moves cpu's LocalDepot arrays to the depot's inboxes (lock, move, unlock).
-void lock_remote(SlotLock& l) noexcept {
-  for (unsigned i = 0; !l.try_lock(); ++i) {
-    if (i < 64)
-      cpu_relax();
-    else
-      sched_yield();
-  }
-}
 void flush_local(Cache* c, int cpu) noexcept {
   LocalDepot* d = &c->slots[cpu].local;
   lock_remote(d->lock);
-  Sheaf* h = d->wait_head;
-  Sheaf* t = d->wait_tail;
+  const Chain ch = take_waiting_locked(d);
   Sheaf* e = d->spare;
-  d->wait_head = d->wait_tail = d->spare = nullptr;
-  d->nwait = 0;
+  d->spare = nullptr;
   d->lock.unlock();
-  if (h) stack_push_chain(c->inbox, h, t);
+  push_chain(c, ch);
   if (e) give_back(c, e);
 }
 
@@ -1250,7 +1258,7 @@ BULKRCU_NOINLINE void* alloc_slow(Cache* c) noexcept {
   // This CPU's own retired arrays first: no mutex, nothing another CPU wrote.
   LocalDepot* d = local_of(c);
   if (d->lock.try_lock()) {
-    Sheaf* stalled = nullptr;
+    Chain stalled;
     Sheaf* s = take_local_locked(c, d, &stalled);
     d->lock.unlock();
     if (s) {
@@ -1258,11 +1266,7 @@ BULKRCU_NOINLINE void* alloc_slow(Cache* c) noexcept {
       install_main(c, s);
       return o;
     }
-    if (stalled) {
-      Sheaf* t = stalled;
-      while (t->next) t = t->next;
-      stack_push_chain(c->inbox, stalled, t);
-    }
+    push_chain(c, stalled);
   }
   Sheaf* s = get_full_sheaf(c);
   if (!s) return nullptr;
@@ -1401,15 +1405,10 @@ BULKRCU_NOINLINE void* alloc_lockless_slow(Cache* c) noexcept {
   if (!s) {
     s = stack_take_one(c->inbox, [](Sheaf* x) { return x->nr > 0 && (!x->pending || elapsed(x->cookie)); });
     if (!s) return nullptr;
+    make_ready(c, s);  // debug poisoning is a memset: async-signal-safe
   }
-  make_ready(c, s);  // debug poisoning is a memset: async-signal-safe
   void* o = s->objs()[--s->nr];
-  Sheaf* old = nullptr;
-  if (s->nr == 0 || !exchange_local<kMainOff>(c, s, &old)) {
-    give_back(c, s);
-    return o;
-  }
-  if (old) give_back(c, old);
+  install_main(c, s);  // lock-free: an rseq exchange, try-locks, lock-free pushes
   return o;
 }
 

@@ -75,9 +75,9 @@
 // No other thread can be inside a section that began before the call, so returning at once is
 // a full grace period for the caller. To satisfy other threads' cookies too, the shortcut runs
 // under gp_mutex (trylock) as a grace period without membarrier: seq odd, a full fence, the
-// owner scan, seq even. A cookie taken before the odd store was preceded by its taker's fence,
-// which therefore precedes the scan's fence: the same argument covers that taker's updates. No membarrier is
-// needed: F3 is a real fence in the slow path of a thread's first read_lock, never in the read-side fast
+// load of g_owned, seq even. A cookie taken before the odd store was preceded by its taker's fence,
+// which therefore precedes the shortcut's fence: the same argument covers that taker's updates. No membarrier
+// is needed: F3 is a real fence in the slow path of a thread's first read_lock, never in the read-side fast
 // path.
 //
 // seq never moves backwards, so get_state() is monotonic: a cookie taken later is never
@@ -433,11 +433,10 @@ unsigned long begin_seq() noexcept {
 }
 
 // gp_mutex held, seq odd (begin_seq): the no-reader shortcut (see its memory ordering at the
-// top of this file). A full fence (F4), then every slot's owner: if no slot is owned, no
+// top of this file). A full fence (F4), then the count of owned slots: if none is owned, no
 // section that began before the fence can still be running, and the grace period s + 1 is
 // complete without membarrier; seq becomes s + 2. Otherwise seq stays odd and the caller runs
-// the full grace period (or abandons it). Cost: one fence and an owner scan that stops at the
-// first owned slot.
+// the full grace period (or abandons it). Cost: one fence and one load.
 bool finish_if_no_reader_locked(unsigned long s) noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);  // F4 after the odd store
   if (!no_reader_slot_owned()) return false;
@@ -538,7 +537,7 @@ void wait_for_cookie(unsigned long cookie, bool expedited) noexcept {
 
 void synchronize(bool expedited) noexcept {
   const unsigned long cookie = get_state();  // F4 of the no-reader shortcut
-  // The shortcut also completes the sequence (seq odd, F4 again, scan, even), so that cookies
+  // The shortcut also completes the sequence (seq odd, F4 again, g_owned, even), so that cookies
   // taken before it are satisfied as after any synchronize; when gp_mutex is busy, the full path.
   if (no_reader_slot_owned() && pthread_mutex_trylock(&g.gp_mutex) == 0) {
     const bool none = finish_if_no_reader_locked(begin_seq() - 1);

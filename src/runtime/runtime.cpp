@@ -81,24 +81,26 @@ bool cb_pace_due(std::uint64_t now) {
   return backlog > ready && backlog - ready > kCbUnpaced;
 }
 
-// Callbacks that wait for the pace: some are queued or wait for a grace period that has not
-// elapsed, and the pace is not due.
-bool cb_paced(std::uint64_t now) {
+// The callbacks' state for the runtime thread: nothing queued or waiting; work now (a pace
+// that is due, or a grace period that has elapsed: promote); or callbacks that wait for the pace.
+enum class CbWork { kNone, kNow, kPaced };
+CbWork cb_work(std::uint64_t now) {
   unsigned long c;
   const bool pend = cb::oldest_pending(&c);
-  if (pend && gp::poll_state(c)) return false;  // elapsed: to promote now
-  return (pend || cb::has_unswept()) && !cb_pace_due(now);
+  if (!pend && !cb::has_unswept()) return CbWork::kNone;
+  if ((pend && gp::poll_state(c)) || cb_pace_due(now)) return CbWork::kNow;
+  return CbWork::kPaced;
 }
 
 bool work_pending() {
   if (pool::refill_wanted()) return true;
-  unsigned long c;
-  if ((cb::has_unswept() || cb::oldest_pending(&c)) && !cb_paced(now_ns())) return true;
+  if (cb_work(now_ns()) == CbWork::kNow) return true;
   if (!gp::poll_state(gp::requested_cookie())) return true;
   if (kvfree::has_work()) return true;
   if (cb::has_ready()) return true;
   // A barrier whose sweep has not run yet (what is swept is covered above, or by the
   // invocation workers, which publish their own progress).
+  unsigned long c;
   return g_sweeps_started.load(std::memory_order_relaxed) <
              g_barrier_target.load(std::memory_order_relaxed) ||
          (g_invoked_through.load(std::memory_order_relaxed) <
@@ -230,7 +232,7 @@ void* runtime_main(void*) {
     if (work_pending()) continue;
     // Doorbell (asymmetric Dekker): announce sleep, heavy fence, recheck, sleep. Paced: until
     // the callbacks' next grace period is due, and new callbacks do not ring.
-    const bool paced = cb_paced(now_ns());
+    const bool paced = cb_work(now_ns()) == CbWork::kPaced;
     const std::uint32_t announce = paced ? kDoorbellPaced : kDoorbellIdle;
     wake->store(announce, std::memory_order_relaxed);
     heavy_fence();
