@@ -411,11 +411,15 @@ TEST(CallbackFork, ChildBarrierWhileOthersCall) {
       Counted c;
       bulkrcu_call(&c.head, count_cb);
       bulkrcu_barrier();
-      _exit(c.runs.load() == 1 ? 0 : 1);
+      _exit(c.runs.load() == 1 ? 0 : 10 + static_cast<int>(c.runs.load()));
     }
     int status = 0;
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    bad += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok)
+      ADD_FAILURE() << "child " << i << ": " << (WIFEXITED(status) ? "exit " : "signal ")
+                    << (WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    bad += !ok;
   }
   stop = true;
   for (auto& t : callers) t.join();

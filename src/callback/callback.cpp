@@ -192,8 +192,17 @@ __attribute__((constructor)) void cb_init() {
   pthread_atfork(nullptr, nullptr, fork_child);
 }
 
+}  // namespace
+
+void before_fork() noexcept { pthread_mutex_lock(&g_mu); }
+void after_fork_parent() noexcept { pthread_mutex_unlock(&g_mu); }
+
+namespace {
+
 void fork_child() {
-  // Only the forking thread exists in the child: no one else holds these.
+  // Only the forking thread exists in the child: no one else holds these. The queue mutex was
+  // held across the fork (before_fork), so the segments and lanes are whole; a busy lane's
+  // cursor was written by its worker before each callback it ran.
   CbSlot* base = slots();
   for (int i = 0; i < nr_slots(); ++i) base[i].lock.word.store(0, std::memory_order_relaxed);
   pthread_mutex_init(&g_mu, nullptr);
@@ -442,10 +451,12 @@ std::size_t invoke_batch(std::size_t budget, std::uint64_t* through) noexcept {
     }
   }
   BULKRCU_TRACE(callbacks_invoked, done, head_frees);
+  Locked lk;
+  // Counted under the queue mutex, with the segment's update: a fork child (which counts a busy
+  // lane's finished callbacks itself) sees both or neither.
   g_nr_invoked.fetch_add(done, std::memory_order_relaxed);
   g_nr_head_frees.fetch_add(head_frees, std::memory_order_relaxed);
   g_nr_ready.fetch_sub(done, std::memory_order_relaxed);
-  Locked lk;
   seg->first = h;
   seg->n -= done;
   if (!h) seg_free(g_ready[lane].pop());

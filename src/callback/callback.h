@@ -83,9 +83,15 @@ std::size_t batch_limit() noexcept;
 // True while the calling thread runs a callback.
 bool in_callback() noexcept;
 
-// After fork, in the child: the slot locks, the queue mutex and the lanes' busy flags are reset
-// (their holders do not exist in the child). A batch an invocation worker was running at the
-// fork resumes after the callback that was running then (that one is not run in the child).
+// Fork. The runtime's prepare handler calls before_fork() after it takes its driver mutex (the
+// order the runtime thread takes the two): the queue mutex is then held across the fork, so the
+// child never copies a segment, a lane or a counter half-updated by an invocation worker (the
+// workers take the queue mutex without the driver mutex). after_fork_parent() releases it. In
+// the child, the slot locks, the queue mutex and the lanes' busy flags are reset (their holders
+// do not exist there). A batch a worker was running at the fork resumes after the callback that
+// was running then (that one is not run in the child).
+void before_fork() noexcept;
+void after_fork_parent() noexcept;
 
 struct Stats {
   std::uint64_t queued;  // counted by bulkrcu_call, per CPU

@@ -283,8 +283,10 @@ void prepare_fork() {
   wait_for_runtime_start();
   if (!t_is_runtime) pthread_mutex_lock(&g_driver_mutex);
   kvfree::before_fork();  // after the driver mutex: the runtime thread takes them in this order
+  cb::before_fork();      // the callback queue's mutex, which invocation workers take alone
 }
 void parent_fork() {
+  cb::after_fork_parent();
   kvfree::after_fork_parent();
   if (!t_is_runtime) pthread_mutex_unlock(&g_driver_mutex);
 }
