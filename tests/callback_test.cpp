@@ -460,6 +460,42 @@ TEST(CallbackFork, ChildBarrierWithASlotLockHeldAtFork) {
       << "the child did not complete its barrier (status " << status << ")";
 }
 
+// The queue mutex is held across fork: a fork while an invocation worker holds it (updating a
+// segment or a lane) waits for it, so the child never copies a half-updated queue. Without the
+// prepare handler's lock the fork returns at once (this test then fails); on a machine too slow
+// to reach fork() within the hold the test proves nothing but cannot fail.
+TEST(CallbackFork, ForkWaitsForTheQueueMutex) {
+#if BULKRCU_TSAN
+  GTEST_SKIP() << "ThreadSanitizer limitation: threads started after a multi-threaded fork";
+#endif
+  bulkrcu_barrier();  // the runtime thread is up and idle
+  bulkrcu::detail::cb::hold_queue_lock_for_test(true);
+  std::atomic<bool> entering{false}, returned{false};
+  pid_t pid = -1;
+  std::thread forker([&] {
+    entering = true;
+    pid = fork();
+    if (pid == 0) {
+      alarm(30);
+      Counted c;
+      bulkrcu_call(&c.head, count_cb);
+      bulkrcu_barrier();
+      _exit(c.runs.load() == 1 ? 0 : 1);
+    }
+    returned = true;
+  });
+  wait_until([&] { return entering.load(); });
+  nap_us(200 * 1000);
+  const bool returned_while_held = returned.load();
+  bulkrcu::detail::cb::hold_queue_lock_for_test(false);
+  forker.join();
+  EXPECT_FALSE(returned_while_held) << "fork() returned while the callback queue's mutex was held";
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+}
+
 // ---- back-pressure -------------------------------------------------------------------------------
 
 std::atomic<long> g_bounded_runs{0};

@@ -236,6 +236,13 @@ void hold_slot_lock_for_test(int cpu, bool hold) noexcept {
   }
 }
 
+void hold_queue_lock_for_test(bool hold) noexcept {
+  if (hold)
+    pthread_mutex_lock(&g_mu);
+  else
+    pthread_mutex_unlock(&g_mu);
+}
+
 void call_free_head(bulkrcu_head* head, std::uintptr_t offset) noexcept {
   call(head, reinterpret_cast<void (*)(bulkrcu_head*)>(offset));
 }

@@ -51,6 +51,9 @@ int nr_lanes() noexcept;
 // Tests: takes (true) or releases (false) CPU slot `cpu`'s lock, as a bulkrcu_call caller
 // preempted inside its push would hold it.
 void hold_slot_lock_for_test(int cpu, bool hold) noexcept;
+// Tests: takes (true) or releases (false) the queue mutex, as an invocation worker updating a
+// segment holds it.
+void hold_queue_lock_for_test(bool hold) noexcept;
 
 // ---- runtime side ----
 // True when a CPU list, an overflow list or a carried chain holds callbacks not yet in a
