@@ -29,9 +29,14 @@
 namespace bulkrcu::detail::kvfree {
 
 void charge_page(Block* b) noexcept;
-// `may_size`: the caller may ask malloc (not a signal handler): every pointer of a free()
-// block is then sized with malloc_usable_size, so one large object cannot hide.
+// `may_size`: the caller may ask malloc (not a signal handler): a free() block's objects are
+// then sized with malloc_usable_size, every pointer of a block under kSizeAllBelow, else an
+// unbiased stratified sample of kSizeSamples pointers (budget.cpp says why that is enough).
+inline constexpr std::uint64_t kSizeAllBelow = 64;
+inline constexpr std::uint64_t kSizeSamples = 32;
 void charge_objects(Block* b, bool may_size) noexcept;
+// The estimate charge_objects uses for the first n pointers of a free() block (for tests).
+std::uint64_t sized_bytes(const Block* b, std::uint64_t n) noexcept;
 void credit(Block* b) noexcept;
 bool over_budget() noexcept;
 
