@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -222,6 +223,27 @@ TEST(TrustDeath, HeadPastTheEndOfASmallObjectAborts) {
         char* p = static_cast<char*>(malloc(16));
         const size_t usable = malloc_usable_size(p);  // 24 with glibc
         bulkrcu_kfree_head(p, reinterpret_cast<bulkrcu_head*>(p + (usable & ~size_t{7})));
+      },
+      "the head must lie inside the object");
+}
+
+// The inline fast path checks only the offset and the alignment; the fit is checked on the
+// library's path, which runs at least once a block. Valid calls first (this thread's block is
+// then partly full, so the bad ones start on the fast path), then heads just past the end of
+// 24-byte chunks: the check must fire within a few blocks' worth of calls (production blocks
+// hold ~500 pointers, test blocks 4), never after the head was written.
+TEST(TrustDeath, HeadPastTheEndIsCaughtWithinABlockOfCalls) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        for (int i = 0; i < 100; ++i) bulkrcu_kvfree(malloc(16));
+        for (int i = 0; i < 4096; ++i) {
+          char* p = static_cast<char*>(malloc(16));
+          const size_t usable = malloc_usable_size(p);
+          bulkrcu_kfree_head(p, reinterpret_cast<bulkrcu_head*>(p + (usable & ~size_t{7})));
+        }
+        fprintf(stderr, "not caught in 4096 calls\n");
+        _exit(0);
       },
       "the head must lie inside the object");
 }

@@ -202,8 +202,12 @@ BULKRCU_API bool bulkrcu_defer_nowait(void (*fn)(void*), void* ptr);
 
 /* The two-argument form: head lies inside the malloc'ed object at ptr: pointer-aligned, within
  * its first 4096 bytes, and (char*)head + sizeof(*head) <= (char*)ptr + malloc_usable_size(ptr);
- * aborts with a message otherwise. free(ptr) after a grace period. Uses a block like bulkrcu_kvfree;
- * when no page is available without waiting, links the object through its own head instead.
+ * aborts with a message otherwise (offset and alignment: on every call; the fit against
+ * malloc_usable_size: whenever the call takes the library's path, which is a thread's first
+ * call, a call that finds its block full, every few hundred calls, and always before the head
+ * is written, so a wrong head never corrupts memory). free(ptr) after a grace period. Uses a
+ * block like bulkrcu_kvfree; when no page is available without waiting, links the object
+ * through its own head instead.
  * Blocks: no. Allocates: no (pages only from the lockless sources).
  * Async-signal-safe: no: like bulkrcu_kvfree it frees, on this thread and a few at a time,
  * objects of this CPU whose grace period has elapsed (that is what keeps it close to the cost
@@ -483,6 +487,24 @@ static inline __attribute__((always_inline)) void bulkrcu__kvfree_inline(void* p
   if (ptr == NULL) return;
   if (!bulkrcu__kv_try(NULL, ptr, BULKRCU__KV_MAY_BLOCK | BULKRCU__KV_HELP)) (bulkrcu_kvfree)(ptr);
 }
+/* bulkrcu_kfree_head's fast path stores only ptr and never writes the head, so it checks here
+ * only what costs nothing: the head's offset (under 4096) and its alignment. The fit inside
+ * the object (against malloc_usable_size) is checked by the library's function, which runs
+ * whenever this store cannot be made: on a thread's first call, whenever its block is full
+ * (every few hundred calls), under ThreadSanitizer, and always before the head is written
+ * (the no-page fallback). A wrong head is therefore reported within a block's worth of calls
+ * and never corrupts memory; checking every call cost about 40% of kfree-scale's kfree_head
+ * row (docs/KVFREE.md). */
+#define BULKRCU__MAX_HEAD_OFFSET 4096UL
+static inline __attribute__((always_inline)) void bulkrcu__kfree_head_inline(void* ptr,
+                                                                             struct bulkrcu_head* head) {
+  if (ptr == NULL) return;
+  const unsigned long off = (unsigned long)((__UINTPTR_TYPE__)head - (__UINTPTR_TYPE__)ptr);
+  if (__builtin_expect(off < BULKRCU__MAX_HEAD_OFFSET && off % sizeof(void*) == 0, 1) &&
+      bulkrcu__kv_try(NULL, ptr, BULKRCU__KV_NO_WAIT | BULKRCU__KV_HELP))
+    return;
+  (bulkrcu_kfree_head)(ptr, head);
+}
 static inline __attribute__((always_inline)) void bulkrcu__defer_inline(void (*fn)(void*), void* ptr) {
   if (!bulkrcu__kv_try(fn, ptr, BULKRCU__KV_MAY_BLOCK | BULKRCU__KV_HELP)) (bulkrcu_defer)(fn, ptr);
 }
@@ -532,6 +554,7 @@ static inline bool bulkrcu__poll_state_tsan(unsigned long cookie) {
 #ifdef BULKRCU__INLINE_RETIRE
 /* Variadic: C++ arguments may hold unparenthesized commas (template argument lists). */
 #define bulkrcu_kvfree(...) bulkrcu__kvfree_inline(__VA_ARGS__)
+#define bulkrcu_kfree_head(...) bulkrcu__kfree_head_inline(__VA_ARGS__)
 #define bulkrcu_defer(...) bulkrcu__defer_inline(__VA_ARGS__)
 #define bulkrcu_defer_nowait(...) bulkrcu__defer_nowait_inline(__VA_ARGS__)
 #define bulkrcu__defer_nonblocking(...) bulkrcu__defer_nonblocking_inline(__VA_ARGS__)

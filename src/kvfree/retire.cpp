@@ -250,6 +250,12 @@ bool retire_slow(Deleter fn, void* ptr, unsigned flags, std::size_t size) noexce
   }
 }
 
+#ifdef BULKRCU__MAX_HEAD_OFFSET  // the inline fast path's offset check (include/bulkrcu/rcu.h)
+static_assert(BULKRCU__MAX_HEAD_OFFSET == cb::kMaxHeadOffset && alignof(bulkrcu_head) == sizeof(void*));
+#endif
+
+// The library's path of bulkrcu_kfree_head: every check, then the store (the inline fast path
+// checked only the offset and the alignment, and calls this when it cannot store).
 void kfree_head(void* ptr, bulkrcu_head* head) noexcept {
   if (!ptr) return;
   const std::uintptr_t offset =
