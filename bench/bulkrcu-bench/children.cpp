@@ -707,6 +707,7 @@ const std::vector<ImplEntry>& impl_table() {
       entry<BulkrcuCallImpl>(),
       entry<BulkrcuCallBoundedImpl>(),
       entry<RcuRetireImpl>(),
+      entry<RcuRetireDefaultImpl>(),
       entry<ObjRetireImpl>(),
       entry<UrcuCallImpl>(),
       entry<UrcuDeferImpl>(),

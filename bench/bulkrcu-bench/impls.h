@@ -226,6 +226,21 @@ struct RcuRetireImpl {
   static void synchronize() { bulkrcu::rcu_synchronize(); }
 };
 
+// C++ bulkrcu::rcu_retire(p) with the default deleter of a trivially destructible type: no
+// user code runs, so it takes the allocator channel (::operator delete on retiring threads, as
+// bulkrcu_kvfree's free()). Nothing of ours counts the frees: pending comes from the statistics.
+struct RcuRetireDefaultImpl : RcuRetireImpl {
+  static constexpr const char* kName = "rcu_retire_default";
+  static constexpr const char* kWhat =
+      "C++ bulkrcu::rcu_retire(p) with std::default_delete (trivially destructible: ::operator delete, "
+      "no user code)";
+  static constexpr bool kCountsFreed = false, kStatsPending = true;
+  template <class P>
+  static void retire(P* p) {
+    bulkrcu::rcu_retire(reinterpret_cast<Box<P>*>(p));
+  }
+};
+
 // C++ rcu_obj_base<T, D>::retire(): the payload is the first base class, so a P* converts
 // to the object with a static_cast.
 struct ObjRetireImpl {

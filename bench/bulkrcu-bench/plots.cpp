@@ -43,13 +43,23 @@ Family family_of(const std::string& impl) {
 
 // One colour per implementation, the same in every plot.
 std::string color_of(const std::string& impl) {
-  static const std::map<std::string, std::string> c = {
-      {"kvfree", "#08519c"},         {"kfree_head", "#3182bd"},  {"defer", "#6baed6"},
-      {"call", "#006d2c"},           {"rcu_retire", "#31a354"},  {"obj_retire", "#74c476"},
-      {"pool_lockless", "#08519c"},  {"pool_locked", "#6baed6"}, {"urcu_call_rcu", "#d94801"},
-      {"urcu_defer_rcu", "#fdae6b"}, {"free", "#444444"},        {"malloc", "#444444"},
-      {"mmap", "#984ea3"},           {"cache", "#00441b"},       {"cache_typesafe", "#a1d99b"},
-      {"call_bounded", "#238b45"}};
+  static const std::map<std::string, std::string> c = {{"kvfree", "#08519c"},
+                                                       {"kfree_head", "#3182bd"},
+                                                       {"defer", "#6baed6"},
+                                                       {"call", "#006d2c"},
+                                                       {"rcu_retire", "#31a354"},
+                                                       {"obj_retire", "#74c476"},
+                                                       {"pool_lockless", "#08519c"},
+                                                       {"pool_locked", "#6baed6"},
+                                                       {"urcu_call_rcu", "#d94801"},
+                                                       {"urcu_defer_rcu", "#fdae6b"},
+                                                       {"free", "#444444"},
+                                                       {"malloc", "#444444"},
+                                                       {"mmap", "#984ea3"},
+                                                       {"cache", "#00441b"},
+                                                       {"cache_typesafe", "#a1d99b"},
+                                                       {"call_bounded", "#238b45"},
+                                                       {"rcu_retire_default", "#a1d99b"}};
   auto it = c.find(impl);
   if (it != c.end()) return it->second;
   switch (family_of(impl)) {
@@ -72,7 +82,7 @@ std::string dash_of(const std::string& impl) {
   static const std::map<std::string, int> d = {
       {"kvfree", 1},     {"kfree_head", 2},     {"defer", 4},         {"call", 1},
       {"rcu_retire", 2}, {"obj_retire", 4},     {"urcu_call_rcu", 1}, {"urcu_defer_rcu", 2},
-      {"cache", 3},      {"cache_typesafe", 5}, {"call_bounded", 3}};
+      {"cache", 3},      {"cache_typesafe", 5}, {"call_bounded", 3},  {"rcu_retire_default", 3}};
   auto it = d.find(impl);
   return std::to_string(it == d.end() ? 1 : it->second);
 }

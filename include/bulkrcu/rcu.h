@@ -298,6 +298,15 @@ BULKRCU_API bool bulkrcu__defer_nonblocking(void (*fn)(void*), void* ptr);
 /* The C++ API's slow paths with the size of every object of the channel (sizeof(T)): the
  * budget counts it in bytes instead of against the object bound. */
 BULKRCU_API void bulkrcu__defer_sized(void (*fn)(void*), void* ptr, size_t size);
+/* The C++ API's allocator channels: deleter values that are not functions, BULKRCU__DELETE_BIT
+ * | sizeof(T) (no user-space address has bit 63 set). The library frees their pointers with
+ * ::operator delete(ptr, size) (an object cache's object goes back to its cache). rcu_retire
+ * and rcu_obj_base::retire use them for std::default_delete<T> of a trivially destructible T
+ * without a class-specific operator delete: no user code runs, only the allocator, so these
+ * blocks are freed as free()'s are, a few at a time by retiring threads (where the objects and
+ * the allocator's thread cache are warm), not on bulkrcu's threads. One channel per size, so
+ * the budget counts a block's bytes exactly. */
+#define BULKRCU__DELETE_BIT ((__UINTPTR_TYPE__)1 << 63)
 BULKRCU_API bool bulkrcu__defer_nonblocking_sized(void (*fn)(void*), void* ptr, size_t size);
 
 /* About 7 instructions on the outermost lock, 4 when nested. */

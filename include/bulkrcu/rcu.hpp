@@ -14,6 +14,8 @@
 #ifndef BULKRCU_RCU_HPP
 #define BULKRCU_RCU_HPP
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -62,6 +64,48 @@ template <class T>
 void cache_destroy_and_free(void* p) {
   (void)destroy_if_cached(static_cast<T*>(p));
 }
+
+// A class-specific operator delete, in any of the usual forms (found by calling it: an
+// overloaded name has no address to take).
+template <class T, class = void>
+struct has_class_delete : std::false_type {};
+template <class T>
+struct has_class_delete<T, std::void_t<decltype(T::operator delete(std::declval<void*>()))>>
+    : std::true_type {};
+template <class T, class = void>
+struct has_class_sized_delete : std::false_type {};
+template <class T>
+struct has_class_sized_delete<
+    T, std::void_t<decltype(T::operator delete(std::declval<void*>(), std::declval<std::size_t>()))>>
+    : std::true_type {};
+#if defined(__cpp_impl_destroying_delete)
+template <class T, class = void>
+struct has_destroying_delete : std::false_type {};
+template <class T>
+struct has_destroying_delete<
+    T, std::void_t<decltype(T::operator delete (std::declval<T*>(), std::destroying_delete_t{}))>>
+    : std::true_type {};
+#else
+template <class T>
+struct has_destroying_delete : std::false_type {};
+#endif
+
+// std::default_delete<T> whose delete-expression runs no user code: a trivially destructible T
+// without a class-specific operator delete, not over-aligned, so `delete p` is the global
+// ::operator delete(p, sizeof(T)), the allocator. Such a retire takes an allocator channel
+// (BULKRCU__DELETE_BIT | sizeof(T), <bulkrcu/rcu.h>), freed as bulkrcu_kvfree's pointers are:
+// a few at a time by retiring threads, where the objects and the allocator's thread cache are
+// still warm. (A program that specializes std::default_delete for its T is not detected: give
+// that T a deleter type of its own.)
+template <class T, class D>
+inline constexpr bool kAllocatorDelete =
+    kDefaultDelete<T, D>&& std::is_trivially_destructible_v<T> && !std::is_array_v<T> &&
+    !has_class_delete<T>::value && !has_class_sized_delete<T>::value && !has_destroying_delete<T>::value &&
+    alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__;
+template <class T>
+inline void (*delete_channel() noexcept)(void*) {
+  return reinterpret_cast<void (*)(void*)>(BULKRCU__DELETE_BIT | sizeof(T));
+}
 }  // namespace detail
 
 // The default (and only) RCU domain. Meets the Lockable requirements, so std::scoped_lock and
@@ -108,7 +152,10 @@ inline void rcu_barrier(rcu_domain& = rcu_default_domain()) noexcept { bulkrcu_k
 // without waiting, the object is linked through the callback head it carries instead. So
 // retire() never allocates and never blocks. The deleter (the destructor) never runs inside
 // retire(): on bulkrcu's runtime thread (or bulkrcu_kvfree_reclaim()), inside a read-side
-// critical section, as for bulkrcu_defer.
+// critical section, as for bulkrcu_defer. Except where no user code would run: for the
+// default deleter of a trivially destructible T without a class-specific operator delete
+// (detail::kAllocatorDelete), the object is freed with ::operator delete, as bulkrcu_kvfree's
+// pointers are freed with free(): a few at a time, mostly by retiring threads.
 template <class T, class D = std::default_delete<T>>
 class rcu_obj_base {
  public:
@@ -118,6 +165,15 @@ class rcu_obj_base {
   void retire(D d = D(), rcu_domain& = rcu_default_domain()) noexcept {
     deleter_ = std::move(d);
     T* self = static_cast<T*>(this);
+    if constexpr (detail::kAllocatorDelete<T, D>) {  // no user code: the allocator channel
+#ifdef BULKRCU__INLINE_RETIRE
+      if (bulkrcu__kv_try(detail::delete_channel<T>(), self, BULKRCU__KV_NO_WAIT | BULKRCU__KV_HELP)) return;
+#endif
+      if ((bulkrcu__defer_nonblocking_sized)(detail::delete_channel<T>(), self, sizeof(T))) return;
+      node_.owner = this;
+      bulkrcu_call(&node_.head, &rcu_obj_base::invoke);
+      return;
+    }
 #ifdef BULKRCU__INLINE_RETIRE
     if (bulkrcu__kv_try(&rcu_obj_base::run_deleter, self, BULKRCU__KV_NO_WAIT | BULKRCU__KV_HELP)) return;
 #endif
@@ -179,15 +235,25 @@ struct RetireNode {
 }  // namespace detail
 
 // Schedules d(p) after a grace period, for a T that does not derive from rcu_obj_base.
-// A stateless deleter (an empty, default-constructible D, such as std::default_delete) costs
-// nothing beyond the pointer: p goes into a per-CPU block of the (T, D) channel. A stateful
+// std::default_delete of a trivially destructible T without a class-specific operator delete
+// runs no user code: p goes into a block of the allocator channel for sizeof(T), freed with
+// ::operator delete like bulkrcu_kvfree's pointers with free() (a few at a time, mostly by
+// retiring threads). Another stateless deleter (an empty, default-constructible D) costs
+// nothing beyond the pointer: p goes into a per-CPU block of the (T, D) channel, whose deleter
+// runs on bulkrcu's threads. A stateful
 // deleter is moved into a small node allocated with operator new (throws std::bad_alloc).
 // Blocks: only as bulkrcu_defer does (memory exhausted, or above the memory budget).
 // Allocates: block pages (as bulkrcu_defer); the node for a stateful D. Async-signal-safe: no.
 // Inside a reader: yes.
 template <class T, class D = std::default_delete<T>>
 void rcu_retire(T* p, D d = D(), rcu_domain& = rcu_default_domain()) {
-  if constexpr (std::is_empty_v<D> && std::is_default_constructible_v<D>) {
+  if constexpr (detail::kAllocatorDelete<T, D>) {  // no user code: the allocator channel
+#ifdef BULKRCU__INLINE_RETIRE
+    if (bulkrcu__kv_try(detail::delete_channel<T>(), p, BULKRCU__KV_MAY_BLOCK | BULKRCU__KV_HELP)) return;
+#endif
+    (void)d;
+    bulkrcu__defer_sized(detail::delete_channel<T>(), p, sizeof(T));
+  } else if constexpr (std::is_empty_v<D> && std::is_default_constructible_v<D>) {
     constexpr auto fn = &detail::run_stateless_deleter<T, D>;
 #ifdef BULKRCU__INLINE_RETIRE
     if (bulkrcu__kv_try(fn, p, BULKRCU__KV_MAY_BLOCK | BULKRCU__KV_HELP)) return;

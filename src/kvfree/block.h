@@ -39,6 +39,18 @@ namespace bulkrcu::detail::kvfree {
 
 using Deleter = void (*)(void*);
 
+// The allocator channels: free() (nullptr) and the C++ API's ::operator delete of objects of
+// one size (BULKRCU__DELETE_BIT | size, include/bulkrcu/rcu.h: values, never called). They run
+// no user code, so their elapsed blocks are freed by retiring threads (reclaim.h's cursors) and
+// by the monitor; every other channel's blocks go to run_deleters, which calls them.
+static_assert(sizeof(void*) == 8, "the allocator channels' encoding needs 64-bit pointers");
+BULKRCU_ALWAYS_INLINE bool allocator_channel(Deleter fn) noexcept {
+  return fn == nullptr || (reinterpret_cast<std::uintptr_t>(fn) & BULKRCU__DELETE_BIT) != 0;
+}
+BULKRCU_ALWAYS_INLINE std::size_t delete_channel_size(Deleter fn) noexcept {
+  return static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(fn) & ~BULKRCU__DELETE_BIT);
+}
+
 inline constexpr int kChannels = 16;  // active channels per CPU (hash of the deleter)
 // Block::obj_size: kCharged is set (atomically) by whoever charges a closed block's objects,
 // once; kUnsized (with kCharged) marks objects counted against the object bound.

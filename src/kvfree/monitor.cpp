@@ -241,14 +241,14 @@ Pass plan_pass(Monitor& m, PassKind kind) noexcept {
   return p;
 }
 
-// Step 1 for one elapsed batch: free() blocks to their home CPU's hand-over (or to the pass's
-// reclaim list), user deleters' blocks to run_deleters.
+// Step 1 for one elapsed batch: allocator channels' blocks (free(), ::operator delete) to their home CPU's
+// hand-over (or to the pass's reclaim list), user deleters' blocks to run_deleters.
 void dispatch_batch(const Batch& bt, Pass& p, CpuMon* cms, Krc* base) noexcept {
   BULKRCU_TRACE(batch_ready, bt.cookie, p.direct());
   for (Block* b = bt.blocks; b;) {
     Block* next = b->next;
     b->done = static_cast<std::uint32_t>(b->nr);
-    if (b->fn) {
+    if (!allocator_channel(b->fn)) {
       queue_deleter_block(b);
     } else if (!p.direct()) {
       // To the home CPU's ready list: its retiring threads free it with warm allocator caches.

@@ -69,24 +69,25 @@ void count_helped(Block* b) noexcept {
   }
 }
 
-// Runs free() over n pointers, prefetching ahead (the objects are cold by now).
-void free_ptrs(void* const* ptrs, std::size_t n) noexcept {
-  BULKRCU_TRACE(reclaim, n, static_cast<Deleter>(nullptr));
+// Runs an allocator channel's deleter (free() or ::operator delete) over n pointers,
+// prefetching ahead (the objects are cold by now).
+void free_ptrs(Deleter fn, void* const* ptrs, std::size_t n) noexcept {
+  BULKRCU_TRACE(reclaim, n, fn);
   constexpr std::size_t kAhead = 16;
   for (std::size_t i = 0; i < n && i < kAhead; ++i) __builtin_prefetch(ptrs[i]);
   for (std::size_t i = 0; i < n; ++i) {
     if (i + kAhead < n) __builtin_prefetch(ptrs[i + kAhead]);
-    free_ptr(ptrs[i]);
+    free_in_channel(fn, ptrs[i]);
   }
 }
 
 void reclaim_block(Block* b) noexcept {
   count_helped(b);  // what retiring threads claimed from it before the monitor took it
-  if (b->fn) {
+  if (!allocator_channel(b->fn)) {
     queue_deleter_block(b);
     return;
   }
-  free_ptrs(b->ptrs, b->done);
+  free_ptrs(b->fn, b->ptrs, b->done);
   g_counters.monitor_freed.fetch_add(b->done, std::memory_order_relaxed);
   b->done = 0;
   if (b->est_bytes) credit(b);
@@ -173,10 +174,15 @@ long help_step(Krc* base, std::atomic<void*>* word, unsigned flags, std::uint64_
     __builtin_prefetch(b->ptrs[i]);
   // And the pointer array itself, eight helps ahead (the block was written a grace period ago).
   if (rest > 8 * kHelpBatch) __builtin_prefetch(&b->ptrs[rest - 8 * kHelpBatch]);
-  // Cursors hold free() blocks only: a user deleter never runs on a retiring thread.
+  // Cursors hold allocator channels' blocks only: a user deleter never runs on a retiring thread.
   __atomic_store_n(&b->done, static_cast<std::uint32_t>(rest), __ATOMIC_RELAXED);
   BULKRCU_TRACE(reclaim_help, k, b->home);
-  for (std::uint64_t i = 0; i < k; ++i) free_ptr(buf[i]);
+  if (BULKRCU_LIKELY(b->fn == nullptr)) {
+    for (std::uint64_t i = 0; i < k; ++i) free_ptr(buf[i]);
+  } else {
+    const std::size_t size = delete_channel_size(b->fn);
+    for (std::uint64_t i = 0; i < k; ++i) delete_ptr(buf[i], size);
+  }
   if (rest == 0) finish_cursor(word, b, flags);
   return static_cast<long>(k);
 }

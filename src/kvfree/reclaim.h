@@ -18,9 +18,10 @@
 // reads `done`, the runtime takes the block and frees ptrs[0, done) itself, the thread frees
 // the same pointers again. With the grace period between steal and touch, the help has ended
 // (and its store of `done` is visible) before the runtime reads `done`.
-// Invariants: a cursor holds free() blocks only (a user deleter never runs on a retiring
-// thread); 0 <= done <= nr; a cursor block is kReady until count_helped moves it to kReclaim
-// and takes its nr out of Krc::ready_objs, exactly once.
+// Invariants: a cursor holds blocks of the allocator channels only (free() and ::operator
+// delete, block.h's allocator_channel: a user deleter never runs on a retiring thread); 0 <= done <= nr; a
+// cursor block is kReady until count_helped moves it to kReclaim and takes its nr out of Krc::ready_objs,
+// exactly once.
 //
 // Protocol (deleters). Blocks of user deleters whose grace period has elapsed, and the
 // last-resort nodes of retires that found no page, are pushed onto lock-free lists that
@@ -32,6 +33,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <new>
 
 #include "cache/cache.h"
 #include "kvfree/block.h"
@@ -46,6 +48,22 @@ inline void free_ptr(void* p) noexcept {
     cache::free_retired(p);
   else
     free(p);
+}
+
+// The C++ allocator channels' deleter (BULKRCU__DELETE_BIT | size): ::operator delete with
+// the size `new` was given, or the object's cache.
+inline void delete_ptr(void* p, std::size_t size) noexcept {
+  if (BULKRCU_UNLIKELY(cache::owns(p)))
+    cache::free_retired(p);
+  else
+    ::operator delete(p, size);
+}
+// A pointer of an allocator channel (allocator_channel(fn)).
+inline void free_in_channel(Deleter fn, void* p) noexcept {
+  if (fn == nullptr)
+    free_ptr(p);
+  else
+    delete_ptr(p, delete_channel_size(fn));
 }
 
 // Frees every pointer still in a free() block on this thread, then the page; a user deleter's

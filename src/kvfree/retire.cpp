@@ -199,8 +199,8 @@ void synchronize_and_free(Deleter fn, void* ptr) noexcept {
   BULKRCU_TRACE(fallback_synchronize, ptr);
   g_counters.fallback_objects.fetch_add(1, std::memory_order_relaxed);
   gp::wait_for_cookie(gp::get_state(), false);
-  if (!fn)
-    free_ptr(ptr);
+  if (allocator_channel(fn))
+    free_in_channel(fn, ptr);
   else
     run_deleter_after_grace_period(fn, ptr);
 }
