@@ -91,7 +91,7 @@ for step in "${steps[@]}"; do
         -DBULKRCU_BUSTED=ON >/dev/null
       cmake --build build-ci-busted -j "$jobs" --target torture_busted
       forms="all sync sync_expedited cond poll start_poll call kvfree kfree_head defer defer_nowait
-             defer_nowait_signal obj_retire rcu_retire rcu_retire_node"
+             defer_nowait_signal obj_retire rcu_retire rcu_retire_node rcu_retire_default"
       out=$(mktemp)
       for mode in "BULKRCU_NO_RSEQ=0:rseq" "BULKRCU_NO_RSEQ=1:try-lock" "BULKRCU_NO_MEMBARRIER=1:rseq, fenced readers"; do
         for form in $forms; do

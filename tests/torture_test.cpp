@@ -66,28 +66,30 @@ namespace {
 
 // ---- retire forms -----------------------------------------------------------------------------
 enum Form : int {
-  kSync,            // bulkrcu_synchronize, then free
-  kSyncExpedited,   // bulkrcu_synchronize_expedited, then free
-  kCond,            // bulkrcu_get_state, some reading, bulkrcu_cond_synchronize, then free
-  kPoll,            // bulkrcu_get_state, later bulkrcu_poll_state (cond_synchronize when many wait)
-  kStartPoll,       // bulkrcu_start_poll, later bulkrcu_poll_state
-  kCall,            // bulkrcu_call
-  kKvfree,          // bulkrcu_kvfree (headless: seen through the object's memory)
-  kKfreeHead,       // bulkrcu_kfree_head (headless: seen through the object's memory)
-  kDefer,           // bulkrcu_defer
-  kDeferNowait,     // bulkrcu_defer_nowait on a writer thread (refused: synchronize, then free)
-  kDeferNowaitSig,  // bulkrcu_defer_nowait in a signal handler
-  kObjRetire,       // C++ rcu_obj_base::retire
-  kRcuRetire,       // C++ rcu_retire, stateless deleter (the pointer goes into a block)
-  kRcuRetireNode,   // C++ rcu_retire, stateful deleter (a node allocated with new)
+  kSync,              // bulkrcu_synchronize, then free
+  kSyncExpedited,     // bulkrcu_synchronize_expedited, then free
+  kCond,              // bulkrcu_get_state, some reading, bulkrcu_cond_synchronize, then free
+  kPoll,              // bulkrcu_get_state, later bulkrcu_poll_state (cond_synchronize when many wait)
+  kStartPoll,         // bulkrcu_start_poll, later bulkrcu_poll_state
+  kCall,              // bulkrcu_call
+  kKvfree,            // bulkrcu_kvfree (headless: seen through the object's memory)
+  kKfreeHead,         // bulkrcu_kfree_head (headless: seen through the object's memory)
+  kDefer,             // bulkrcu_defer
+  kDeferNowait,       // bulkrcu_defer_nowait on a writer thread (refused: synchronize, then free)
+  kDeferNowaitSig,    // bulkrcu_defer_nowait in a signal handler
+  kObjRetire,         // C++ rcu_obj_base::retire
+  kRcuRetire,         // C++ rcu_retire, stateless deleter (the pointer goes into a block)
+  kRcuRetireNode,     // C++ rcu_retire, stateful deleter (a node allocated with new)
+  kRcuRetireDefault,  // C++ rcu_retire, std::default_delete (the allocator channel: headless)
   kNumForms
 };
-constexpr const char* kFormNames[kNumForms] = {
-    "sync",       "sync_expedited", "cond",  "poll",         "start_poll",          "call",
-    "kvfree",     "kfree_head",     "defer", "defer_nowait", "defer_nowait_signal", "obj_retire",
-    "rcu_retire", "rcu_retire_node"};
+constexpr const char* kFormNames[kNumForms] = {"sync",         "sync_expedited",      "cond",
+                                               "poll",         "start_poll",          "call",
+                                               "kvfree",       "kfree_head",          "defer",
+                                               "defer_nowait", "defer_nowait_signal", "obj_retire",
+                                               "rcu_retire",   "rcu_retire_node",     "rcu_retire_default"};
 // Forms whose deleter is the test's own: the dead-table sees them.
-constexpr bool has_test_deleter(int f) { return f != kKvfree && f != kKfreeHead; }
+constexpr bool has_test_deleter(int f) { return f != kKvfree && f != kKfreeHead && f != kRcuRetireDefault; }
 
 enum Kind : int { kDeadTable, kRewritten, kCorrupt, kCookie, kNumKinds };
 constexpr const char* kKindNames[kNumKinds] = {
@@ -246,11 +248,14 @@ Obj* make(int form) {
     c->o.owner = c;
     return &c->o;
   }
-  Obj* o = static_cast<Obj*>(malloc(sizeof(Obj)));
+  // rcu_retire with std::default_delete frees with ::operator delete: the object comes from
+  // new (Obj is trivially destructible, so the library's allocator channel takes it).
+  Obj* o = form == kRcuRetireDefault ? new Obj : static_cast<Obj*>(malloc(sizeof(Obj)));
   if (!o) abort();
   init_obj(o, id, form);
   return o;
 }
+static_assert(bulkrcu::detail::kAllocatorDelete<Obj, std::default_delete<Obj>>);
 
 CxxObj* cxx_of(Obj* o) { return static_cast<CxxObj*>(o->owner); }
 
@@ -258,6 +263,9 @@ CxxObj* cxx_of(Obj* o) { return static_cast<CxxObj*>(o->owner); }
 void destroy_unreachable(Obj* o) {
   if (o->form == kObjRetire) {
     CxxDeleter{}(cxx_of(o));
+  } else if (o->form == kRcuRetireDefault) {
+    mark_dead(o);
+    delete o;
   } else {
     kill(o);
   }
@@ -509,6 +517,9 @@ struct Writer {
         break;
       case kRcuRetireNode:
         bulkrcu::rcu_retire(old, CountingDeleter{&g_node_deleter_runs});
+        break;
+      case kRcuRetireDefault:
+        bulkrcu::rcu_retire(old);
         break;
       default:
         ADD_FAILURE() << "form " << form << " has no writer";
