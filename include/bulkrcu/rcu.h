@@ -300,13 +300,19 @@ BULKRCU_API bool bulkrcu__defer_nonblocking(void (*fn)(void*), void* ptr);
 BULKRCU_API void bulkrcu__defer_sized(void (*fn)(void*), void* ptr, size_t size);
 /* The C++ API's allocator channels: deleter values that are not functions, BULKRCU__DELETE_BIT
  * | sizeof(T) (no user-space address has bit 63 set). The library frees their pointers with
- * ::operator delete(ptr, size) (an object cache's object goes back to its cache). rcu_retire
- * and rcu_obj_base::retire use them for std::default_delete<T> of a trivially destructible T
+ * op_delete(ptr, size), which <bulkrcu/rcu.hpp> passes in and which calls the global
+ * ::operator delete (the library itself references no C++ runtime symbol: C programs link it
+ * with cc); an object cache's object goes back to its cache. rcu_retire and
+ * rcu_obj_base::retire use them for std::default_delete<T> of a trivially destructible T
  * without a class-specific operator delete: no user code runs, only the allocator, so these
  * blocks are freed as free()'s are, a few at a time by retiring threads (where the objects and
  * the allocator's thread cache are warm), not on bulkrcu's threads. One channel per size, so
- * the budget counts a block's bytes exactly. */
+ * the budget counts a block's bytes exactly. bulkrcu__retire_delete is their slow path (every
+ * block of such a channel is made there, after op_delete is known); nonblocking: as
+ * bulkrcu__defer_nonblocking (false: nothing was queued), else as bulkrcu_defer (true). */
 #define BULKRCU__DELETE_BIT ((__UINTPTR_TYPE__)1 << 63)
+BULKRCU_API bool bulkrcu__retire_delete(void* ptr, size_t size, void (*op_delete)(void*, size_t),
+                                        int nonblocking);
 BULKRCU_API bool bulkrcu__defer_nonblocking_sized(void (*fn)(void*), void* ptr, size_t size);
 
 /* About 7 instructions on the outermost lock, 4 when nested. */

@@ -78,7 +78,7 @@ template <class T>
 struct has_class_sized_delete<
     T, std::void_t<decltype(T::operator delete(std::declval<void*>(), std::declval<std::size_t>()))>>
     : std::true_type {};
-#if defined(__cpp_impl_destroying_delete)
+#if defined(__cpp_lib_destroying_delete)
 template <class T, class = void>
 struct has_destroying_delete : std::false_type {};
 template <class T>
@@ -105,6 +105,17 @@ inline constexpr bool kAllocatorDelete =
 template <class T>
 inline void (*delete_channel() noexcept)(void*) {
   return reinterpret_cast<void (*)(void*)>(BULKRCU__DELETE_BIT | sizeof(T));
+}
+// What the library calls to free an allocator channel's object: the global deallocation
+// function, with the size `new T` was given where the compiler has sized deallocation (clang
+// before 19 does not by default; the unsized form is always valid).
+inline void global_delete(void* p, std::size_t size) noexcept {
+#if defined(__cpp_sized_deallocation)
+  ::operator delete(p, size);
+#else
+  (void)size;
+  ::operator delete(p);
+#endif
 }
 }  // namespace detail
 
@@ -169,7 +180,7 @@ class rcu_obj_base {
 #ifdef BULKRCU__INLINE_RETIRE
       if (bulkrcu__kv_try(detail::delete_channel<T>(), self, BULKRCU__KV_NO_WAIT | BULKRCU__KV_HELP)) return;
 #endif
-      if ((bulkrcu__defer_nonblocking_sized)(detail::delete_channel<T>(), self, sizeof(T))) return;
+      if (bulkrcu__retire_delete(self, sizeof(T), &detail::global_delete, 1)) return;
       node_.owner = this;
       bulkrcu_call(&node_.head, &rcu_obj_base::invoke);
       return;
@@ -252,7 +263,7 @@ void rcu_retire(T* p, D d = D(), rcu_domain& = rcu_default_domain()) {
     if (bulkrcu__kv_try(detail::delete_channel<T>(), p, BULKRCU__KV_MAY_BLOCK | BULKRCU__KV_HELP)) return;
 #endif
     (void)d;
-    bulkrcu__defer_sized(detail::delete_channel<T>(), p, sizeof(T));
+    bulkrcu__retire_delete(p, sizeof(T), &detail::global_delete, 0);
   } else if constexpr (std::is_empty_v<D> && std::is_default_constructible_v<D>) {
     constexpr auto fn = &detail::run_stateless_deleter<T, D>;
 #ifdef BULKRCU__INLINE_RETIRE

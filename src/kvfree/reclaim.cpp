@@ -52,6 +52,12 @@ struct SyncNode {
 };
 std::atomic<SyncNode*> g_sync_nodes{nullptr};
 
+}  // namespace
+
+std::atomic<OperatorDelete> g_operator_delete{nullptr};
+
+namespace {
+
 void store_max(std::atomic<std::uint64_t>& a, std::uint64_t v) noexcept {
   std::uint64_t cur = a.load(std::memory_order_relaxed);
   while (cur < v && !a.compare_exchange_weak(cur, v, std::memory_order_acq_rel, std::memory_order_relaxed)) {

@@ -31,9 +31,9 @@
 // they have run: the barrier request number is loaded before the lists are taken.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
-#include <new>
 
 #include "cache/cache.h"
 #include "kvfree/block.h"
@@ -50,13 +50,16 @@ inline void free_ptr(void* p) noexcept {
     free(p);
 }
 
-// The C++ allocator channels' deleter (BULKRCU__DELETE_BIT | size): ::operator delete with
-// the size `new` was given, or the object's cache.
+// The C++ allocator channels' deleter (BULKRCU__DELETE_BIT | size): the header's
+// global_delete (::operator delete with the size `new` was given), or the object's cache. Set
+// by bulkrcu__retire_delete before it makes the first block of such a channel.
+using OperatorDelete = void (*)(void*, std::size_t);
+extern std::atomic<OperatorDelete> g_operator_delete;
 inline void delete_ptr(void* p, std::size_t size) noexcept {
   if (BULKRCU_UNLIKELY(cache::owns(p)))
     cache::free_retired(p);
   else
-    ::operator delete(p, size);
+    g_operator_delete.load(std::memory_order_acquire)(p, size);
 }
 // A pointer of an allocator channel (allocator_channel(fn)).
 inline void free_in_channel(Deleter fn, void* p) noexcept {

@@ -14,6 +14,7 @@
 #include "callback/callback.h"
 #include "gp/gp.h"
 #include "kvfree/kvfree.h"
+#include "kvfree/reclaim.h"
 #include "percpu/percpu.h"
 #include "pool/pool.h"
 #include "runtime/stats_dump.h"
@@ -481,6 +482,17 @@ void(bulkrcu__defer_sized)(void (*fn)(void*), void* ptr, size_t size) {
   constexpr unsigned kFlags = kvfree::kMayBlock | kvfree::kHelp;
   runtime::ensure_started();
   kvfree::retire_slow(fn, ptr, kFlags, size);
+}
+
+bool bulkrcu__retire_delete(void* ptr, size_t size, void (*op_delete)(void*, size_t), int nonblocking) {
+  // Before any block of the channel exists: its frees find op_delete (every program's copy of
+  // the header's global_delete calls the same ::operator delete).
+  if (kvfree::g_operator_delete.load(std::memory_order_relaxed) != op_delete)
+    kvfree::g_operator_delete.store(op_delete, std::memory_order_release);
+  const auto fn = reinterpret_cast<void (*)(void*)>(BULKRCU__DELETE_BIT | size);
+  const unsigned flags = nonblocking ? kvfree::kNoWait | kvfree::kHelp : kvfree::kMayBlock | kvfree::kHelp;
+  runtime::ensure_started();
+  return kvfree::retire_slow(fn, ptr, flags, size);
 }
 
 bool(bulkrcu__defer_nonblocking_sized)(void (*fn)(void*), void* ptr, size_t size) {
