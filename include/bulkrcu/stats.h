@@ -28,7 +28,7 @@ struct bulkrcu_stats {
   uint64_t callbacks_queued;   /* bulkrcu_call calls (per-CPU counts, summed) */
   uint64_t callbacks_invoked;  /* callbacks that have run */
   uint64_t callbacks_pending;  /* queued - invoked: the whole backlog, swept or not (gauge) */
-  uint64_t callbacks_overflow; /* queued on an overflow list (slot busy) */
+  uint64_t callbacks_overflow; /* queued on an overflow list (slot held by a sweep; rseq mode only) */
   /* configuration */
   uint64_t percpu_rseq;   /* 1: per-CPU data via rseq; 0: sched_getcpu + try-lock fallback */
   uint64_t reader_fences; /* 1: readers run full fences (no membarrier) */

@@ -34,9 +34,10 @@ constexpr std::uint64_t kHigh = 65536;
 #endif
 constexpr int kSweepChunk = 256;  // slots locked at once, one remote fence per chunk
 
-// One per possible CPU. head: owner side pushes (rseq, or under lock in kLock mode); the
-// runtime thread detaches it under lock + fence_remote (see percpu.h's protocol). queued: the
-// owner side's count (an rseq add, or under the lock); others only read it.
+// One per possible CPU. head: owner side pushes (rseq; in kLock mode a compare-and-swap); the
+// runtime thread detaches it by exchange under lock + fence_remote (see percpu.h's protocol;
+// the lock holds back rseq pushes only). queued: the owner side's count (an rseq add; in kLock
+// mode an atomic add); others only read it.
 struct alignas(kCacheLine) CbSlot {
   SlotLock lock;
   bulkrcu_head* head = nullptr;
@@ -262,16 +263,19 @@ void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept {
   } else
 #endif
   {
-    const int cpu = current_cpu();
-    CbSlot& s = base[cpu];
-    if (s.lock.try_lock()) {
-      head->next = s.head;
-      __atomic_store_n(&s.head, head, __ATOMIC_RELAXED);  // has_unswept() peeks without the lock
-      __atomic_store_n(&s.queued, s.queued + 1, __ATOMIC_RELAXED);
-      s.lock.unlock();
-    } else {
-      push_overflow(head, cpu);
-    }
+    // Without rseq: a lock-free push (compare-and-swap) onto this CPU's list and an atomic add
+    // of its count; the sweep detaches the list with an exchange. Never the overflow list: with
+    // the slot's try-lock, a push that found another pusher holding it (preempted there, or
+    // interrupted by the signal handler that pushes) took the overflow list, which the sweep
+    // runs first, before that thread's own earlier callbacks still on the CPU list
+    // (CallbackWorkers.BacklogStartsAWorkerAndKeepsPerCpuOrder saw 13 of 80,000 out of order
+    // in CI's no-rseq step).
+    CbSlot& s = base[current_cpu()];
+    bulkrcu_head* old = __atomic_load_n(&s.head, __ATOMIC_RELAXED);
+    do {
+      head->next = old;
+    } while (!__atomic_compare_exchange_n(&s.head, &old, head, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    __atomic_fetch_add(&s.queued, 1, __ATOMIC_RELAXED);
   }
   doorbell_ring_if_idle_for_callbacks();  // a paced runtime thread sweeps at its deadline
 }
@@ -315,8 +319,9 @@ std::uint64_t sweep() noexcept {
     for (int i = c0; i < c1; ++i) base[i].lock.lock();
     subtle::fence_remote_all();
     for (int i = c0; i < c1; ++i) {
-      taken[i - c0] = base[i].head;
-      base[i].head = nullptr;
+      // An exchange: without rseq, pushes are compare-and-swaps that the slot's lock does not
+      // hold back (with rseq, none is in flight after the fence).
+      taken[i - c0] = __atomic_exchange_n(&base[i].head, nullptr, __ATOMIC_ACQUIRE);
 #if BULKRCU_TSAN
       // rseq_push released each node by its own address (TSan cannot see the asm store).
       for (bulkrcu_head* h = taken[i - c0]; h; h = h->next) __tsan_acquire(h);
