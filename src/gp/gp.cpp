@@ -124,12 +124,12 @@ constexpr unsigned long kPhase = kNestMask + 1;
 // Invariant: owner == 0  =>  (pub.ctr & kNestMask) == 0.
 struct alignas(kCacheLine) ReaderSlot {
   bulkrcu__reader pub;                  // owner: this slot's thread; read by grace periods
-  std::atomic<void*> word{nullptr};     // thread_word(): an upper layer's per-thread word
+  ThreadWords words;                    // thread_words(): an upper layer's per-thread words
   std::atomic<std::uint32_t> owner{0};  // CAS 0->1 by a claiming thread; release-store 0 at exit
   int tid = 0;                          // written by the owner before it is published in TLS
   unsigned long stall_warned_seq = 0;   // written under gp_mutex only
 };
-static_assert(offsetof(ReaderSlot, pub) == 0 && offsetof(ReaderSlot, word) == kThreadWordOffset);
+static_assert(offsetof(ReaderSlot, pub) == 0 && offsetof(ReaderSlot, words) == kThreadWordOffset);
 
 #ifdef BULKRCU_TESTING
 constexpr int kSlotsPerChunk = 2;  // tests reach chunk growth with a handful of threads
@@ -236,8 +236,8 @@ void on_thread_exit(void* p) {
 
 bool no_reader_slot_owned() noexcept { return g_owned.load(std::memory_order_acquire) == 0; }
 
-void for_each_thread_word(void (*f)(std::atomic<void*>& word, void* arg), void* arg) noexcept {
-  for_each_slot([&](ReaderSlot& s) { f(s.word, arg); });
+void for_each_thread_words(void (*f)(ThreadWords& words, void* arg), void* arg) noexcept {
+  for_each_slot([&](ReaderSlot& s) { f(s.words, arg); });
 }
 
 namespace {

@@ -75,15 +75,24 @@ unsigned long reader_nesting() noexcept;
 // Aborts with "<what> called inside a read-side critical section..." when nesting > 0.
 void assert_not_in_reader(const char* what) noexcept;
 
-// A per-thread word in the calling thread's reader slot, for an upper layer (kvfree keeps its
-// reclaim cursor there). `r` is bulkrcu__tls_reader, non-null: call inside a read-side critical
-// section. The word outlives the thread: a thread that claims the slot later sees what was
-// left in it, and for_each_thread_word (any thread) visits every slot's word.
+// Per-thread words in the calling thread's reader slot, for an upper layer (kvfree keeps its
+// reclaim cursor in `word` and its help sequence in `seq`; `mark` belongs to whoever holds
+// kvfree's monitor mutex). `r` is bulkrcu__tls_reader, non-null. The words outlive the thread:
+// a thread that claims the slot later sees what was left in them, and for_each_thread_words
+// (any thread) visits every slot's words.
+struct ThreadWords {
+  std::atomic<void*> word{nullptr};
+  std::atomic<std::uint64_t> seq{0};
+  std::uint64_t mark = 0;
+};
 inline constexpr std::size_t kThreadWordOffset = sizeof(bulkrcu__reader);
-BULKRCU_ALWAYS_INLINE std::atomic<void*>* thread_word(bulkrcu__reader* r) noexcept {
-  return reinterpret_cast<std::atomic<void*>*>(reinterpret_cast<char*>(r) + kThreadWordOffset);
+BULKRCU_ALWAYS_INLINE ThreadWords* thread_words(bulkrcu__reader* r) noexcept {
+  return reinterpret_cast<ThreadWords*>(reinterpret_cast<char*>(r) + kThreadWordOffset);
 }
-void for_each_thread_word(void (*f)(std::atomic<void*>& word, void* arg), void* arg) noexcept;
+BULKRCU_ALWAYS_INLINE std::atomic<void*>* thread_word(bulkrcu__reader* r) noexcept {
+  return &thread_words(r)->word;
+}
+void for_each_thread_words(void (*f)(ThreadWords& words, void* arg), void* arg) noexcept;
 
 // Registers the calling thread's reader slot (the slow path of the first read_lock).
 bulkrcu__reader* register_reader() noexcept;

@@ -22,6 +22,7 @@ namespace {
 // memory pressure asks): one grace period then covers every block closed meanwhile (the range
 // of DESIGN.md 5a; docs/PERFORMANCE.md, "kvfree: measurements behind the constants").
 constexpr std::uint64_t kGpPaceNs = 500000;
+constexpr std::uint64_t kFencePollNs = 100000;  // a help fence in flight is polled this often
 // A retiring thread that finds nothing to free while the runtime thread has not made a pass
 // for this long makes a lite pass itself (drive_if_late), at most once per kDriveEveryNs:
 // when both CPUs are busy the runtime thread's wakeups can be late, and retiring threads that
@@ -62,19 +63,15 @@ CpuMon* cpumons() noexcept { return get_slots(g_cpumon); }
 struct Batch {
   unsigned long cookie;
   Block* blocks;  // collected blocks, linked through `next`
-  // Reclaim cursors taken from threads (free() blocks; `done` is kept): chains through `next`
-  // that a help in flight may still read until the grace period has elapsed, so the chains'
-  // heads are linked through `cap` (chain_link, reclaim.h) and relinked through `next` only
-  // afterwards.
-  Block* chains;
 };
 constexpr unsigned kBatches = 64;
 
 // A kvfree barrier moves through these stages across passes (the runtime thread's; no pass
 // waits): kCollected: every front, chain, hand-over and ready list was taken (one locked
-// round); a grace period later every thread that popped a ready block has stored it in its
-// word, so kStolen takes the threads' cursors; once the grace period of every batch has
-// elapsed, the pass reclaims them all and the barrier is complete.
+// round); once a help fence started after that has passed, every thread that popped a ready
+// block before the collection has stored it in its word, so kStolen takes the threads'
+// cursors; once the grace period of every batch has elapsed and the stolen cursors' help fence
+// has passed, the pass reclaims them all and the barrier is complete.
 enum class BarrierStage { kIdle, kCollected, kStolen };
 
 struct Monitor {
@@ -91,6 +88,18 @@ struct Monitor {
   std::uint64_t bar_target = 0;  // the barrier request number in progress (or last completed)
   unsigned long bar_cookie = 0;  // the grace period the current stage waits for
   bool bar_mag_left = false;     // a barrier's take of the magazines missed one (owner storing)
+  std::uint64_t bar_fence = 0;   // the help fence the barrier's collection waits for
+  // Help fences (reclaim.h, "Help sequence"), numbered like grace periods: at most one is in
+  // flight (fence_started - fence_passed <= 1); a need that arises meanwhile waits for the next,
+  // started when this one passes. Each waits only for the helps in flight at its start.
+  std::uint64_t fence_started = 0;
+  std::uint64_t fence_passed = 0;
+  bool fence_wanted = false;
+  // Stolen reclaim cursors (chains whose heads are linked through `cap`: chain_link) waiting
+  // for help fence held_fence, and those stolen after it started (they wait for the next one).
+  Block* held = nullptr;
+  std::uint64_t held_fence = 0;
+  Block* held_next = nullptr;
 };
 constinit Monitor g_monitor;  // static storage: set up before any code runs, never allocated
 // Guards the Monitor (and the monitor's right to change a front's link): held by the runtime
@@ -117,7 +126,7 @@ void pop_oldest(Monitor& m) noexcept {
   --m.count;
 }
 
-void add_batch(Monitor& m, unsigned long cookie, Block* blocks, Block* chains) noexcept {
+void add_batch(Monitor& m, unsigned long cookie, Block* blocks) noexcept {
   Batch* bt;
   if (m.count == kBatches) {
     bt = newest(m);
@@ -125,17 +134,45 @@ void add_batch(Monitor& m, unsigned long cookie, Block* blocks, Block* chains) n
   } else {
     bt = &m.ring[(m.first + m.count) % kBatches];
     ++m.count;
-    *bt = Batch{cookie, nullptr, nullptr};
+    *bt = Batch{cookie, nullptr};
   }
   while (blocks) {
     Block* next = blocks->next;
     push(&bt->blocks, blocks);
     blocks = next;
   }
+}
+
+// ---- help fences (under g_mon_mutex) ----
+
+// The number of a help fence that starts after this call: the one started now, or, while one
+// is in flight, the next (started when the current one passes).
+std::uint64_t need_fence(Monitor& m) noexcept {
+  if (m.fence_started == m.fence_passed) {
+    help_fence_start();
+    return ++m.fence_started;
+  }
+  m.fence_wanted = true;
+  return m.fence_started + 1;
+}
+
+// Moves the fences on (non-blocking): the one in flight passes once its helps have ended.
+void poll_fences(Monitor& m) noexcept {
+  if (m.fence_started != m.fence_passed && help_fence_done()) m.fence_passed = m.fence_started;
+  if (m.fence_started == m.fence_passed && m.fence_wanted) {
+    m.fence_wanted = false;
+    help_fence_start();
+    ++m.fence_started;
+  }
+}
+
+bool fence_passed(const Monitor& m, std::uint64_t n) noexcept { return m.fence_passed >= n; }
+
+void append_chains(Block** list, Block* chains) noexcept {
   while (chains) {
     Block* next = chain_link(chains);
-    set_chain_link(chains, bt->chains);
-    bt->chains = chains;
+    set_chain_link(chains, *list);
+    *list = chains;
     chains = next;
   }
 }
@@ -220,6 +257,15 @@ struct PassResult {
   std::uint64_t barrier_done = 0;  // a barrier whose blocks are all in `reclaim` or queued
 };
 
+bool barrier_may_steal(Monitor& m) noexcept {
+  if (m.bar_stage != BarrierStage::kCollected || !gp::poll_state(m.bar_cookie)) return false;
+  poll_fences(m);
+  return fence_passed(m, m.bar_fence);
+}
+bool barrier_may_finish(const Monitor& m) noexcept {
+  return m.bar_stage == BarrierStage::kStolen && gp::poll_state(m.bar_cookie) && !m.held;
+}
+
 Pass plan_pass(Monitor& m, PassKind kind) noexcept {
   Pass p{kind, 0, BarrierStep::kNone, now_ns(), g_barrier_req.load(std::memory_order_acquire)};
   if (p.lite()) {
@@ -228,11 +274,11 @@ Pass plan_pass(Monitor& m, PassKind kind) noexcept {
   }
   if (m.bar_stage == BarrierStage::kIdle && p.barrier_req > m.bar_target)
     p.barrier = BarrierStep::kStart;
-  else if (m.bar_stage == BarrierStage::kCollected && gp::poll_state(m.bar_cookie))
+  else if (barrier_may_steal(m))
     p.barrier = BarrierStep::kSteal;
   // Checked before step 1: every batch collected before the cursors were taken has elapsed,
-  // so step 1 reclaims them all.
-  else if (m.bar_stage == BarrierStage::kStolen && gp::poll_state(m.bar_cookie))
+  // and the stolen cursors were reclaimed by an earlier pass, so step 1 reclaims the rest.
+  else if (barrier_may_finish(m))
     p.barrier = BarrierStep::kFinish;
   if (m.bar_stage != BarrierStage::kIdle || p.barrier == BarrierStep::kStart) p.mode |= kBarrier;
   if (p.now >= m.next_timer_ns) p.mode |= kTimer;
@@ -263,7 +309,11 @@ void dispatch_batch(const Batch& bt, Pass& p, CpuMon* cms, Krc* base) noexcept {
     }
     b = next;
   }
-  for (Block* h = bt.chains; h;) {  // stolen cursors: `done` kept, still kReady and counted
+}
+
+// Step 1 for stolen cursors whose help fence has passed: `done` kept, still kReady and counted.
+void dispatch_chains(Block* chains, Pass& p, CpuMon* cms) noexcept {
+  for (Block* h = chains; h;) {
     Block* next_chain = chain_link(h);
     for (Block* b = h; b;) {
       Block* next = b->next;
@@ -274,7 +324,8 @@ void dispatch_batch(const Batch& bt, Pass& p, CpuMon* cms, Krc* base) noexcept {
   }
 }
 
-// Step 1: every batch whose grace period has elapsed.
+// Step 1: every batch whose grace period has elapsed, and the stolen cursors whose help fence
+// has passed.
 void hand_over_elapsed(Monitor& m, Pass& p) noexcept {
   if (p.lite() && p.has(kBarrier)) return;
   CpuMon* cms = cpumons();
@@ -283,6 +334,13 @@ void hand_over_elapsed(Monitor& m, Pass& p) noexcept {
     const Batch bt = *oldest(m);
     pop_oldest(m);
     dispatch_batch(bt, p, cms, base);
+  }
+  poll_fences(m);
+  if (m.held && fence_passed(m, m.held_fence)) {
+    dispatch_chains(m.held, p, cms);
+    m.held = m.held_next;  // stolen after that fence started: they wait for the next one
+    m.held_next = nullptr;
+    ++m.held_fence;
   }
 }
 
@@ -459,14 +517,23 @@ void take_magazines(Monitor& m, Pass& p) noexcept {
 }
 
 // Step 2, reclaim cursors of threads (reclaim.h): taken on timer and pressure passes, so that
-// a thread that stopped retiring (or exited) strands nothing, and by a barrier one grace period
-// after its collection (a thread that popped a ready block before then has stored it in its
-// word by now: its help runs in a read-side critical section). Their blocks wait one grace
-// period (a help in flight ends with its section) and then go back to their home CPU with the
-// pointers the thread had not freed yet.
+// a thread that stopped retiring (or exited) strands nothing, and by a barrier once a help
+// fence started after its collection has passed (a thread that popped a ready block before the
+// collection has stored it in its word by then). A help in flight may still read a stolen
+// cursor: its blocks wait for a help fence started after the steal (never for a grace period,
+// so a thread preempted inside a help delays only these) and then go back to their home CPU
+// with the pointers the thread had not freed yet.
 void take_cursors(Monitor& m, const Pass& p) noexcept {
   if (!(p.has(kTimer) || p.has(kPressure) || p.barrier == BarrierStep::kSteal)) return;
-  if (Block* chains = steal_cursors()) add_batch(m, gp::get_state(), nullptr, chains);
+  Block* chains = steal_cursors();
+  if (!chains) return;
+  const std::uint64_t n = need_fence(m);
+  if (!m.held || m.held_fence == n) {
+    append_chains(&m.held, chains);
+    m.held_fence = n;
+  } else {  // n == m.held_fence + 1: the fence of `held` was in flight before this steal
+    append_chains(&m.held_next, chains);
+  }
 }
 
 // Step 3: cookies for detached blocks (every block an rseq closer closed: it takes none); the
@@ -485,7 +552,7 @@ void tag_cookies(Monitor& m, Pass& p) noexcept {
     if (first || cookie_after(b->cookie, cookie)) cookie = b->cookie;
     first = false;
   }
-  add_batch(m, cookie, p.collected, nullptr);
+  add_batch(m, cookie, p.collected);
 }
 
 // Step 4: the barrier's stages (see BarrierStage): each asks for the grace period the next
@@ -499,6 +566,7 @@ void advance_barrier(Monitor& m, const Pass& p, PassResult& out) noexcept {
       m.bar_target = p.barrier_req;
       m.bar_cookie = gp::get_state();
       gp::request(m.bar_cookie);
+      m.bar_fence = need_fence(m);
       return;
     case BarrierStep::kSteal:
       m.bar_stage = BarrierStage::kStolen;
@@ -677,7 +745,7 @@ bool has_work() noexcept {
   Monitor& m = mon();
   if (m.bar_stage == BarrierStage::kIdle && g_barrier_req.load(std::memory_order_acquire) > m.bar_target)
     return true;
-  if (m.bar_stage != BarrierStage::kIdle && gp::poll_state(m.bar_cookie)) return true;
+  if (barrier_may_steal(m) || barrier_may_finish(m)) return true;
   // Kicks (a block closed) and deferred cookies wait for the pace: one grace period then
   // covers every block closed meanwhile.
   const std::uint64_t now = now_ns();
@@ -685,6 +753,10 @@ bool has_work() noexcept {
   const bool pace_ok = now >= m.last_request_ns + pace || over_budget();
   if (pace_ok && (m.deferred || g_kick.load(std::memory_order_relaxed))) return true;
   if (oldest(m) && gp::poll_state(oldest(m)->cookie)) return true;
+  if (m.held) {
+    poll_fences(m);
+    if (fence_passed(m, m.held_fence)) return true;
+  }
   CpuMon* cms = cpumons();
   for (int i = 0; i < nr_slots(); ++i)
     if (cms[i].handoff) return true;
@@ -694,13 +766,18 @@ bool has_work() noexcept {
 std::uint64_t next_timeout_ns() noexcept {
   MonLock lock;
   Monitor& m = mon();
-  std::uint64_t now = now_ns();
+  const std::uint64_t now = now_ns();
+  std::uint64_t t = 0;  // 0: nothing to time
   if (m.deferred || g_kick.load(std::memory_order_relaxed)) {
-    std::uint64_t pace = m.last_request_ns + (retirers_driving(now) ? 2 * kGpPaceNs : kGpPaceNs);
-    return pace > now ? pace - now : 1;
+    const std::uint64_t pace = m.last_request_ns + (retirers_driving(now) ? 2 * kGpPaceNs : kGpPaceNs);
+    t = pace > now ? pace - now : 1;
+  } else if (oldest(m) || cpu_state_pending()) {
+    t = m.next_timer_ns > now ? m.next_timer_ns - now : 1;
   }
-  if (!oldest(m) && !cpu_state_pending()) return 0;
-  return m.next_timer_ns > now ? m.next_timer_ns - now : 1;
+  // A help fence in flight: its helps are a few frees each, unless a thread was preempted
+  // inside one; it is polled, not woken.
+  if (m.fence_started != m.fence_passed && (t == 0 || t > kFencePollNs)) t = kFencePollNs;
+  return t;
 }
 
 void barrier() noexcept {
@@ -719,8 +796,9 @@ void barrier() noexcept {
     bulkrcu::detail::subtle::futex_wait(&g_progress, seen, 0);
   }
   g_progress_waiters.fetch_sub(1, std::memory_order_relaxed);
-  // Claims in flight on retiring threads, and deleters in flight on any thread, run inside
-  // read-side critical sections.
+  // Claims in flight on retiring threads end with their help (help sequence, reclaim.h);
+  // deleters in flight on any thread run inside read-side critical sections.
+  help_fence_wait();
   gp::wait_for_cookie(gp::get_state(), false);
 }
 

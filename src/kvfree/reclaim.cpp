@@ -32,6 +32,18 @@ constexpr std::size_t kNextOff = offsetof(Block, next);
 
 __thread bool t_in_help __attribute__((tls_model("initial-exec"))) = false;
 
+#ifdef BULKRCU_TESTING
+std::atomic<void (*)(long) noexcept> g_help_hook{nullptr};
+#endif
+
+// H1's store: ThreadSanitizer does not see membarrier(2), so under it the Dekker pair is two
+// sequentially consistent accesses (as the readers' lock store, BULKRCU__MO_LOCK in rcu.h).
+#ifdef BULKRCU__TSAN
+constexpr std::memory_order kHelpBeginOrder = std::memory_order_seq_cst;
+#else
+constexpr std::memory_order kHelpBeginOrder = std::memory_order_relaxed;
+#endif
+
 // Elapsed blocks of user deleters, for run_deleters (lock-free push; taken whole).
 std::atomic<Block*> g_deleter_ready{nullptr};
 std::atomic<std::uint32_t> g_deleter_runners{0};  // threads inside run_deleters (quiesce waits)
@@ -145,17 +157,18 @@ Block* pop_ready(Krc* base) noexcept {
 
 // The thread's cursor block is empty: move the word to the next block of the chain and recycle
 // this one, unless the monitor took the chain meanwhile (it then owns every block of it and
-// relinks them only after a grace period, so reading b->next here races with nothing).
+// relinks them only after a help fence that waits for this help, so reading b->next here races
+// with nothing).
 void finish_cursor(std::atomic<void*>* word, Block* b, unsigned flags) noexcept {
   void* expected = b;
   if (!word->compare_exchange_strong(expected, b->next, std::memory_order_acq_rel, std::memory_order_relaxed))
-    return;  // stolen: the monitor recycles it after a grace period
+    return;  // stolen: the monitor hands it back after a help fence
   count_helped(b);
   recycle_page(b, flags);
 }
 
 // Frees up to kHelpBatch pointers of the cursor block (taking a new one when there is none).
-// Returns how many; *home is the cursor's home CPU. Inside a read-side critical section.
+// Returns how many; *home is the cursor's home CPU. Inside a help sequence (H1 .. H2).
 long help_step(Krc* base, std::atomic<void*>* word, unsigned flags, std::uint64_t* home) noexcept {
   Block* b = static_cast<Block*>(word->load(std::memory_order_acquire));
   if (!b) {
@@ -239,20 +252,28 @@ void help(unsigned flags) noexcept {
   if (t_in_help) return;
   Krc* base = g_krcs.load(std::memory_order_acquire);
   if (!base) return;
+  bulkrcu__reader* r = bulkrcu__tls_reader;
+  if (BULKRCU_UNLIKELY(r == nullptr)) r = bulkrcu__reader_register();
   t_in_help = true;
-  bulkrcu__read_lock_inline();  // the monitor steals cursors and waits for these with a grace period
-  std::atomic<void*>* word = gp::thread_word(bulkrcu__tls_reader);
+  gp::ThreadWords* tw = gp::thread_words(r);
+  // H1 (reclaim.h, "Help sequence"): odd while this help runs, then the cursor's loads.
+  const std::uint64_t seq = tw->seq.load(std::memory_order_relaxed);
+  tw->seq.store(seq + 1, kHelpBeginOrder);
+  light_fence();
   std::uint64_t home = 0;
   // Backlog control (Krc::ready_objs): a second batch while the cursor's CPU is behind.
-  const long got = help_step(base, word, flags, &home);
+  const long got = help_step(base, &tw->word, flags, &home);
   if (got == kHelpBatch) {
     const Krc& k = base[home];
     if (k.ready_objs.load(std::memory_order_relaxed) > k.behind_limit.load(std::memory_order_relaxed))
-      help_step(base, word, flags, &home);
+      help_step(base, &tw->word, flags, &home);
   }
-  bulkrcu__read_unlock_inline();
-  // Nothing was ready: if the runtime thread is late, do its hand-over here (outside the
-  // section above: the lite pass may run a grace period).
+#ifdef BULKRCU_TESTING
+  if (void (*hook)(long) noexcept = g_help_hook.load(std::memory_order_acquire)) hook(got);
+#endif
+  // H2: every access of the help happens before the monitor's acquire load that sees it even.
+  tw->seq.store(seq + 2, std::memory_order_release);
+  // Nothing was ready: if the runtime thread is late, do its hand-over here.
   if (got == 0) {
     g_counters.helps_dry.fetch_add(1, std::memory_order_relaxed);
     if (flags & kMayBlock) drive_if_late();
@@ -267,9 +288,9 @@ bool thread_has_cursor() noexcept {
 
 bool cursors_pending() noexcept {
   bool any = false;
-  gp::for_each_thread_word(
-      [](std::atomic<void*>& word, void* arg) {
-        if (word.load(std::memory_order_relaxed)) *static_cast<bool*>(arg) = true;
+  gp::for_each_thread_words(
+      [](gp::ThreadWords& tw, void* arg) {
+        if (tw.word.load(std::memory_order_relaxed)) *static_cast<bool*>(arg) = true;
       },
       &any);
   return any;
@@ -277,10 +298,10 @@ bool cursors_pending() noexcept {
 
 Block* steal_cursors() noexcept {
   Block* chains = nullptr;
-  gp::for_each_thread_word(
-      [](std::atomic<void*>& word, void* arg) {
-        if (!word.load(std::memory_order_relaxed)) return;
-        if (void* p = word.exchange(nullptr, std::memory_order_acq_rel)) {
+  gp::for_each_thread_words(
+      [](gp::ThreadWords& tw, void* arg) {
+        if (!tw.word.load(std::memory_order_relaxed)) return;
+        if (void* p = tw.word.exchange(nullptr, std::memory_order_acq_rel)) {
           Block* b = static_cast<Block*>(p);
           Block** list = static_cast<Block**>(arg);
           set_chain_link(b, *list);
@@ -290,6 +311,49 @@ Block* steal_cursors() noexcept {
       },
       &chains);
   return chains;
+}
+
+// ---- help fences ----
+
+void help_fence_start() noexcept {
+  heavy_fence();  // M: pairs with H1 (light_fence) of every help
+  gp::for_each_thread_words(
+      [](gp::ThreadWords& tw, void*) {
+        const std::uint64_t v = tw.seq.load(std::memory_order_acquire);
+        if (v & 1) tw.mark = v;  // a help in flight: the fence waits until it has ended
+      },
+      nullptr);
+}
+
+bool help_fence_done() noexcept {
+  bool done = true;
+  gp::for_each_thread_words(
+      [](gp::ThreadWords& tw, void* arg) {
+        if (tw.mark == 0) return;
+        if (tw.seq.load(std::memory_order_acquire) == tw.mark) {
+          *static_cast<bool*>(arg) = false;
+          return;
+        }
+        tw.mark = 0;  // that help has ended (H2 released what it did)
+      },
+      &done);
+  return done;
+}
+
+void help_fence_wait() noexcept {
+  heavy_fence();
+  gp::for_each_thread_words(
+      [](gp::ThreadWords& tw, void*) {
+        const std::uint64_t v = tw.seq.load(std::memory_order_acquire);
+        if (!(v & 1)) return;
+        // A help is a few frees; a long wait means its thread was preempted inside it.
+        for (unsigned spins = 0; tw.seq.load(std::memory_order_acquire) == v; ++spins)
+          if (spins < 64)
+            cpu_relax();
+          else
+            sleep_ns(50000);
+      },
+      nullptr);
 }
 
 void reclaim_list(Block* list) noexcept {
@@ -372,7 +436,28 @@ void quiesce() noexcept {
   for (int i = 0; i < 10000 && g_deleter_runners.load(std::memory_order_seq_cst) != 0; ++i) sleep_ns(100000);
 }
 
-void reclaim_after_fork_child() noexcept { g_deleter_runners.store(0, std::memory_order_relaxed); }
+#ifdef BULKRCU_TESTING
+void set_help_hook(void (*hook)(long freed) noexcept) noexcept {
+  g_help_hook.store(hook, std::memory_order_release);
+}
+#endif
+
+void reclaim_after_fork_child() noexcept {
+  g_deleter_runners.store(0, std::memory_order_relaxed);
+  // The parent's other threads do not exist here: a help one of them was running has ended
+  // (its claimed pointers are lost to the child, at most two batches). The next even value,
+  // not the previous one, so that a mark taken before the fork never matches a later help.
+  // This thread's own help, when fork was called from a signal handler inside it, stays odd.
+  bulkrcu__reader* self = bulkrcu__tls_reader;
+  gp::ThreadWords* own = self && t_in_help ? gp::thread_words(self) : nullptr;
+  gp::for_each_thread_words(
+      [](gp::ThreadWords& tw, void* arg) {
+        if (&tw == arg) return;
+        const std::uint64_t v = tw.seq.load(std::memory_order_relaxed);
+        if (v & 1) tw.seq.store(v + 1, std::memory_order_relaxed);
+      },
+      own);
+}
 
 }  // namespace bulkrcu::detail::kvfree
 

@@ -2,22 +2,42 @@
 // deleters (layer kvfree).
 //
 // Protocol (cursors). A retiring thread's reclaim cursor is a chain of elapsed free() blocks
-// kept in its reader-slot word (gp::thread_word). The thread takes it whole: one block popped
-// from this CPU's ready list, else a whole `incoming` hand-over list (one exchange), else
-// another CPU's. Every kHelpEvery-th retire frees the next kHelpBatch pointers from the top of
-// the cursor block (done -> done - k), with plain loads and stores, inside a read-side critical
-// section (help). When the block is empty, the thread moves the word along the chain with a
-// CAS (block -> block->next) and recycles the block.
+// kept in its reader-slot word (gp::thread_words: `word`). The thread takes it whole: one
+// block popped from this CPU's ready list, else a whole `incoming` hand-over list (one
+// exchange), else another CPU's. Every kHelpEvery-th retire frees the next kHelpBatch pointers
+// from the top of the cursor block (done -> done - k), with plain loads and stores (help).
+// When the block is empty, the thread moves the word along the chain with a CAS
+// (block -> block->next) and recycles the block.
 //   runtime steal: exchange(word, nullptr) on timer, pressure and barrier passes; the chain
 //                  is then the runtime's, but a help in flight may still read it, so the
-//                  runtime touches it only after a grace period (the chains are linked through
-//                  `cap` meanwhile: chain_link) and hands it back to its home CPUs with `done`
-//                  as the thread left it.
+//                  runtime touches it only after a help fence (below; the chains are linked
+//                  through `cap` meanwhile: chain_link) and hands it back to its home CPUs with
+//                  `done` as the thread left it.
 // Whoever exchanges the word from the block to something else owns the block: the thread when
 // it empties it, the monitor when it steals it. The interleaving this prevents: the thread
 // reads `done`, the runtime takes the block and frees ptrs[0, done) itself, the thread frees
-// the same pointers again. With the grace period between steal and touch, the help has ended
+// the same pointers again. With the help fence between steal and touch, the help has ended
 // (and its store of `done` is visible) before the runtime reads `done`.
+//
+// Help sequence (the help's own grace period). Until 2026-12-03 a help ran inside a read-side
+// critical section and the steal waited for a grace period. With more threads than CPUs a
+// thread preempted inside a help then held up every grace period of the process until the
+// scheduler ran it again (docs/PERFORMANCE.md, 2026-12-03). Now a help only makes its slot's
+// `seq` odd for its duration:
+//   H1  seq = s + 1 (relaxed), light_fence, then the loads of `word` and the cursor;
+//   H2  seq = s + 2 (release) after the help's last access.
+//   M   the monitor exchanges the words, heavy_fence, then loads every seq (acquire).
+// The asymmetric Dekker pair (H1, M): either M's load sees s + 1, and the fence waits until seq
+// moves on (H2: everything the help did is visible), or the help's load of `word` comes after
+// the exchange and sees nullptr or a block it took itself. A help fence (help_fence_start /
+// _done, non-blocking, under the monitor's mutex: `mark` holds the odd value seen) waits for
+// exactly the helps in flight when it started; help_fence_wait blocks until they have ended
+// (the kvfree barrier's last step). A help that is preempted delays only these, never a
+// grace period. The same pair covers a barrier's collection (M's exchanges are then those of
+// the ready and hand-over lists): after a fence started behind it, no help still holds a
+// block it popped before. The monitor numbers its fences like grace periods (monitor.cpp): one
+// in flight at a time, and a need that arises meanwhile waits for the next, so continuous helps
+// never keep a fence from passing.
 // Invariants: a cursor holds blocks of the allocator channels only (free() and ::operator
 // delete, block.h's allocator_channel: a user deleter never runs on a retiring thread); 0 <= done <= nr; a
 // cursor block is kReady until count_helped moves it to kReclaim and takes its nr out of Krc::ready_objs,
@@ -87,13 +107,25 @@ std::uint64_t barriers_done() noexcept;
 // ---- cursors, for the monitor ----
 bool cursors_pending() noexcept;
 // Takes every thread's cursor (exchange of its word): chains linked through chain_link.
-// Their blocks must not be touched before a grace period has elapsed.
+// Their blocks must not be touched before a help fence started after the steal has passed.
 Block* steal_cursors() noexcept;
 inline Block* chain_link(Block* head) noexcept { return reinterpret_cast<Block*>(head->cap); }
 inline void set_chain_link(Block* head, Block* next) noexcept {
   head->cap = reinterpret_cast<std::uintptr_t>(next);
 }
 
+// Help fences (protocol above). start: marks the helps in flight now (one heavy_fence); done:
+// true once every marked help has ended (clears those marks). Both under the monitor's mutex.
+void help_fence_start() noexcept;
+bool help_fence_done() noexcept;
+// Blocks until every help in flight when it was called has ended (any thread, outside a help).
+void help_fence_wait() noexcept;
+
 void reclaim_after_fork_child() noexcept;
+
+#ifdef BULKRCU_TESTING
+// Tests: `hook` runs inside every help (between H1 and H2) with the number of pointers it freed.
+void set_help_hook(void (*hook)(long freed) noexcept) noexcept;
+#endif
 
 }  // namespace bulkrcu::detail::kvfree
