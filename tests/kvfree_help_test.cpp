@@ -31,7 +31,7 @@ thread_local bool t_retirer = false;
 
 // Stops a help that freed pointers and keeps a cursor (a chain with pointers left to free).
 void stop_in_help(long freed) noexcept {
-  if (!t_retirer || freed == 0 || !g_arm.load()) return;
+  if (!t_retirer || freed <= 0 || !g_arm.load()) return;
   long left = 0;
   for (auto* b = static_cast<kv::Block*>(bulkrcu::detail::gp::thread_word(bulkrcu__tls_reader)->load()); b;
        b = b->next)
@@ -64,7 +64,7 @@ std::thread start_retirer() {
   return std::thread([] {
     t_retirer = true;
     for (int round = 0; g_arm.load(); ++round) {
-      for (int i = 0; i < 64; ++i) bulkrcu_kvfree(malloc(24));
+      for (int i = 0; i < 64 && g_arm.load(); ++i) bulkrcu_kvfree(malloc(24));
       if (round % 8 == 7) bulkrcu_synchronize();  // blocks elapse: helps find ready pointers
     }
   });
@@ -112,6 +112,43 @@ TEST_F(KvfreeHelp, TheBarrierWaitsForAHelpInFlight) {
   bulkrcu_kvfree_barrier();
   const bulkrcu_stats s = stats();
   EXPECT_EQ(s.kv_pending_objects, 0u);
+}
+
+// Stops a help that took a hand-over chain, before it moves the chain's other blocks onto
+// its CPU's ready list.
+std::atomic<long> g_chain_blocks{0};
+void stop_before_ready_push(long n) noexcept {
+  if (!t_retirer || n >= 0 || !g_arm.load()) return;
+  g_chain_blocks = -n;
+  g_arm = false;
+  g_stopped = true;
+  while (!g_release.load()) nap_us(100);
+  g_stopped = false;
+}
+
+// The barrier's collection runs while that help is stopped, so the rest of the chain reaches a
+// ready list after it: the barrier must still free it before it returns (its steal stage takes
+// the ready lists again, after the help fence has seen the help end).
+TEST_F(KvfreeHelp, TheBarrierFreesAChainMovedToAReadyListDuringIt) {
+  kv::set_help_hook(stop_before_ready_push);
+  std::thread retirer = start_retirer();
+  ASSERT_TRUE(wait_until_for([] { return g_stopped.load(); }, 120)) << "no help took a hand-over chain";
+  std::atomic<bool> barrier_done{false};
+  std::thread waiter([&] {
+    bulkrcu_kvfree_barrier();
+    barrier_done = true;
+  });
+  for (int i = 0; i < 10; ++i) {
+    bulkrcu_synchronize();
+    nap_us(5000);
+  }
+  EXPECT_FALSE(barrier_done.load()) << "the kvfree barrier returned while a help was in flight";
+  g_release = true;
+  retirer.join();  // retires nothing after its help: the barrier covers every retire
+  waiter.join();
+  const bulkrcu_stats s = stats();
+  EXPECT_EQ(s.kv_pending_objects, 0u) << "the barrier left pointers of a " << g_chain_blocks.load()
+                                      << "-block hand-over chain on a ready list";
 }
 
 // The monitor steals the stopped thread's cursor on a drain-timer pass; the stolen blocks wait

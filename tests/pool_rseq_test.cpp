@@ -233,6 +233,47 @@ TEST(PercpuRseq, LockedSlotIsLeftAlone) {
 #endif
 }
 
+// rseq_push_chain (kvfree's helpers move the rest of a hand-over chain onto their CPU's ready
+// list): the chain lands in front of what the list held, in order, and a locked slot is left
+// alone.
+TEST(PercpuRseq, PushChainKeepsOrderAndLeavesALockedSlotAlone) {
+#if !BULKRCU_HAVE_RSEQ_ASM
+  GTEST_SKIP();
+#else
+  if (mode() != PercpuMode::kRseq) GTEST_SKIP() << "rseq unavailable (fallback mode)";
+  static std::atomic<TSlot*> own{nullptr};
+  TSlot* ob = get_slots(own);
+  static Node a{}, b{}, c{}, d{};
+  for (int i = 0; i < nr_slots(); ++i) ob[i].lock.lock();
+  b.next = &c;
+  EXPECT_FALSE((subtle::rseq_push_chain<kHead, kNext>(ob, sizeof(TSlot), &b, &c)));
+  for (int i = 0; i < nr_slots(); ++i) {
+    EXPECT_EQ(ob[i].head, nullptr);
+    ob[i].lock.unlock();
+  }
+  cpu_set_t set, old;
+  sched_getaffinity(0, sizeof old, &old);
+  CPU_ZERO(&set);
+  for (int i = 0; i < CPU_SETSIZE; ++i)
+    if (CPU_ISSET(i, &old)) {
+      CPU_SET(i, &set);
+      break;
+    }
+  sched_setaffinity(0, sizeof set, &set);
+  EXPECT_TRUE((subtle::rseq_push<kHead, kNext>(ob, sizeof(TSlot), &a)));
+  d.next = &d;  // the chain's last link is overwritten with the old head
+  b.next = &c;
+  c.next = &d;
+  EXPECT_TRUE((subtle::rseq_push_chain<kHead, kNext>(ob, sizeof(TSlot), &b, &d)));
+  EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &b);
+  EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &c);
+  EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &d);
+  EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &a);
+  EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), nullptr);
+  sched_setaffinity(0, sizeof old, &old);
+#endif
+}
+
 // The public header's sequences (bulkrcu__pool_pop, bulkrcu__pool_push: the inline fast paths
 // of page_pool.h) on a private slot array laid out as the header says: the bound, the locked
 // slot, the head word's count and the statistics, exactly, on a pinned thread.

@@ -246,9 +246,13 @@ struct Pass {
   // handing them over: nothing new reaches a ready list or a cursor while a barrier runs.
   bool direct() const noexcept { return has(kBarrier) || has(kPressure); }
   // Timer, barrier-start and pressure passes lock the slots (step 2).
-  bool locked_round() const noexcept {
-    return barrier == BarrierStep::kStart || has(kTimer) || has(kPressure);
-  }
+  bool locked_round() const noexcept { return collects_ready() || has(kTimer) || has(kPressure); }
+  // A barrier's collection takes every front, hand-over and ready list at its start.
+  bool collects_all() const noexcept { return barrier == BarrierStep::kStart; }
+  // And the hand-over and ready lists again when it steals the cursors: a help in flight at
+  // the start may have moved the rest of a hand-over it took onto a ready list (the help fence
+  // before the steal has seen it end).
+  bool collects_ready() const noexcept { return collects_all() || barrier == BarrierStep::kSteal; }
 };
 
 // What a pass leaves for its caller to do once g_mon_mutex is released.
@@ -421,7 +425,7 @@ void collect_lockless(Pass& p) noexcept {
 // Step 2 of a locked round, the fronts of one slot: chains, and a front that holds pointers
 // when a barrier collects everything or the timer finds it unchanged since its previous pass.
 void collect_fronts_locked(Krc& k, CpuMon& cm, int i, Pass& p) noexcept {
-  const bool collect_all = p.barrier == BarrierStep::kStart;
+  const bool collect_all = p.collects_all();
   for (int ch = 0; ch < kChannels; ++ch) {
     Block* f = k.front[ch];
     if (!f) {
@@ -445,7 +449,7 @@ void collect_fronts_locked(Krc& k, CpuMon& cm, int i, Pass& p) noexcept {
 // Step 2 of a locked round, the rest of one slot: hand-overs join the ready list (or, for a
 // barrier, the reclaim list), an idle CPU's ready list is reclaimed, the page cache tended.
 void round_ready_locked(Krc& k, CpuMon& cm, Pass& p) noexcept {
-  const bool collect_all = p.barrier == BarrierStep::kStart;
+  const bool collect_all = p.collects_ready();
   // Handed-over blocks (this pass's and those no helper has taken yet) join the ready list.
   for (Block* b = k.incoming.exchange(nullptr, std::memory_order_acquire); b;) {
     Block* next = b->next;

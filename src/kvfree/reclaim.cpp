@@ -122,6 +122,20 @@ Block* take_incoming(Krc& k) noexcept {
   return k.incoming.exchange(nullptr, std::memory_order_acquire);
 }
 
+// Pushes first .. last onto this CPU's ready list; false when its slot is locked.
+bool push_ready_chain(Block* first, Block* last) noexcept {
+  tsan_release(&g_krcs);  // pop_ready acquires
+#if BULKRCU_HAVE_RSEQ_ASM
+  if (mode() == PercpuMode::kRseq)
+    return bulkrcu::detail::subtle::rseq_push_chain<kReadyOff, kNextOff>(
+        g_krcs.load(std::memory_order_relaxed), sizeof(Krc), first, last);
+#endif
+  return with_locked_slot([&](Krc& k, int) {
+    last->next = k.ready;
+    __atomic_store_n(&k.ready, first, __ATOMIC_RELAXED);  // others peek at it
+  });
+}
+
 // A block for this thread's cursor: this CPU's ready list (the monitor's locked passes fill
 // it), else this CPU's hand-over list, else another CPU's. What keeps glibc's tcache balanced
 // is that a thread frees as many pointers as it retires, whichever CPU filled them: threads
@@ -151,8 +165,23 @@ Block* pop_ready(Krc* base) noexcept {
   const int n = nr_slots();
   const int self = current_cpu();
   for (int d = 0; d < n; ++d)
-    if ((b = take_incoming(base[(self + d) % n]))) return b;
-  return nullptr;
+    if ((b = take_incoming(base[(self + d) % n]))) break;
+  if (!b) return nullptr;
+  // One block for the cursor; the rest of the chain goes onto this CPU's ready list, where this
+  // CPU's other threads pop it a block at a time. A thread preempted while it holds its cursor
+  // then holds one block, not a whole hand-over.
+  if (Block* rest = b->next) {
+    Block* last = rest;
+    long blocks = 1;
+    for (; last->next; ++blocks) last = last->next;
+#ifdef BULKRCU_TESTING
+    if (void (*hook)(long) noexcept = g_help_hook.load(std::memory_order_acquire)) hook(-blocks);
+#else
+    (void)blocks;
+#endif
+    if (push_ready_chain(rest, last)) b->next = nullptr;
+  }
+  return b;
 }
 
 // The thread's cursor block is empty: move the word to the next block of the chain and recycle

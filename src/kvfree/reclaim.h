@@ -4,7 +4,9 @@
 // Protocol (cursors). A retiring thread's reclaim cursor is a chain of elapsed free() blocks
 // kept in its reader-slot word (gp::thread_words: `word`). The thread takes it whole: one
 // block popped from this CPU's ready list, else a whole `incoming` hand-over list (one
-// exchange), else another CPU's. Every kHelpEvery-th retire frees the next kHelpBatch pointers
+// exchange), else another CPU's; of a hand-over list it keeps the first block and pushes the
+// others onto this CPU's ready list (one rseq sequence; a chain only when the slot is locked),
+// so that a thread preempted with its cursor holds one block. Every kHelpEvery-th retire frees the next kHelpBatch pointers
 // from the top of the cursor block (done -> done - k), with plain loads and stores (help).
 // When the block is empty, the thread moves the word along the chain with a CAS
 // (block -> block->next) and recycles the block.
@@ -124,7 +126,9 @@ void help_fence_wait() noexcept;
 void reclaim_after_fork_child() noexcept;
 
 #ifdef BULKRCU_TESTING
-// Tests: `hook` runs inside every help (between H1 and H2) with the number of pointers it freed.
+// Tests: `hook` runs inside every help (between H1 and H2) with the number of pointers it freed,
+// and with -n when the help took a hand-over chain and is about to move its n other blocks
+// onto this CPU's ready list.
 void set_help_hook(void (*hook)(long freed) noexcept) noexcept;
 #endif
 

@@ -174,6 +174,30 @@ locked:
   return false;
 }
 
+// Pushes the chain first .. last (linked through `next_off`, last's link is overwritten) onto
+// the list at `head_off` in this CPU's slot, like rseq_push. Returns false (nothing done) when
+// the slot's lock is held.
+template <std::size_t kHeadOff, std::size_t kNextOff>
+BULKRCU_ALWAYS_INLINE bool rseq_push_chain(void* base, std::size_t stride, void* first, void* last) noexcept {
+#if BULKRCU_TSAN
+  __tsan_release(first);
+#endif
+  asm goto(BULKRCU_RSEQ_BEGIN
+           "cmpl $0, (%%rax)\n\t"
+           "jnz %l[locked]\n\t"
+           "movq %c[headoff](%%rax), %%rcx\n\t"
+           "movq %%rcx, %c[nextoff](%[last])\n\t"
+           "movq %[first], %c[headoff](%%rax)\n\t" BULKRCU_RSEQ_END
+           :
+           : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [first] "r"(first),
+             [last] "r"(last), [headoff] "i"(kHeadOff), [nextoff] "i"(kNextOff)
+           : "rax", "rcx", "memory", "cc"
+           : locked);
+  return true;
+locked:
+  return false;
+}
+
 // Pops the first node of the list at `head_off` in this CPU's slot. Returns nullptr when the
 // list is empty, and `locked` when the slot's lock is held (both leave the list alone).
 // The commit is the store of the new head; the popped node's link is only read.
