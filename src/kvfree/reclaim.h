@@ -6,10 +6,10 @@
 // block popped from this CPU's ready list, else a whole `incoming` hand-over list (one
 // exchange), else another CPU's; of a hand-over list it keeps the first block and pushes the
 // others onto this CPU's ready list (one rseq sequence; a chain only when the slot is locked),
-// so that a thread preempted with its cursor holds one block. Every kHelpEvery-th retire frees the next kHelpBatch pointers
-// from the top of the cursor block (done -> done - k), with plain loads and stores (help).
-// When the block is empty, the thread moves the word along the chain with a CAS
-// (block -> block->next) and recycles the block.
+// so that a thread preempted with its cursor holds one block. Every kHelpEvery-th retire
+// frees the next kHelpBatch pointers from the top of the cursor block (done -> done - k), with
+// plain loads and stores (help). When the block is empty, the thread moves the word along the
+// chain with a CAS (block -> block->next) and recycles the block.
 //   runtime steal: exchange(word, nullptr) on timer, pressure and barrier passes; the chain
 //                  is then the runtime's, but a help in flight may still read it, so the
 //                  runtime touches it only after a help fence (below; the chains are linked
