@@ -4,6 +4,8 @@
 
 #include <pthread.h>
 
+#include <algorithm>
+
 #include "base/trace.h"
 #include "base/user_code.h"
 #include "gp/gp.h"
@@ -22,7 +24,11 @@ namespace {
 // memory pressure asks): one grace period then covers every block closed meanwhile (the range
 // of DESIGN.md 5a; docs/PERFORMANCE.md, "kvfree: measurements behind the constants").
 constexpr std::uint64_t kGpPaceNs = 500000;
-constexpr std::uint64_t kFencePollNs = 100000;  // a help fence in flight is polled this often
+// A help fence in flight is polled at an eighth of its age, from 100 us to 10 ms: a help is a
+// few frees, and one that takes long has a thread stopped inside it (preempted, or stopped by
+// a debugger), which should not keep the runtime thread waking 10,000 times a second.
+constexpr std::uint64_t kFencePollMinNs = 100000;
+constexpr std::uint64_t kFencePollMaxNs = 10000000;
 // A retiring thread that finds nothing to free while the runtime thread has not made a pass
 // for this long makes a lite pass itself (drive_if_late), at most once per kDriveEveryNs:
 // when both CPUs are busy the runtime thread's wakeups can be late, and retiring threads that
@@ -95,6 +101,7 @@ struct Monitor {
   std::uint64_t fence_started = 0;
   std::uint64_t fence_passed = 0;
   bool fence_wanted = false;
+  std::uint64_t fence_start_ns = 0;  // when the fence in flight started (its poll interval)
   // Stolen reclaim cursors (chains whose heads are linked through `cap`: chain_link) waiting
   // for help fence held_fence, and those stolen after it started (they wait for the next one).
   Block* held = nullptr;
@@ -150,6 +157,7 @@ void add_batch(Monitor& m, unsigned long cookie, Block* blocks) noexcept {
 std::uint64_t need_fence(Monitor& m) noexcept {
   if (m.fence_started == m.fence_passed) {
     help_fence_start();
+    m.fence_start_ns = now_ns();
     return ++m.fence_started;
   }
   m.fence_wanted = true;
@@ -162,6 +170,7 @@ void poll_fences(Monitor& m) noexcept {
   if (m.fence_started == m.fence_passed && m.fence_wanted) {
     m.fence_wanted = false;
     help_fence_start();
+    m.fence_start_ns = now_ns();
     ++m.fence_started;
   }
 }
@@ -780,7 +789,11 @@ std::uint64_t next_timeout_ns() noexcept {
   }
   // A help fence in flight: its helps are a few frees each, unless a thread was preempted
   // inside one; it is polled, not woken.
-  if (m.fence_started != m.fence_passed && (t == 0 || t > kFencePollNs)) t = kFencePollNs;
+  if (m.fence_started != m.fence_passed) {
+    const std::uint64_t age = now > m.fence_start_ns ? now - m.fence_start_ns : 0;
+    const std::uint64_t poll = std::clamp(age / 8, kFencePollMinNs, kFencePollMaxNs);
+    if (t == 0 || t > poll) t = poll;
+  }
   return t;
 }
 

@@ -375,12 +375,17 @@ void help_fence_wait() noexcept {
       [](gp::ThreadWords& tw, void*) {
         const std::uint64_t v = tw.seq.load(std::memory_order_acquire);
         if (!(v & 1)) return;
-        // A help is a few frees; a long wait means its thread was preempted inside it.
-        for (unsigned spins = 0; tw.seq.load(std::memory_order_acquire) == v; ++spins)
-          if (spins < 64)
+        // A help is a few frees; a long wait means its thread was preempted (or stopped)
+        // inside it: sleeps from 50 us, doubling up to 10 ms.
+        std::uint64_t nap = 50000;
+        for (unsigned spins = 0; tw.seq.load(std::memory_order_acquire) == v; ++spins) {
+          if (spins < 64) {
             cpu_relax();
-          else
-            sleep_ns(50000);
+            continue;
+          }
+          sleep_ns(nap);
+          if (nap < 10000000) nap *= 2;
+        }
       },
       nullptr);
 }
