@@ -29,6 +29,33 @@ std::atomic<bool> g_release{false};
 std::atomic<long> g_cursor_left{0};  // pointers the stopped help's cursor had not freed yet
 thread_local bool t_retirer = false;
 
+// Holds the calling thread (the retirer, inside a help) until the test releases it.
+void stop_here() noexcept {
+  g_arm = false;
+  g_stopped = true;
+  while (!g_release.load()) nap_us(100);
+  g_stopped = false;
+}
+
+// A kvfree barrier on its own thread, started while the retirer is stopped inside a help.
+// Grace periods go on meanwhile (the barrier's own, the monitor's passes and steals); the
+// barrier must not return while the help is in flight. Joined by the destructor.
+struct BarrierWaiter {
+  std::atomic<bool> done{false};
+  std::thread t{[this] {
+    bulkrcu_kvfree_barrier();
+    done = true;
+  }};
+  void expect_waiting(int rounds) {
+    for (int i = 0; i < rounds; ++i) {
+      bulkrcu_synchronize();
+      nap_us(5000);
+    }
+    EXPECT_FALSE(done.load()) << "the kvfree barrier returned while a help was in flight";
+  }
+  ~BarrierWaiter() { t.join(); }
+};
+
 // Stops a help that freed pointers and keeps a cursor (a chain with pointers left to free).
 void stop_in_help(long freed) noexcept {
   if (!t_retirer || freed <= 0 || !g_arm.load()) return;
@@ -38,10 +65,7 @@ void stop_in_help(long freed) noexcept {
     left += b->done;
   if (left == 0) return;
   g_cursor_left = left;
-  g_arm = false;
-  g_stopped = true;
-  while (!g_release.load()) nap_us(100);
-  g_stopped = false;
+  stop_here();
 }
 
 class KvfreeHelp : public ::testing::Test {
@@ -92,22 +116,13 @@ TEST_F(KvfreeHelp, AThreadStoppedInsideAHelpDelaysNoGracePeriod) {
 TEST_F(KvfreeHelp, TheBarrierWaitsForAHelpInFlight) {
   std::thread retirer = start_retirer();
   ASSERT_TRUE(wait_until_for([] { return g_stopped.load(); }, 120)) << "no help freed anything";
-  std::atomic<bool> barrier_done{false};
-  std::thread waiter([&] {
-    bulkrcu_kvfree_barrier();
-    barrier_done = true;
-  });
-  // Grace periods go on meanwhile (the barrier's own, the monitor's passes and steals), and the
-  // stopped help still holds pointers it claimed but has not freed: the barrier must not
-  // return before they are freed.
-  for (int i = 0; i < 20; ++i) {
-    bulkrcu_synchronize();
-    nap_us(5000);
+  {
+    // The stopped help still holds pointers it claimed but has not freed.
+    BarrierWaiter waiter;
+    waiter.expect_waiting(20);
+    g_release = true;
+    EXPECT_TRUE(wait_until_for([&] { return waiter.done.load(); }, 120)) << "the barrier never returned";
   }
-  EXPECT_FALSE(barrier_done.load()) << "the kvfree barrier returned while a help was in flight";
-  g_release = true;
-  ASSERT_TRUE(wait_until_for([&] { return barrier_done.load(); }, 120)) << "the barrier never returned";
-  waiter.join();
   retirer.join();
   bulkrcu_kvfree_barrier();
   const bulkrcu_stats s = stats();
@@ -120,10 +135,7 @@ std::atomic<long> g_chain_blocks{0};
 void stop_before_ready_push(long n) noexcept {
   if (!t_retirer || n >= 0 || !g_arm.load()) return;
   g_chain_blocks = -n;
-  g_arm = false;
-  g_stopped = true;
-  while (!g_release.load()) nap_us(100);
-  g_stopped = false;
+  stop_here();
 }
 
 // The barrier's collection runs while that help is stopped, so the rest of the chain reaches a
@@ -133,19 +145,12 @@ TEST_F(KvfreeHelp, TheBarrierFreesAChainMovedToAReadyListDuringIt) {
   kv::set_help_hook(stop_before_ready_push);
   std::thread retirer = start_retirer();
   ASSERT_TRUE(wait_until_for([] { return g_stopped.load(); }, 120)) << "no help took a hand-over chain";
-  std::atomic<bool> barrier_done{false};
-  std::thread waiter([&] {
-    bulkrcu_kvfree_barrier();
-    barrier_done = true;
-  });
-  for (int i = 0; i < 10; ++i) {
-    bulkrcu_synchronize();
-    nap_us(5000);
+  {
+    BarrierWaiter waiter;
+    waiter.expect_waiting(10);
+    g_release = true;
+    retirer.join();  // retires nothing after its help: the barrier covers every retire
   }
-  EXPECT_FALSE(barrier_done.load()) << "the kvfree barrier returned while a help was in flight";
-  g_release = true;
-  retirer.join();  // retires nothing after its help: the barrier covers every retire
-  waiter.join();
   const bulkrcu_stats s = stats();
   EXPECT_EQ(s.kv_pending_objects, 0u) << "the barrier left pointers of a " << g_chain_blocks.load()
                                       << "-block hand-over chain on a ready list";

@@ -45,6 +45,27 @@ constexpr std::uintptr_t kCountMask = 0xfff;
 std::uintptr_t word_of(Node* p, std::uintptr_t count) { return reinterpret_cast<std::uintptr_t>(p) | count; }
 Node* page_of(std::uintptr_t w) { return reinterpret_cast<Node*>(w & ~kCountMask); }
 
+// Pins the calling thread to the first CPU it may run on, for the scope (sequences on a slot of
+// a known CPU); restores the old affinity after.
+struct PinnedToOneCpu {
+  cpu_set_t old;
+  bool ok = false;
+  PinnedToOneCpu() {
+    sched_getaffinity(0, sizeof old, &old);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < CPU_SETSIZE; ++i)
+      if (CPU_ISSET(i, &old)) {
+        CPU_SET(i, &set);
+        break;
+      }
+    ok = sched_setaffinity(0, sizeof set, &set) == 0;
+  }
+  ~PinnedToOneCpu() { sched_setaffinity(0, sizeof old, &old); }
+  PinnedToOneCpu(const PinnedToOneCpu&) = delete;
+  PinnedToOneCpu& operator=(const PinnedToOneCpu&) = delete;
+};
+
 #if BULKRCU_HAVE_RSEQ_ASM
 std::atomic<TSlot*> g_plain{nullptr}, g_counted{nullptr};
 std::atomic<std::uint64_t> g_bad{0}, g_handler_ops{0};
@@ -212,15 +233,7 @@ TEST(PercpuRseq, LockedSlotIsLeftAlone) {
   EXPECT_EQ(bulkrcu__pool_pop(base, kOps, &left), subtle::kSlotLocked);
   for (int i = 0; i < nr_slots(); ++i) base[i].lock.unlock();
   // Unlocked and pinned: push returns the count, pop returns the nodes in LIFO order.
-  cpu_set_t set, old;
-  sched_getaffinity(0, sizeof old, &old);
-  CPU_ZERO(&set);
-  for (int i = 0; i < CPU_SETSIZE; ++i)
-    if (CPU_ISSET(i, &old)) {
-      CPU_SET(i, &set);
-      break;
-    }
-  sched_setaffinity(0, sizeof set, &set);
+  PinnedToOneCpu pinned;
   static std::atomic<TSlot*> own{nullptr};
   TSlot* ob = get_slots(own);
   static Node a{}, b{};
@@ -229,7 +242,6 @@ TEST(PercpuRseq, LockedSlotIsLeftAlone) {
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &b);
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &a);
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), nullptr);
-  sched_setaffinity(0, sizeof old, &old);
 #endif
 }
 
@@ -251,15 +263,7 @@ TEST(PercpuRseq, PushChainKeepsOrderAndLeavesALockedSlotAlone) {
     EXPECT_EQ(ob[i].head, nullptr);
     ob[i].lock.unlock();
   }
-  cpu_set_t set, old;
-  sched_getaffinity(0, sizeof old, &old);
-  CPU_ZERO(&set);
-  for (int i = 0; i < CPU_SETSIZE; ++i)
-    if (CPU_ISSET(i, &old)) {
-      CPU_SET(i, &set);
-      break;
-    }
-  sched_setaffinity(0, sizeof set, &set);
+  PinnedToOneCpu pinned;
   EXPECT_TRUE((subtle::rseq_push<kHead, kNext>(ob, sizeof(TSlot), &a)));
   d.next = &d;  // the chain's last link is overwritten with the old head
   b.next = &c;
@@ -270,7 +274,6 @@ TEST(PercpuRseq, PushChainKeepsOrderAndLeavesALockedSlotAlone) {
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &d);
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), &a);
   EXPECT_EQ((subtle::rseq_pop<kHead, kNext>(ob, sizeof(TSlot))), nullptr);
-  sched_setaffinity(0, sizeof old, &old);
 #endif
 }
 
@@ -294,15 +297,8 @@ TEST(PercpuRseq, HeaderSequencesBoundCountAndAccount) {
   GTEST_SKIP();
 #else
   if (mode() != PercpuMode::kRseq) GTEST_SKIP() << "rseq unavailable (fallback mode)";
-  cpu_set_t set, old;
-  sched_getaffinity(0, sizeof old, &old);
-  CPU_ZERO(&set);
-  for (int i = 0; i < CPU_SETSIZE; ++i)
-    if (CPU_ISSET(i, &old)) {
-      CPU_SET(i, &set);
-      break;
-    }
-  ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+  PinnedToOneCpu pinned;
+  ASSERT_TRUE(pinned.ok);
   HSlot* base = static_cast<HSlot*>(alloc_slots(sizeof(HSlot)));
   HSlot& s = base[sched_getcpu()];
   constexpr unsigned long kHigh = 5;
@@ -333,7 +329,6 @@ TEST(PercpuRseq, HeaderSequencesBoundCountAndAccount) {
   EXPECT_EQ(s.hits, kHigh / 2);
   EXPECT_EQ(s.allocs, kHigh - kHigh / 2);
   EXPECT_EQ(s.misses, 0u);
-  sched_setaffinity(0, sizeof old, &old);
 #endif
 }
 
