@@ -35,6 +35,14 @@ __thread bool t_in_help __attribute__((tls_model("initial-exec"))) = false;
 #ifdef BULKRCU_TESTING
 std::atomic<void (*)(long) noexcept> g_help_hook{nullptr};
 #endif
+// Tests stop a help here (set_help_hook); a no-op in every other build.
+BULKRCU_ALWAYS_INLINE void help_hook(long v) noexcept {
+#ifdef BULKRCU_TESTING
+  if (void (*hook)(long) noexcept = g_help_hook.load(std::memory_order_acquire)) hook(v);
+#else
+  (void)v;
+#endif
+}
 
 // H1's store: ThreadSanitizer does not see membarrier(2), so under it the Dekker pair is two
 // sequentially consistent accesses (as the readers' lock store, BULKRCU__MO_LOCK in rcu.h).
@@ -174,11 +182,7 @@ Block* pop_ready(Krc* base) noexcept {
     Block* last = rest;
     long blocks = 1;
     for (; last->next; ++blocks) last = last->next;
-#ifdef BULKRCU_TESTING
-    if (void (*hook)(long) noexcept = g_help_hook.load(std::memory_order_acquire)) hook(-blocks);
-#else
-    (void)blocks;
-#endif
+    help_hook(-blocks);
     if (push_ready_chain(rest, last)) b->next = nullptr;
   }
   return b;
@@ -297,9 +301,7 @@ void help(unsigned flags) noexcept {
     if (k.ready_objs.load(std::memory_order_relaxed) > k.behind_limit.load(std::memory_order_relaxed))
       help_step(base, &tw->word, flags, &home);
   }
-#ifdef BULKRCU_TESTING
-  if (void (*hook)(long) noexcept = g_help_hook.load(std::memory_order_acquire)) hook(got);
-#endif
+  help_hook(got);
   // H2: every access of the help happens before the monitor's acquire load that sees it even.
   tw->seq.store(seq + 2, std::memory_order_release);
   // Nothing was ready: if the runtime thread is late, do its hand-over here.

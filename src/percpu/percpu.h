@@ -149,34 +149,10 @@ void fence_remote_all() noexcept;
   "addq %[base], %%rax\n\t"
 #define BULKRCU_RSEQ_END BULKRCU__RSEQ_END
 
-// Pushes `node` onto the singly linked list whose head pointer is at `head_off` in this CPU's
-// slot; `next_off` is the offset of the link inside the node. Returns false (nothing done) when
-// the slot's lock is held. About 9 instructions; the commit is the store of the head.
-// The node's link is written before the commit; if the sequence restarts, it is rewritten.
-template <std::size_t kHeadOff, std::size_t kNextOff>
-BULKRCU_ALWAYS_INLINE bool rseq_push(void* base, std::size_t stride, void* node) noexcept {
-#if BULKRCU_TSAN
-  __tsan_release(node);
-#endif
-  asm goto(BULKRCU_RSEQ_BEGIN
-           "cmpl $0, (%%rax)\n\t"
-           "jnz %l[locked]\n\t"
-           "movq %c[headoff](%%rax), %%rcx\n\t"
-           "movq %%rcx, %c[nextoff](%[node])\n\t"
-           "movq %[node], %c[headoff](%%rax)\n\t" BULKRCU_RSEQ_END
-           :
-           : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [node] "r"(node),
-             [headoff] "i"(kHeadOff), [nextoff] "i"(kNextOff)
-           : "rax", "rcx", "memory", "cc"
-           : locked);
-  return true;
-locked:
-  return false;
-}
-
-// Pushes the chain first .. last (linked through `next_off`, last's link is overwritten) onto
-// the list at `head_off` in this CPU's slot, like rseq_push. Returns false (nothing done) when
-// the slot's lock is held.
+// Pushes the chain first .. last (linked through `next_off`; last's link is written before the
+// commit, and rewritten if the sequence restarts) onto the singly linked list whose head
+// pointer is at `head_off` in this CPU's slot. Returns false (nothing done) when the slot's
+// lock is held. About 9 instructions; the commit is the store of the head.
 template <std::size_t kHeadOff, std::size_t kNextOff>
 BULKRCU_ALWAYS_INLINE bool rseq_push_chain(void* base, std::size_t stride, void* first, void* last) noexcept {
 #if BULKRCU_TSAN
@@ -196,6 +172,12 @@ BULKRCU_ALWAYS_INLINE bool rseq_push_chain(void* base, std::size_t stride, void*
   return true;
 locked:
   return false;
+}
+
+// Pushes `node` (a chain of one) the same way.
+template <std::size_t kHeadOff, std::size_t kNextOff>
+BULKRCU_ALWAYS_INLINE bool rseq_push(void* base, std::size_t stride, void* node) noexcept {
+  return rseq_push_chain<kHeadOff, kNextOff>(base, stride, node, node);
 }
 
 // Pops the first node of the list at `head_off` in this CPU's slot. Returns nullptr when the
