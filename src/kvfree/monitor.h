@@ -7,7 +7,8 @@
 // steps, in order (monitor.cpp, monitor_pass_locked):
 //   1 hand over: batches whose cookie has elapsed: free() blocks to their home CPU's
 //     `incoming` list (kReady, counted in ready_objs) or, under pressure and during a
-//     barrier, reclaimed by the pass's caller; user deleters' blocks to run_deleters
+//     barrier, reclaimed by the pass's caller; user deleters' blocks to run_deleters; stolen
+//     cursors whose help fence has passed (reclaim.h) back to their home CPUs
 //   2 collect: the closed chain behind every front (one exchange: only the monitor changes a
 //     front's link once it is front). Timer, barrier and pressure passes lock the slots and
 //     fence every CPU (percpu.h) to also detach idle fronts, take idle ready lists and tend
@@ -15,12 +16,14 @@
 //   3 cookies: collected blocks still kOpen get a fresh cookie (kWaiting); the collection
 //     becomes one batch waiting for the newest cookie among them
 //   4 barrier: the stage moves on (collect -> steal -> finish), each asking for the grace
-//     period the next waits for
+//     period and the help fence the next waits for; the steal stage locks the slots again
 //   5 grace period: the newest batch's cookie is requested, paced kGpPaceNs apart unless a
 //     barrier or pressure asks; spare pages go back to the pool
 // Invariants: batches are in collection order and their cookies do not decrease; a block is
-// in at most one batch; a batch's blocks are touched after its cookie has elapsed only. While
-// a barrier is in progress nothing new reaches a ready list or a cursor, and lite passes leave
+// in at most one batch; a batch's blocks are touched after its cookie has elapsed only, and a
+// stolen cursor's after its help fence has passed. While a barrier is in progress nothing new
+// is handed over to a ready list or a cursor (a help in flight at the collection may still move
+// a chain it took onto a ready list: the steal stage takes those), and lite passes leave
 // elapsed batches alone.
 #pragma once
 

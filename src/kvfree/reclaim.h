@@ -21,10 +21,10 @@
 // the same pointers again. With the help fence between steal and touch, the help has ended
 // (and its store of `done` is visible) before the runtime reads `done`.
 //
-// Help sequence (the help's own grace period). Until 2026-12-03 a help ran inside a read-side
+// Help sequence (the help's own grace period). Until 2026-12-04 a help ran inside a read-side
 // critical section and the steal waited for a grace period. With more threads than CPUs a
 // thread preempted inside a help then held up every grace period of the process until the
-// scheduler ran it again (docs/PERFORMANCE.md, 2026-12-03). Now a help only makes its slot's
+// scheduler ran it again (docs/PERFORMANCE.md, 2026-12-04). Now a help only makes its slot's
 // `seq` odd for its duration:
 //   H1  seq = s + 1 (relaxed), light_fence, then the loads of `word` and the cursor;
 //   H2  seq = s + 2 (release) after the help's last access.
