@@ -34,14 +34,25 @@ constexpr std::uint64_t kHigh = 65536;
 #endif
 constexpr int kSweepChunk = 256;  // slots locked at once, one remote fence per chunk
 
-// One per possible CPU. head: owner side pushes (rseq; in kLock mode a compare-and-swap); the
-// runtime thread detaches it by exchange under lock + fence_remote (see percpu.h's protocol;
-// the lock holds back rseq pushes only). queued: the owner side's count (an rseq add; in kLock
-// mode an atomic add); others only read it.
+// One per possible CPU; what `head` and `tail` mean depends on the mode (percpu.h):
+//  * kRseq: a FIFO. The owner side appends (percpu.h's rseq_append): `tail` is the address of
+//    the link that gets the next node (&head when the list is empty). Only `tail` tells where
+//    the list ends and whether it is empty: an append that aborted may have left a stale
+//    address in the last node's link, or in `head` of an empty list. The runtime thread
+//    detaches the list under lock + fence_remote (percpu.h's protocol), rewrites the last link
+//    to null and resets both fields. The sweep never walks the chain: its length is the growth
+//    of `queued` since the last sweep (`swept`, the runtime thread's).
+//  * kLock: a LIFO pushed by compare-and-swap on `head` (`tail` unused), detached by exchange
+//    and reversed by the sweep, which counts it on the way.
+// queued: the owner side's count (an rseq add after the append; in kLock mode an atomic add);
+// others only read it. Since the add follows the append, a sweep that lands between the two
+// counts that callback one sweep late (has_unswept() sees queued != swept and asks for it).
 struct alignas(kCacheLine) CbSlot {
   SlotLock lock;
   bulkrcu_head* head = nullptr;
+  bulkrcu_head** tail = &head;
   std::uint64_t queued = 0;
+  std::uint64_t swept = 0;
 };
 
 std::atomic<CbSlot*> g_slots{nullptr};
@@ -109,7 +120,10 @@ std::atomic<std::uint64_t> g_cursor_done[kMaxLanes];
 int g_rr = 0;  // round-robin start for picking a lane
 
 std::atomic<bool> g_any_carry{false};
-std::atomic<std::uint64_t> g_nr_swept{0}, g_nr_invoked{0}, g_nr_ready{0}, g_nr_head_frees{0};
+std::atomic<std::uint64_t> g_nr_swept{0}, g_nr_invoked{0}, g_nr_head_frees{0};
+// Ready callbacks not yet invoked, per lane. Signed: a callback counted one sweep late (CbSlot's
+// queued) may be invoked before it is counted, so a count can dip below zero for a moment.
+std::atomic<std::int64_t> g_lane_ready[kMaxLanes];
 
 struct Locked {
   Locked() { pthread_mutex_lock(&g_mu); }
@@ -215,7 +229,7 @@ void fork_child() {
     seg->first = g_cursor[l].load(std::memory_order_relaxed);
     seg->n = seg->n > done ? seg->n - done : 0;
     g_nr_invoked.fetch_add(done, std::memory_order_relaxed);
-    g_nr_ready.fetch_sub(done, std::memory_order_relaxed);
+    g_lane_ready[l].fetch_sub(static_cast<std::int64_t>(done), std::memory_order_relaxed);
     if (!seg->first) seg_free(g_ready[l].pop());
   }
 }
@@ -253,7 +267,8 @@ void call(bulkrcu_head* head, void (*func)(bulkrcu_head*)) noexcept {
   CbSlot* base = slots();
 #if BULKRCU_HAVE_RSEQ_ASM
   if (BULKRCU_LIKELY(mode() == PercpuMode::kRseq)) {
-    if (BULKRCU_LIKELY((subtle::rseq_push<offsetof(CbSlot, head), offsetof(bulkrcu_head, next)>(
+    head->next = nullptr;
+    if (BULKRCU_LIKELY((subtle::rseq_append<offsetof(CbSlot, tail), offsetof(bulkrcu_head, next)>(
             base, sizeof(CbSlot), head)))) {
       subtle::rseq_add_slot<offsetof(CbSlot, queued)>(base, sizeof(CbSlot), 1);
     } else {
@@ -285,10 +300,45 @@ bool has_unswept() noexcept {
   for (int l = 0; l < nr_lanes(); ++l)
     if (g_overflow[l].head.load(std::memory_order_relaxed)) return true;
   CbSlot* base = slots();
+  if (mode() == PercpuMode::kRseq) {
+    for (int i = 0; i < nr_slots(); ++i)
+      if (__atomic_load_n(&base[i].tail, __ATOMIC_RELAXED) != &base[i].head ||
+          __atomic_load_n(&base[i].queued, __ATOMIC_RELAXED) != base[i].swept)
+        return true;
+    return false;
+  }
   for (int i = 0; i < nr_slots(); ++i)
     if (__atomic_load_n(&base[i].head, __ATOMIC_RELAXED)) return true;
   return false;
 }
+
+namespace {
+// kRseq: takes slot `s`'s FIFO chain, between R2 and R3 (no aborted append can still store
+// after the fence). The chain is null-terminated on return; n counts its callbacks, give or take
+// those whose count lands one sweep late (CbSlot).
+struct Detached {
+  bulkrcu_head* first;
+  bulkrcu_head* last;
+  std::uint64_t n;
+};
+Detached detach_fifo(CbSlot& s) {
+  Detached d{nullptr, nullptr, 0};
+  bulkrcu_head** t = __atomic_load_n(&s.tail, __ATOMIC_RELAXED);
+  if (t != &s.head) {
+    d.first = __atomic_load_n(&s.head, __ATOMIC_RELAXED);
+    d.last = reinterpret_cast<bulkrcu_head*>(reinterpret_cast<char*>(t) - offsetof(bulkrcu_head, next));
+    *t = nullptr;  // may hold an aborted append's stale address
+  }
+  __atomic_store_n(&s.head, nullptr, __ATOMIC_RELAXED);
+  __atomic_store_n(&s.tail, &s.head, __ATOMIC_RELAXED);
+  // Read inside the lock: no append commits before R3, so every add counted here belongs to a
+  // callback detached now or by an earlier sweep.
+  const std::uint64_t q = __atomic_load_n(&s.queued, __ATOMIC_RELAXED);
+  d.n = q - s.swept;
+  s.swept = q;
+  return d;
+}
+}  // namespace
 
 std::uint64_t sweep() noexcept {
   CbSlot* base = slots();
@@ -298,37 +348,56 @@ std::uint64_t sweep() noexcept {
   bulkrcu_head* first[kMaxLanes] = {};
   bulkrcu_head* tail[kMaxLanes] = {};
   std::uint64_t count[kMaxLanes] = {};
-  auto append = [&](int l, bulkrcu_head* lifo) {
+  auto link = [&](int l, bulkrcu_head* f, bulkrcu_head* last) {
+    if (tail[l])
+      tail[l]->next = f;
+    else
+      first[l] = f;
+    tail[l] = last;
+  };
+  auto append_lifo = [&](int l, bulkrcu_head* lifo) {
     if (!lifo) return;
     bulkrcu_head* last;
     bulkrcu_head* fifo = reverse(lifo, &last, &count[l]);
-    if (tail[l])
-      tail[l]->next = fifo;
-    else
-      first[l] = fifo;
-    tail[l] = last;
+    link(l, fifo, last);
   };
   // The overflow lists first, before any slot is locked, and their chains first in the lane: a
   // push that found its slot locked by this sweep lands in the next sweep, and so does every
   // later push of that thread, so a thread's callbacks keep their order on one CPU.
-  for (int l = 0; l < lanes; ++l) append(l, g_overflow[l].head.exchange(nullptr, std::memory_order_acquire));
+  for (int l = 0; l < lanes; ++l)
+    append_lifo(l, g_overflow[l].head.exchange(nullptr, std::memory_order_acquire));
   // R1 on a chunk of slots, one R2 for all CPUs, then take and R3 (percpu.h's protocol).
+  const bool fifo = mode() == PercpuMode::kRseq;
   for (int c0 = 0; c0 < n; c0 += kSweepChunk) {
     const int c1 = c0 + kSweepChunk < n ? c0 + kSweepChunk : n;
-    bulkrcu_head* taken[kSweepChunk];
+    Detached taken[kSweepChunk];
     for (int i = c0; i < c1; ++i) base[i].lock.lock();
     subtle::fence_remote_all();
     for (int i = c0; i < c1; ++i) {
-      // An exchange: without rseq, pushes are compare-and-swaps that the slot's lock does not
-      // hold back (with rseq, none is in flight after the fence).
-      taken[i - c0] = __atomic_exchange_n(&base[i].head, nullptr, __ATOMIC_ACQUIRE);
+      Detached& t = taken[i - c0];
+      if (fifo) {
+        t = detach_fifo(base[i]);
+      } else {
+        // An exchange: without rseq, pushes are compare-and-swaps that the slot's lock does not
+        // hold back.
+        t = Detached{__atomic_exchange_n(&base[i].head, nullptr, __ATOMIC_ACQUIRE), nullptr, 0};
+      }
 #if BULKRCU_TSAN
-      // rseq_push released each node by its own address (TSan cannot see the asm store).
-      for (bulkrcu_head* h = taken[i - c0]; h; h = h->next) __tsan_acquire(h);
+      // Pushes and appends released each node by its own address (TSan cannot see asm stores).
+      for (bulkrcu_head* h = t.first; h; h = h->next) __tsan_acquire(h);
 #endif
     }
     for (int i = c0; i < c1; ++i) base[i].lock.unlock();
-    for (int i = c0; i < c1; ++i) append(i % lanes, taken[i - c0]);
+    for (int i = c0; i < c1; ++i) {
+      const Detached& t = taken[i - c0];
+      const int l = i % lanes;
+      if (!fifo) {
+        append_lifo(l, t.first);
+        continue;
+      }
+      if (t.first) link(l, t.first, t.last);
+      count[l] += t.n;
+    }
   }
 
   // The cookie is taken after the detach: every callback swept was queued before it.
@@ -349,7 +418,13 @@ std::uint64_t sweep() noexcept {
       g_carry_first[l] = nullptr;
       total -= g_carry_n[l];  // counted as swept when first carried
     }
-    if (!first[l]) continue;
+    if (!first[l]) {
+      // Only callbacks counted late (CbSlot's queued): they are in an older segment, waiting or
+      // ready. Counted as ready now; that segment was counted short by as many.
+      total += count[l];
+      g_lane_ready[l].fetch_add(static_cast<std::int64_t>(count[l]), std::memory_order_relaxed);
+      continue;
+    }
     total += count[l];
     const std::uint64_t seg_sweep = g_carry_n[l] ? g_carry_sweep[l] : id;
     g_carry_n[l] = 0;
@@ -398,7 +473,7 @@ void promote_ready() noexcept {
   while (g_waiting.head && gp::poll_state(g_waiting.head->cookie)) {
     Segment* s = g_waiting.pop();
     Fifo& q = g_ready[s->lane];
-    g_nr_ready.fetch_add(s->n, std::memory_order_relaxed);
+    g_lane_ready[s->lane].fetch_add(static_cast<std::int64_t>(s->n), std::memory_order_relaxed);
     // Join the lane's last ready segment unless a thread runs it: both are ready, so order and
     // safety are kept, and the lane needs no more than two segments however far it falls behind.
     if (q.tail && !(g_busy[s->lane] && q.tail == q.head)) {
@@ -412,18 +487,30 @@ void promote_ready() noexcept {
   }
 }
 
-bool has_ready() noexcept {
+unsigned ready_lanes() noexcept {
   Locked lk;
+  unsigned mask = 0;
   for (int l = 0; l < nr_lanes(); ++l)
-    if (g_ready[l].head && !g_busy[l]) return true;
-  return false;
+    if (g_ready[l].head && !g_busy[l]) mask |= 1u << l;
+  return mask;
 }
 
-std::uint64_t ready_backlog() noexcept { return g_nr_ready.load(std::memory_order_relaxed); }
+bool has_ready() noexcept { return ready_lanes() != 0; }
+
+std::uint64_t ready_backlog(int lane) noexcept {
+  const std::int64_t n = g_lane_ready[lane].load(std::memory_order_relaxed);
+  return n > 0 ? static_cast<std::uint64_t>(n) : 0;
+}
+
+std::uint64_t ready_backlog() noexcept {
+  std::int64_t n = 0;
+  for (int l = 0; l < kMaxLanes; ++l) n += g_lane_ready[l].load(std::memory_order_relaxed);
+  return n > 0 ? static_cast<std::uint64_t>(n) : 0;
+}
 
 std::size_t batch_limit() noexcept { return kBatch; }
 
-std::size_t invoke_batch(std::size_t budget, std::uint64_t* through) noexcept {
+std::size_t invoke_batch(std::size_t budget, std::uint64_t* through, unsigned lanes_mask) noexcept {
   Segment* seg = nullptr;
   int lane = -1;
   {
@@ -431,7 +518,7 @@ std::size_t invoke_batch(std::size_t budget, std::uint64_t* through) noexcept {
     const int lanes = nr_lanes();
     for (int i = 0; i < lanes; ++i) {
       const int l = (g_rr + i) % lanes;
-      if (g_ready[l].head && !g_busy[l]) {
+      if ((lanes_mask >> l & 1u) && g_ready[l].head && !g_busy[l]) {
         lane = l;
         break;
       }
@@ -451,9 +538,22 @@ std::size_t invoke_batch(std::size_t budget, std::uint64_t* through) noexcept {
   std::size_t done = 0;
   std::uint64_t head_frees = 0;
   bulkrcu_head* h = seg->first;
+  // A prefetch walks kAhead nodes in front of h: each hop loads a node prefetched one callback
+  // earlier, so the chain's cache misses overlap the callbacks instead of stalling each one.
+  // The nodes in front are not invoked yet, so nothing frees them under the walk.
+  constexpr int kAhead = 8;
+  bulkrcu_head* ahead = h;
+  for (int i = 0; i < kAhead && ahead; ++i) {
+    ahead = ahead->next;
+    if (ahead) __builtin_prefetch(ahead);
+  }
   {
     UserCode user(Section::kNone);  // base/user_code.h: until the end of this batch
     while (h && done < budget) {
+      if (ahead) {
+        ahead = ahead->next;
+        if (ahead) __builtin_prefetch(ahead);
+      }
       bulkrcu_head* next = h->next;  // read before func: func may free or requeue h
       g_cursor[lane].store(next, std::memory_order_relaxed);
       g_cursor_done[lane].store(done + 1, std::memory_order_relaxed);
@@ -468,19 +568,24 @@ std::size_t invoke_batch(std::size_t budget, std::uint64_t* through) noexcept {
   // lane's finished callbacks itself) sees both or neither.
   g_nr_invoked.fetch_add(done, std::memory_order_relaxed);
   g_nr_head_frees.fetch_add(head_frees, std::memory_order_relaxed);
-  g_nr_ready.fetch_sub(done, std::memory_order_relaxed);
+  g_lane_ready[lane].fetch_sub(static_cast<std::int64_t>(done), std::memory_order_relaxed);
   seg->first = h;
-  seg->n -= done;
+  seg->n = seg->n > done ? seg->n - done : 0;  // n may lag by a callback counted late
   if (!h) seg_free(g_ready[lane].pop());
   g_busy[lane] = false;
   *through = through_locked();
   return done;
 }
 
-std::uint64_t invoke_ready() noexcept {
+std::uint64_t invoked_through() noexcept {
+  Locked lk;
+  return through_locked();
+}
+
+std::uint64_t invoke_ready(unsigned lanes_mask) noexcept {
   promote_ready();
   std::uint64_t through;
-  invoke_batch(kBatch, &through);
+  invoke_batch(kBatch, &through, lanes_mask);
   return through;
 }
 

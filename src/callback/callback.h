@@ -1,18 +1,20 @@
 // bulkrcu/src/callback/callback.h: call_rcu (layer callback; includes base/, percpu/, gp/).
 //
-// Owner side: bulkrcu_call pushes the head onto this CPU's list (an rseq push, or a try-lock of
-// the slot in the kLock mode) and bumps this CPU's queued count. When the slot is held by the
-// runtime thread, or the try-lock fails (another thread, or a signal handler interrupting this
+// Owner side: bulkrcu_call appends the head to this CPU's list (an rseq append onto a FIFO; in
+// the kLock mode a compare-and-swap push onto a LIFO) and bumps this CPU's queued count. When the slot is
+// held by the runtime thread, or the try-lock fails (another thread, or a signal handler interrupting this
 // one), the head goes onto its lane's overflow list with a lock-free push. It never blocks,
 // allocates or waits for a lock.
 //
 // Lanes. CPU c belongs to lane c % nr_lanes() (at most kMaxLanes). A lane is the unit of order
 // and of parallel invocation: its callbacks run in queueing order, by one thread at a time; two
-// lanes may run on two threads at once. Callbacks queued on one CPU therefore run in the order
-// they were queued, whichever thread runs them.
+// lanes may run on two threads at once (runtime.h: lane l's worker, on lane l's CPUs). Callbacks queued on
+// one CPU therefore run in the order they were queued, whichever thread runs them.
 //
 // Runtime side. sweep() (the runtime thread) detaches every CPU's list and the overflow lists,
-// restores queueing order (pushes are LIFO), and appends one segment per lane, tagged with a
+// restores queueing order where a list is LIFO (the overflow lists, and the CPU lists in the
+// kLock mode; with rseq a CPU list is taken whole, never walked), and appends one segment per
+// lane, tagged with a
 // fresh grace-period cookie, to the waiting queue. promote_ready() moves the segments whose
 // cookie has elapsed onto their lane's ready queue. invoke_batch() (the runtime thread or an
 // invocation worker) runs at most `budget` callbacks of one lane that no other thread is
@@ -66,21 +68,28 @@ std::uint64_t sweep() noexcept;
 bool oldest_pending(unsigned long* cookie) noexcept;
 // Moves waiting segments whose cookie has elapsed to their lanes' ready queues.
 void promote_ready() noexcept;
+// Lanes (bit l: lane l) with ready callbacks that no thread is running (racy peek).
+unsigned ready_lanes() noexcept;
 // True when some lane has ready callbacks that no thread is running (racy peek).
 bool has_ready() noexcept;
-// Ready callbacks not yet invoked (racy).
+// Ready callbacks not yet invoked, in all lanes or in one (racy).
 std::uint64_t ready_backlog() noexcept;
+std::uint64_t ready_backlog(int lane) noexcept;
 // Callbacks queued and not yet invoked, swept or not (racy).
 std::uint64_t backlog() noexcept;
 // True when the backlog is large enough that grace periods should be expedited and more
 // invocation threads used.
 bool backlog_high() noexcept;
 // Bulkrcu's threads only (the runtime thread, invocation workers). Runs at most `budget` ready
-// callbacks of one lane no other thread is running; returns how many it ran (0: nothing to do).
-// *through = the highest sweep number whose segments (and every older one's) have been invoked.
-std::size_t invoke_batch(std::size_t budget, std::uint64_t* through) noexcept;
-// promote_ready(), then one bounded invoke_batch(); returns *through of it (runtime thread).
-std::uint64_t invoke_ready() noexcept;
+// callbacks of one lane in `lanes_mask` (bit l: lane l) that no other thread is running; returns
+// how many it ran (0: nothing to do). *through = the highest sweep number whose segments (and
+// every older one's) have been invoked.
+std::size_t invoke_batch(std::size_t budget, std::uint64_t* through, unsigned lanes_mask) noexcept;
+// The highest sweep number whose segments (and every older one's) have been invoked.
+std::uint64_t invoked_through() noexcept;
+// promote_ready(), then one bounded invoke_batch() of a lane in `lanes_mask`; returns *through
+// of it (runtime thread).
+std::uint64_t invoke_ready(unsigned lanes_mask) noexcept;
 // Callbacks one invoke_batch() runs at most.
 std::size_t batch_limit() noexcept;
 // True while the calling thread runs a callback.

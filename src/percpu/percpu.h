@@ -180,6 +180,38 @@ BULKRCU_ALWAYS_INLINE bool rseq_push(void* base, std::size_t stride, void* node)
   return rseq_push_chain<kHeadOff, kNextOff>(base, stride, node, node);
 }
 
+// Appends `node` to the FIFO list of this CPU's slot whose tail pointer (the address of the
+// link field that gets the next node: the slot's head field when the list is empty) is at
+// `tail_off`. `node`'s own link (at `next_off`) must be null. Returns false (nothing done)
+// when the slot's lock is held. The store of `node` into the old tail's link comes before the
+// commit (the store of the new tail): a sequence that aborts between the two leaves that link
+// pointing at a node that is not in the list. Only the link at the tail can hold such a stale
+// address (any later append overwrites it before its commit), so a remote side that detaches
+// the list (after R1 and R2, when no aborted store can still land) tells the end by the tail
+// pointer alone, rewrites that last link to null, and tells an empty list by a tail pointer
+// that points at the head field (whose value is then stale, too). About 9 instructions.
+template <std::size_t kTailOff, std::size_t kNextOff>
+BULKRCU_ALWAYS_INLINE bool rseq_append(void* base, std::size_t stride, void* node) noexcept {
+#if BULKRCU_TSAN
+  __tsan_release(node);
+#endif
+  void* const link = static_cast<char*>(node) + kNextOff;
+  asm goto(BULKRCU_RSEQ_BEGIN
+           "cmpl $0, (%%rax)\n\t"
+           "jnz %l[locked]\n\t"
+           "movq %c[tailoff](%%rax), %%rcx\n\t"
+           "movq %[node], (%%rcx)\n\t"
+           "movq %[link], %c[tailoff](%%rax)\n\t" BULKRCU_RSEQ_END
+           :
+           : [off] "r"(g_rseq_offset), [stride] "r"(stride), [base] "r"(base), [node] "r"(node),
+             [link] "r"(link), [tailoff] "i"(kTailOff)
+           : "rax", "rcx", "memory", "cc"
+           : locked);
+  return true;
+locked:
+  return false;
+}
+
 // Pops the first node of the list at `head_off` in this CPU's slot. Returns nullptr when the
 // list is empty, and `locked` when the slot's lock is held (both leave the list alone).
 // The commit is the store of the new head; the popped node's link is only read.

@@ -33,17 +33,20 @@ void callback_barrier() noexcept;
 // True on the runtime thread.
 bool on_runtime_thread() noexcept;
 
-// ---- invocation threads (callbacks run on the runtime thread and on workers started on demand
-// when the ready backlog outgrows one batch; see callback.h's lanes). For layers that map other
-// APIs (liburcu's call_rcu_data) onto bulkrcu's invocation threads.
+// ---- invocation threads: the runtime thread, and one worker per lane at most, started on demand
+// when that lane's ready backlog outgrows two batches (see callback.h's lanes). Worker l runs
+// lane l alone, on lane l's CPUs; the runtime thread runs the lanes that have no worker. For
+// layers that map other APIs (liburcu's call_rcu_data) onto bulkrcu's invocation threads.
 // Threads that invoke callbacks now: the runtime thread (once started) plus workers.
 int invocation_threads() noexcept;
-// Upper bound on invocation threads, clamped to [1, cb::kMaxLanes]; default 2. Lowering it
-// stops no running worker. Never more workers run than lanes.
+// Upper bound on invocation threads, clamped to [1, cb::kMaxLanes + 1]; default: the runtime
+// thread plus one worker per lane. With n, only lanes 0 .. n-2 get a worker. Lowering it stops
+// no running worker.
 void set_max_invocation_threads(int n) noexcept;
 int max_invocation_threads() noexcept;
-// Pins invocation thread i (0: the runtime thread, 1..: workers, started now if missing) to
-// `set`. Returns 0 or an errno value (EINVAL for a bad index, EAGAIN if a worker cannot start).
+// Pins invocation thread i (0: the runtime thread, i >= 1: lane i-1's worker, started now if
+// missing) to `set`. Returns 0 or an errno value (EINVAL for a bad index: i > lanes; EAGAIN if
+// the worker cannot start).
 int pin_invocation_thread(int i, const cpu_set_t* set) noexcept;
 
 }  // namespace bulkrcu::detail::runtime
