@@ -332,6 +332,9 @@ bool remote_detach(int cpu, std::vector<FNode*>* out, std::size_t limit) {
   if (t != &s.head) {
     first = __atomic_load_n(&s.head, __ATOMIC_RELAXED);
     last = reinterpret_cast<FNode*>(reinterpret_cast<char*>(t) - kFNext);
+#if BULKRCU_TSAN
+    __tsan_acquire(last);  // rseq_append released each node (TSan cannot see the asm stores)
+#endif
     *t = nullptr;
   }
   __atomic_store_n(&s.head, nullptr, __ATOMIC_RELAXED);
@@ -340,6 +343,9 @@ bool remote_detach(int cpu, std::vector<FNode*>* out, std::size_t limit) {
   std::size_t n = 0;
   FNode* prev = nullptr;
   for (FNode* h = first; h; h = h->next) {
+#if BULKRCU_TSAN
+    __tsan_acquire(h);
+#endif
     if (++n > limit) return false;
     out->push_back(h);
     prev = h;

@@ -327,6 +327,9 @@ Detached detach_fifo(CbSlot& s) {
   if (t != &s.head) {
     d.first = __atomic_load_n(&s.head, __ATOMIC_RELAXED);
     d.last = reinterpret_cast<bulkrcu_head*>(reinterpret_cast<char*>(t) - offsetof(bulkrcu_head, next));
+#if BULKRCU_TSAN
+    __tsan_acquire(d.last);  // rseq_append released it (TSan cannot see the asm stores)
+#endif
     *t = nullptr;  // may hold an aborted append's stale address
   }
   __atomic_store_n(&s.head, nullptr, __ATOMIC_RELAXED);
