@@ -372,6 +372,29 @@ TEST(CallbackWorkers, BacklogStartsAWorkerAndKeepsPerCpuOrder) {
   EXPECT_GE(bulkrcu::detail::runtime::invocation_threads(), 2);
 }
 
+// A worker that does not take its ready lane (paused by the test hook, as a worker whose CPUs
+// a real-time thread keeps busy) gives it to the runtime thread after 10 ms: the barrier
+// completes and the runtime thread counts its take-overs. Fails (the barrier never returns, the
+// waiter below gives up) if the runtime thread leaves a worker's lane alone whatever happens.
+TEST(CallbackWorkers, AStalledWorkersLaneIsTakenOver) {
+  // A worker on lane 0: a backlog pinned to CPU 0 (the same as the test above).
+  for (int round = 0; round < 3 && bulkrcu::detail::runtime::invocation_threads() < 2; ++round)
+    run_fifo(true, true);
+  ASSERT_GE(bulkrcu::detail::runtime::invocation_threads(), 2);
+  const std::uint64_t before = bulkrcu::detail::runtime::worker_takeovers();
+  bulkrcu::detail::runtime::pause_workers_for_test(true);
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    run_fifo(true, false);  // its barrier must complete with every worker paused
+    done.store(true);
+  });
+  const bool finished = wait_until_for([&] { return done.load(); }, 30);
+  bulkrcu::detail::runtime::pause_workers_for_test(false);
+  t.join();
+  EXPECT_TRUE(finished);
+  EXPECT_GT(bulkrcu::detail::runtime::worker_takeovers(), before);
+}
+
 TEST(CallbackWorkers, PinAnInvocationThread) {
   cpu_set_t set;
   CPU_ZERO(&set);

@@ -107,12 +107,14 @@ BULKRCU_API bool bulkrcu_poll_state(unsigned long cookie);
 BULKRCU_API void bulkrcu_cond_synchronize(unsigned long cookie);
 
 /* Queues `head` so that func(head) runs after a grace period on one of bulkrcu's invocation
- * threads: the runtime thread, and invocation workers it starts when callbacks pile up.
- * Callbacks queued on one CPU run in the order they were queued, one at a time.
+ * threads: the runtime thread, and invocation workers it starts when callbacks pile up (one
+ * per group of CPUs, running on those CPUs: callbacks run on the CPU that queued them, as in
+ * the kernel). Callbacks queued on one CPU run in the order they were queued, one at a time.
  * The backlog (queued, not yet run) is visible as callbacks_pending in <bulkrcu/stats.h>;
  * when it grows, grace periods are expedited and invocation spreads over more threads.
- * Blocks: no. Allocates: no. Takes no contended lock: an rseq push onto this CPU's list (or a
- * try-lock of it), else a lock-free push onto a shared overflow list. Async-signal-safe: yes,
+ * Blocks: no. Allocates: no. Takes no lock: an rseq append to this CPU's list (without rseq, a
+ * compare-and-swap push onto it); an append that finds the list held by a sweep takes a
+ * lock-free push onto a shared overflow list instead. Async-signal-safe: yes,
  * except as the first bulkrcu call of a fork child (it then starts the runtime thread).
  * Inside a reader: yes. */
 BULKRCU_API void bulkrcu_call(struct bulkrcu_head* head, void (*func)(struct bulkrcu_head*));

@@ -64,6 +64,7 @@ std::atomic<int> g_workers_running{0};    // workers inside a batch
 struct alignas(kCacheLine) WorkerBell {
   std::atomic<std::uint32_t> bell{0};
   std::atomic<int> sleepers{0};
+  std::atomic<std::uint64_t> batches{0};  // batches this lane's worker has run
 };
 WorkerBell g_bells[kMaxWorkers];
 pthread_t g_worker_tid[kMaxWorkers];
@@ -71,6 +72,37 @@ void publish_progress(std::uint64_t through);
 bool workers_busy() { return g_workers_running.load(std::memory_order_acquire) != 0; }
 // The lanes the runtime thread runs: those without a worker.
 unsigned runtime_lanes() { return ~g_worker_lanes.load(std::memory_order_acquire); }
+
+// A worker that does not take its ready lane for kWorkerStallNs (its CPUs taken by threads of
+// a higher priority or a real-time class, stopped by a debugger, or never woken) gives the lane
+// to the runtime thread until it runs a batch again: no callback waits on one thread's
+// scheduling. The lane still runs on one thread at a time (its busy flag).
+constexpr std::uint64_t kWorkerStallNs = 10 * 1000 * 1000;
+std::uint64_t g_stall_since[kMaxWorkers];    // the runtime thread's: when it saw the lane wait
+std::uint64_t g_stall_batches[kMaxWorkers];  // ... and the worker's batch count then
+std::atomic<std::uint64_t> g_worker_takeovers{0};
+#ifdef BULKRCU_TESTING
+std::atomic<bool> g_workers_paused{false};
+#endif
+
+// Runtime thread: the lanes in `ready` (ready, not busy) whose worker has not run a batch for
+// kWorkerStallNs while they waited.
+unsigned stalled_lanes(unsigned ready) {
+  const unsigned workers = g_worker_lanes.load(std::memory_order_acquire);
+  unsigned out = 0;
+  const std::uint64_t now = now_ns();
+  for (int l = 0; l < kMaxWorkers; ++l) {
+    if (!(workers >> l & 1u)) continue;
+    const std::uint64_t b = g_bells[l].batches.load(std::memory_order_relaxed);
+    if (!(ready >> l & 1u) || g_stall_since[l] == 0 || b != g_stall_batches[l]) {
+      g_stall_since[l] = (ready >> l & 1u) ? now : 0;
+      g_stall_batches[l] = b;
+      continue;
+    }
+    if (now - g_stall_since[l] >= kWorkerStallNs) out |= 1u << l;
+  }
+  return out;
+}
 
 // ---- pacing the callbacks' grace periods ----------------------------------------------------
 // The runtime thread sweeps the CPUs' callback lists and starts their grace period at most once
@@ -114,7 +146,9 @@ bool work_pending() {
   if (cb_work(now_ns()) == CbWork::kNow) return true;
   if (!gp::poll_state(gp::requested_cookie())) return true;
   if (kvfree::has_work()) return true;
-  if (cb::ready_lanes() & runtime_lanes()) return true;
+  const unsigned ready = cb::ready_lanes();
+  if (ready & runtime_lanes()) return true;
+  if (ready & stalled_lanes(ready)) return true;
   // A barrier whose sweep has not run yet (what is swept is covered above, or by the
   // invocation workers, which publish their own progress).
   unsigned long c;
@@ -153,10 +187,21 @@ void* worker_main(void* arg) {
     const std::uint32_t bell = w.bell.load(std::memory_order_acquire);
     g_workers_running.fetch_add(1, std::memory_order_seq_cst);
     std::uint64_t through;
-    const std::size_t ran = cb::invoke_batch(cb::batch_limit(), &through, mine);
+    std::size_t ran = 0;
+#ifdef BULKRCU_TESTING
+    if (g_workers_paused.load(std::memory_order_relaxed)) {
+      g_workers_running.fetch_sub(1, std::memory_order_seq_cst);
+      subtle::futex_wait(&w.bell, bell, 1000 * 1000);  // as if never scheduled
+      continue;
+    }
+#endif
+    ran = cb::invoke_batch(cb::batch_limit(), &through, mine);
     g_workers_running.fetch_sub(1, std::memory_order_seq_cst);
     publish_progress(through);
-    if (ran) continue;
+    if (ran) {
+      w.batches.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
     doorbell_ring_if_idle();  // the runtime thread may wait for this lane to be released
     w.sleepers.fetch_add(1, std::memory_order_seq_cst);
     if (!(cb::ready_lanes() & mine)) subtle::futex_wait(&w.bell, bell, 0);
@@ -252,11 +297,15 @@ void one_pass() {
   unsigned long req = gp::requested_cookie();
   if (!gp::poll_state(req)) wait_for_cookie_unlocked(req, false);
   // What became ready during the waits goes to the workers first; this thread runs a batch of
-  // a lane that has no worker. It still publishes progress, for the barriers.
+  // a lane that has no worker, or whose worker stalls. It still publishes progress, for the
+  // barriers.
   cb::promote_ready();
   wake_workers();
-  const unsigned mine = runtime_lanes();
-  if (cb::ready_lanes() & mine)
+  const unsigned ready = cb::ready_lanes();
+  const unsigned stalled = stalled_lanes(ready);
+  const unsigned mine = runtime_lanes() | stalled;
+  if (stalled & ready) g_worker_takeovers.fetch_add(1, std::memory_order_relaxed);
+  if (ready & mine)
     publish_progress(cb::invoke_ready(mine));
   else
     publish_progress(cb::invoked_through());
@@ -297,6 +346,10 @@ void* runtime_main(void*) {
     if (parked && (timeout == 0 || parked < timeout)) timeout = parked;
     std::uint64_t poll = doorbell_poll_ns();
     if (poll && (timeout == 0 || poll < timeout)) timeout = poll;
+    // A worker's lane waits: look again when it would count as stalled.
+    if ((cb::ready_lanes() & g_worker_lanes.load(std::memory_order_relaxed)) &&
+        (timeout == 0 || kWorkerStallNs < timeout))
+      timeout = kWorkerStallNs;
     if (paced) {
       const std::uint64_t now = now_ns(), due = g_cb_gp_ns + kCbPaceNs;
       const std::uint64_t left = due > now ? due - now : 1;
@@ -348,6 +401,7 @@ void child_fork() {
   g_runtime_up.store(0, std::memory_order_relaxed);
   g_nr_workers.store(0, std::memory_order_relaxed);  // the parent's workers do not exist here
   g_worker_lanes.store(0, std::memory_order_relaxed);
+  for (std::uint64_t& t : g_stall_since) t = 0;
   for (WorkerBell& w : g_bells) w.sleepers.store(0, std::memory_order_relaxed);
   g_workers_running.store(0, std::memory_order_relaxed);
   t_is_runtime = false;
@@ -389,6 +443,12 @@ void set_max_invocation_threads(int n) noexcept {
 }
 
 int max_invocation_threads() noexcept { return g_max_workers.load(std::memory_order_relaxed) + 1; }
+
+std::uint64_t worker_takeovers() noexcept { return g_worker_takeovers.load(std::memory_order_relaxed); }
+
+#ifdef BULKRCU_TESTING
+void pause_workers_for_test(bool pause) noexcept { g_workers_paused.store(pause, std::memory_order_relaxed); }
+#endif
 
 int pin_invocation_thread(int i, const cpu_set_t* set) noexcept {
   ensure_started();

@@ -48,5 +48,12 @@ int max_invocation_threads() noexcept;
 // missing) to `set`. Returns 0 or an errno value (EINVAL for a bad index: i > lanes; EAGAIN if
 // the worker cannot start).
 int pin_invocation_thread(int i, const cpu_set_t* set) noexcept;
+// Batches the runtime thread ran of a lane whose worker had not taken it for 10 ms.
+std::uint64_t worker_takeovers() noexcept;
+#ifdef BULKRCU_TESTING
+// Tests: workers stop taking batches (each waits on its bell, 1 ms at a time), as workers whose
+// CPUs are taken by threads of a real-time class would.
+void pause_workers_for_test(bool pause) noexcept;
+#endif
 
 }  // namespace bulkrcu::detail::runtime
